@@ -1,0 +1,158 @@
+"""RT throughput on this CPU: training tokens/s, generated steps/s, and achieved FLOP/s as a
+fraction of the measured float32 matmul peak.
+
+    python benchmarks/rt_throughput.py [--json OUT] [--quick]
+
+The FLOP count of one update is XLA's own (the compiled program's cost analysis), not a
+formula; the peak is the best of several large float32 matmuls timed here, with the same
+threads the models get.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+from rtaug.data import Dataset
+from rtaug.generate.generation import GenerationConfig, _build_generator, _context, select_starts
+from rtaug.generate.model import RTConfig, RTModel
+from rtaug.generate.spec import Spec
+from rtaug.generate.train import TrainedRT, _adam, _windows
+from rtaug.data.episodes import reward_to_go
+
+
+def matmul_peak(sizes=(1024, 2048, 3072), repeats=5) -> float:
+    best = 0.0
+    for n in sizes:
+        a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+        b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+        f = jax.jit(lambda x, y: x @ y)
+        f(a, b).block_until_ready()
+        for _ in range(repeats):
+            t = time.perf_counter()
+            f(a, b).block_until_ready()
+            best = max(best, 2 * n**3 / (time.perf_counter() - t))
+    return best
+
+
+def synthetic_dataset(n=50_000, obs_dim=4, act_dim=2, ep_len=200, seed=0) -> Dataset:
+    """Maze2D-shaped continuous data: smooth random walks, episodes of `ep_len` steps."""
+    rng = np.random.default_rng(seed)
+    act = rng.uniform(-1, 1, (n, act_dim)).astype(np.float32)
+    obs = np.cumsum(rng.normal(0, 0.1, (n, obs_dim)), axis=0).astype(np.float32)
+    nxt = np.concatenate([obs[1:], obs[-1:]])
+    timeouts = np.zeros(n, bool)
+    timeouts[ep_len - 1::ep_len] = True
+    return Dataset(observations=obs, actions=act, rewards=rng.random(n).astype(np.float32),
+                   terminals=np.zeros(n, bool), timeouts=timeouts, next_observations=nxt)
+
+
+def bench_training(data: Dataset, cfg: RTConfig, chunk=20, repeats=3) -> dict:
+    spec = Spec.fit(data, gamma=cfg.gamma, rtg_bins=cfg.rtg_bins)
+    model = RTModel(spec, cfg)
+    bounds = data.episodes()
+    rtg = reward_to_go(data.rewards, bounds, cfg.gamma)
+    rng = np.random.default_rng(0)
+    K, B = cfg.context_steps, cfg.batch_size
+    batch = _windows(data, rtg, bounds, rng.integers(0, len(data), (B,)), K, cfg.direction)
+    params = model.init(jax.random.PRNGKey(0), *batch)
+    opt = _adam(cfg.lr, 10_000, 100, cfg.weight_decay, cfg.grad_clip)
+    opt_state = opt.init(params)
+
+    def loss_fn(p, b):
+        s, a, r, R, m = b
+        return -model.apply(p, s, a, r, R, m).sum() / jnp.maximum(m.sum(), 1)
+
+    def update(carry, b):
+        p, o = carry
+        loss, g = jax.value_and_grad(loss_fn)(p, b)
+        u, o = opt.update(g, o, p)
+        import optax
+
+        return (optax.apply_updates(p, u), o), loss
+
+    one = jax.jit(update).lower((params, opt_state), batch).compile()
+    flops = float(one.cost_analysis().get("flops", float("nan")) if isinstance(one.cost_analysis(), dict)
+                  else one.cost_analysis()[0].get("flops", float("nan")))
+    run = jax.jit(lambda c, bs: jax.lax.scan(update, c, bs))
+    batches = _windows(data, rtg, bounds, rng.integers(0, len(data), (chunk, B)), K, cfg.direction)
+    carry = (params, opt_state)
+    carry, _ = run(carry, batches)
+    jax.block_until_ready(carry)
+    best = 0.0
+    for _ in range(repeats):
+        t = time.perf_counter()
+        carry, losses = run(carry, batches)
+        jax.block_until_ready(losses)
+        best = max(best, chunk / (time.perf_counter() - t))
+    n_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
+    return {"updates_per_s": best, "tokens_per_s": best * B * 4 * K, "flops_per_update": flops,
+            "achieved_flops": flops * best, "params": int(n_params)}
+
+
+def bench_generation(data: Dataset, cfg: RTConfig, gcfg: GenerationConfig, H=256, repeats=3) -> dict:
+    spec = Spec.fit(data, gamma=cfg.gamma, rtg_bins=cfg.rtg_bins)
+    model = RTModel(spec, cfg)
+    bounds = data.episodes()
+    rtg = reward_to_go(data.rewards, bounds, cfg.gamma)
+    batch = _windows(data, rtg, bounds, np.arange(2), cfg.context_steps, cfg.direction)
+    params = model.init(jax.random.PRNGKey(0), *batch)
+    trained = TrainedRT(spec, cfg, params, [])
+    run = _build_generator(trained, gcfg, H)
+    starts = select_starts(data, H, "uniform", np.random.default_rng(0))
+    ctx = {k: jnp.asarray(v) for k, v in _context(data, rtg, bounds, starts, cfg.context_steps - gcfg.max_length,
+                                                   cfg.direction).items()}
+    jax.block_until_ready(run(ctx, jax.random.PRNGKey(0)))
+    best = float("inf")
+    for i in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(run(ctx, jax.random.PRNGKey(i)))
+        best = min(best, time.perf_counter() - t)
+    steps = H * gcfg.max_length
+    return {"trajectories": H, "candidates": gcfg.candidates, "max_length": gcfg.max_length,
+            "seconds": best, "generated_steps_per_s": steps / best,
+            "candidate_tokens_per_s": steps * gcfg.candidates * 4 / best}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
+    ap.add_argument("--quick", action="store_true", help="smaller runs (a smoke check, figures less stable)")
+    args = ap.parse_args(argv)
+
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {jax.device_count()} device(s)")
+    peak = matmul_peak(sizes=(1024,) if args.quick else (1024, 2048, 3072))
+    print(f"float32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
+    data = synthetic_dataset(n=20_000 if args.quick else 50_000)
+    configs = {
+        "boxball (quickstart: 2 layers, d 64, K 24, batch 64)": RTConfig(context_steps=24, n_layer=2, n_head=4,
+                                                                          d_model=64, batch_size=64),
+        "default (3 layers, d 128, K 20, batch 64)": RTConfig(),
+    }
+    results = {"matmul_peak_flops": peak, "training": {}, "generation": {}}
+    for name, cfg in configs.items():
+        tr = bench_training(data, cfg, chunk=5 if args.quick else 20, repeats=2 if args.quick else 3)
+        tr["peak_fraction"] = tr["achieved_flops"] / peak
+        results["training"][name] = tr
+        print(f"train {name}: {tr['updates_per_s']:.1f} updates/s, {tr['tokens_per_s']:.0f} tokens/s, "
+              f"{tr['flops_per_update'] / 1e9:.2f} GFLOP/update, {tr['achieved_flops'] / 1e9:.1f} GFLOP/s "
+              f"= {100 * tr['peak_fraction']:.1f}% of peak ({tr['params']} parameters)")
+        gcfg = GenerationConfig(max_length=10, candidates=4)
+        ge = bench_generation(data, cfg, gcfg, H=64 if args.quick else 256, repeats=2 if args.quick else 3)
+        results["generation"][name] = ge
+        print(f"generate {name}: {ge['generated_steps_per_s']:.0f} generated steps/s "
+              f"({ge['trajectories']} trajectories x {ge['candidates']} candidates x {ge['max_length']} steps "
+              f"in {ge['seconds']:.2f} s; {ge['candidate_tokens_per_s']:.0f} candidate tokens/s)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Experiments: pipeline stages over files, and the quickstart."""

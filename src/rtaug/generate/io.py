@@ -1,0 +1,113 @@
+"""Saving and loading a trained generator: a directory of JSON configs and msgpack weights.
+
+No pickle: loading a model file cannot run code. Every file is written to a temporary name
+and renamed, so an interrupted save never leaves a half-written model behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import serialization
+
+from rtaug.generate.baselines import BackwardMLPConfig, TrainedBackwardMLP
+from rtaug.generate.model import RTConfig, RTModel
+from rtaug.generate.spec import Spec
+from rtaug.generate.train import TrainedRT, TrainedVAE, VAEConfig
+
+FORMAT = 1
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _json(path: Path, obj) -> None:
+    _atomic_write(path, json.dumps(obj, indent=2).encode())
+
+
+def save_generator(out_dir, rt: TrainedRT, vae: TrainedVAE, mlp: TrainedBackwardMLP | None = None) -> Path:
+    """Write spec.json, rt.json + rt.msgpack, vae.json + vae.msgpack (and the MLP baseline if given)."""
+    out = Path(out_dir)
+    _json(out / "spec.json", {"format": FORMAT, **rt.spec.to_dict()})
+    _json(out / "rt.json", {"config": rt.config.to_dict(), "history": rt.history})
+    _atomic_write(out / "rt.msgpack", serialization.to_bytes(rt.params))
+    _json(out / "vae.json", {"config": vae.config.to_dict(), "alpha": vae.alpha})
+    _atomic_write(out / "vae.msgpack", serialization.to_bytes(vae.params))
+    if mlp is not None:
+        _json(out / "backward_mlp.json", {"config": mlp.config.to_dict()})
+        _atomic_write(out / "backward_mlp.msgpack", serialization.to_bytes(mlp.params))
+    return out
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing (is {path.parent} a model directory written by `rtaug train-model`?)") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+
+def _restore(template, path: Path):
+    try:
+        return serialization.from_bytes(template, path.read_bytes())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing") from None
+    except Exception as e:  # msgpack / structure mismatch
+        raise ValueError(f"{path}: cannot be read as weights of this model ({e})") from None
+
+
+def load_generator(model_dir):
+    """Return (TrainedRT, TrainedVAE, TrainedBackwardMLP | None) from a model directory."""
+    d = Path(model_dir)
+    spec_d = _read_json(d / "spec.json")
+    if spec_d.pop("format", None) != FORMAT:
+        raise ValueError(f"{d / 'spec.json'}: unknown format (expected {FORMAT})")
+    spec = Spec.from_dict(spec_d)
+    rt_meta = _read_json(d / "rt.json")
+    rt_cfg = RTConfig(**rt_meta["config"])
+    model = RTModel(spec, rt_cfg)
+    K = rt_cfg.context_steps
+    obs = np.zeros((1, K, spec.obs_dim), np.float32)
+    act = np.zeros((1, K), np.int64) if spec.act_kind == "discrete" else np.zeros((1, K, spec.act_dim), np.float32)
+    z = np.zeros((1, K), np.float32)
+    template = model.init(jax.random.PRNGKey(0), obs, act, z, z, np.ones((1, K), bool))
+    rt = TrainedRT(spec, rt_cfg, _restore(template, d / "rt.msgpack"), rt_meta.get("history", []))
+
+    vae_meta = _read_json(d / "vae.json")
+    vcfg = vae_meta["config"]
+    vcfg["hidden"] = tuple(vcfg["hidden"])
+    vae_cfg = VAEConfig(**vcfg)
+    vae_stub = TrainedVAE(spec, vae_cfg, None, float(vae_meta["alpha"]))
+    x = np.zeros((1, spec.transition_dim), np.float32)
+    key = jax.random.PRNGKey(0)
+    vtemplate = vae_stub.model.init(key, x, key)
+    vae = TrainedVAE(spec, vae_cfg, _restore(vtemplate, d / "vae.msgpack"), float(vae_meta["alpha"]))
+
+    mlp = None
+    if (d / "backward_mlp.json").exists():
+        mcfg = _read_json(d / "backward_mlp.json")["config"]
+        mcfg["hidden"] = tuple(mcfg["hidden"])
+        mlp_cfg = BackwardMLPConfig(**mcfg)
+        stub = TrainedBackwardMLP(spec, mlp_cfg, None)
+        s = np.zeros((1, spec.obs_dim), np.float32)
+        a = np.zeros((1,), np.int64) if spec.act_kind == "discrete" else np.zeros((1, spec.act_dim), np.float32)
+        r = np.zeros((1,), np.float32)
+        mtemplate = stub.model.init(key, s, a, r, s)
+        mlp = TrainedBackwardMLP(spec, mlp_cfg, _restore(mtemplate, d / "backward_mlp.msgpack"))
+    return rt, vae, mlp

@@ -1,0 +1,203 @@
+"""RT's sequence model: a causal transformer over (s, a, r, R) tokens (paper Eq. 1-2, 9-10).
+
+One token per modality per step, as in Decision Transformer (DESIGN §3). Each token's
+modality is predicted from the token before it: s_t from the last token of the previous
+step, a_t from s_t's, r_t from a_t's, R_t from r_t's. The sum of those log-probabilities is
+exactly Eq. 1 (forward windows) or Eq. 9 (reversed windows); the direction is only the
+order in which the windows are read, so backward RT and forward FT are one class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from rtaug.generate.spec import Spec
+from rtaug.nets.transformer import GPT
+
+S, A, R_, G = 0, 1, 2, 3  # modalities in step order: state, action, reward, reward-to-go
+MODALITIES = ("state", "action", "reward", "reward_to_go")
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+@dataclass
+class RTConfig:
+    direction: str = "backward"  # "backward" = RT (Eq. 9-10), "forward" = FT (Eq. 1-2)
+    context_steps: int = 20  # K: steps per training window (4K tokens)
+    n_layer: int = 3
+    n_head: int = 4
+    d_model: int = 128
+    gamma: float = 0.99  # discount of the reward-to-go R_t
+    rtg_bins: int = 32  # B: bins of the categorical reward-to-go head
+    batch_size: int = 64
+    steps: int = 2000
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    warmup: int = 100
+    grad_clip: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.direction not in ("backward", "forward"):
+            raise ValueError(f"RTConfig.direction must be 'backward' or 'forward', got {self.direction!r}")
+        if self.d_model % self.n_head:
+            raise ValueError(f"RTConfig.d_model ({self.d_model}) must be a multiple of n_head ({self.n_head})")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class RTModel(nn.Module):
+    spec: Spec
+    config: RTConfig
+
+    def setup(self):
+        c, sp = self.config, self.spec
+        d = c.d_model
+        if sp.obs_kind == "discrete":
+            self.state_cell_embed = nn.Embed(sp.n_states, d)
+        self.state_embed = nn.Dense(d)
+        if sp.act_kind == "discrete":
+            self.action_embed = nn.Embed(sp.num_actions, d)
+        else:
+            self.action_embed = nn.Dense(d)
+        self.reward_embed = nn.Dense(d)
+        self.rtg_embed = nn.Dense(d)
+        self.step_embed = nn.Embed(c.context_steps, d)
+        self.modality_embed = nn.Embed(4, d)
+        self.gpt = GPT(c.n_layer, c.n_head)
+        state_out = sp.n_displacements if sp.obs_kind == "discrete" else 2 * sp.obs_dim
+        action_out = sp.num_actions if sp.act_kind == "discrete" else 2 * sp.act_dim
+        reward_out = sp.n_rewards if sp.rew_kind == "discrete" else 2
+        self.heads = [nn.Dense(state_out), nn.Dense(action_out), nn.Dense(reward_out), nn.Dense(sp.rtg_bins)]
+
+    # ---- embedding ----------------------------------------------------------------
+    def embed(self, modality: int, value, step):
+        """value in data units, shape (B, t, ...); step: (B, t) position of its step in the window."""
+        sp = self.spec
+        if modality == S:
+            x = self.state_embed(sp.obs_input(value))
+            if sp.obs_kind == "discrete":
+                x = x + self.state_cell_embed(sp.obs_to_index(value))
+        elif modality == A:
+            if sp.act_kind == "discrete":
+                x = self.action_embed(value.astype(jnp.int32))
+            else:
+                x = self.action_embed(sp.act_input(value))
+        elif modality == R_:
+            x = self.reward_embed(sp.rew_input(value))
+        else:
+            x = self.rtg_embed(sp.rtg_input(value))
+        return x + self.step_embed(step) + self.modality_embed(jnp.full(step.shape, modality))
+
+    def trunk(self, x, key_valid=None, start=0, cache=None):
+        return self.gpt(x, key_valid, start, cache)
+
+    def head(self, modality: int, h):
+        return self.heads[modality](h)
+
+    # ---- incremental decoding ------------------------------------------------------
+    def prefill(self, s, a, r, R, step, key_valid, cache, n_tokens: int):
+        """Write the first n_tokens context tokens (steps of 4 tokens, left-padded) into the cache."""
+        b, c = step.shape
+        tokens = jnp.stack(
+            [self.embed(S, s, step), self.embed(A, a, step), self.embed(R_, r, step), self.embed(G, R, step)],
+            axis=2,
+        ).reshape(b, 4 * c, -1)[:, :n_tokens]
+        _, _, cache = self.trunk(tokens, key_valid, 0, cache)
+        return cache
+
+    def decode(self, modality_in: int, value, step, key_valid, start, cache, modality_out: int):
+        """Feed one token at position `start`; return the next token's head output, the last
+        layer's attention of this token's query (B, heads, T), and the updated cache."""
+        x = self.embed(modality_in, value[:, None], step[:, None])
+        h, attn, cache = self.trunk(x, key_valid, start, cache)
+        return self.head(modality_out, h[:, 0]), attn[:, :, 0], cache
+
+    # ---- teacher forcing (Eq. 1 / Eq. 9) ------------------------------------------
+    def __call__(self, s, a, r, R, mask):
+        """Per-step log-likelihood of a batch of windows (already in the model's reading order).
+
+        s (B,K,obs), a (B,K[,act]), r (B,K), R (B,K), mask (B,K) True on real steps (a prefix).
+        Returns log P per modality, (4, B, K); the state of step 0 has no token before it and
+        gets log P = 0.
+        """
+        b, k = mask.shape
+        step = jnp.broadcast_to(jnp.arange(k), (b, k))
+        tokens = jnp.stack(
+            [self.embed(S, s, step), self.embed(A, a, step), self.embed(R_, r, step), self.embed(G, R, step)],
+            axis=2,
+        ).reshape(b, 4 * k, -1)
+        h, _, _ = self.trunk(tokens)
+        h = h.reshape(b, k, 4, -1)
+        # token j is predicted from token j-1: s_t from R_{t-1}, a_t from s_t, r_t from a_t, R_t from r_t
+        h_prev_R = jnp.concatenate([jnp.zeros_like(h[:, :1, 3]), h[:, :-1, 3]], axis=1)
+        s_anchor = jnp.concatenate([s[:, :1], s[:, :-1]], axis=1)
+        lp_s = log_prob(self.spec, S, self.head(S, h_prev_R), s, s_anchor)
+        lp_s = lp_s.at[:, 0].set(0.0)
+        lp_a = log_prob(self.spec, A, self.head(A, h[:, :, 0]), a)
+        lp_r = log_prob(self.spec, R_, self.head(R_, h[:, :, 1]), r)
+        lp_R = log_prob(self.spec, G, self.head(G, h[:, :, 2]), R)
+        return jnp.stack([lp_s, lp_a, lp_r, lp_R]) * mask[None]
+
+
+# ---- output distributions ---------------------------------------------------------
+def _gaussian_logp(out, z):
+    mean, log_std = jnp.split(out, 2, axis=-1)
+    log_std = jnp.clip(log_std, LOG_STD_MIN, LOG_STD_MAX)
+    return jnp.sum(-0.5 * ((z - mean) / jnp.exp(log_std)) ** 2 - log_std - 0.5 * jnp.log(2 * jnp.pi), axis=-1)
+
+
+def _gaussian_sample(out, key):
+    mean, log_std = jnp.split(out, 2, axis=-1)
+    log_std = jnp.clip(log_std, LOG_STD_MIN, LOG_STD_MAX)
+    return mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
+
+
+def _categorical_logp(logits, idx):
+    return jnp.take_along_axis(jax.nn.log_softmax(logits), idx[..., None], axis=-1)[..., 0]
+
+
+def log_prob(spec: Spec, modality: int, out, value, s_anchor=None):
+    """log P(value | head output) in the model's own parametrisation of that modality."""
+    if modality == S:
+        if spec.obs_kind == "discrete":
+            return _categorical_logp(spec.cell_logits(out, s_anchor), spec.obs_to_index(value))
+        return _gaussian_logp(out, spec.obs_to_delta(s_anchor, value))
+    if modality == A:
+        if spec.act_kind == "discrete":
+            return _categorical_logp(out, value.astype(jnp.int32))
+        return _gaussian_logp(out, spec.act_input(value))
+    if modality == R_:
+        if spec.rew_kind == "discrete":
+            return _categorical_logp(out, spec.rew_to_index(value))
+        return _gaussian_logp(out, ((value - spec.rew_mean) / spec.rew_std)[..., None])
+    return _categorical_logp(out, spec.rtg_to_bin(value))
+
+
+def sample(spec: Spec, modality: int, out, key, s_anchor=None):
+    """Draw a value (in data units) from a head's output; returns (value, log P(value))."""
+    if modality == S:
+        if spec.obs_kind == "discrete":
+            logits = spec.cell_logits(out, s_anchor)
+            idx = jax.random.categorical(key, logits)
+            return spec.index_to_obs(idx), _categorical_logp(logits, idx)
+        z = _gaussian_sample(out, key)
+        return spec.delta_to_obs(s_anchor, z), _gaussian_logp(out, z)
+    if modality == A:
+        if spec.act_kind == "discrete":
+            idx = jax.random.categorical(key, out)
+            return idx, _categorical_logp(out, idx)
+        z = _gaussian_sample(out, key)
+        return spec.act_from_normalized(z), _gaussian_logp(out, z)
+    if modality == R_:
+        if spec.rew_kind == "discrete":
+            idx = jax.random.categorical(key, out)
+            return spec.index_to_rew(idx), _categorical_logp(out, idx)
+        z = _gaussian_sample(out, key)
+        return z[..., 0] * spec.rew_std + spec.rew_mean, _gaussian_logp(out, z)
+    idx = jax.random.categorical(key, out)
+    return spec.bin_centres()[idx], _categorical_logp(out, idx)

@@ -1,0 +1,102 @@
+"""A causal GPT small enough to read in one sitting, with a key/value cache.
+
+The same weights serve teacher-forced training (a whole window at once) and incremental
+decoding (one token at a time, keys and values of earlier tokens kept in a cache), and both
+return the last layer's attention weights, because RT's reliability Γ (paper Eq. 3) is
+weighted by them.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+# A finite "minus infinity": a fully masked row (a left-padding query) then gives a uniform
+# softmax instead of NaN, and its output is never used.
+_MASKED = -1e9
+
+
+class KVCache(NamedTuple):
+    """Keys and values of every layer for a batch of sequences: (layers, B, T, heads, head_dim)."""
+
+    k: jax.Array
+    v: jax.Array
+
+
+def empty_cache(n_layer: int, batch: int, max_len: int, n_head: int, d_model: int) -> KVCache:
+    shape = (n_layer, batch, max_len, n_head, d_model // n_head)
+    return KVCache(jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32))
+
+
+class SelfAttention(nn.Module):
+    n_head: int
+
+    @nn.compact
+    def __call__(self, x, key_valid, start, cache_kv):
+        """x: (B, t, d) new tokens at positions start..start+t-1.
+
+        key_valid: (B, T) which positions may be attended to at all (left padding is not).
+        cache_kv: None (training: the keys are x's own) or (k, v) of shape (B, T, H, hd).
+        Returns (output, attention (B, H, t, T_keys), new (k, v) or None).
+        """
+        b, t, d = x.shape
+        hd = d // self.n_head
+        qkv = nn.Dense(3 * d, name="qkv")(x).reshape(b, t, 3, self.n_head, hd)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        if cache_kv is None:
+            keys, values, new_kv = k, v, None
+        else:
+            keys = jax.lax.dynamic_update_slice_in_dim(cache_kv[0], k, start, axis=1)
+            values = jax.lax.dynamic_update_slice_in_dim(cache_kv[1], v, start, axis=1)
+            new_kv = (keys, values)
+        n_keys = keys.shape[1]
+        q_pos = start + jnp.arange(t)
+        k_pos = jnp.arange(n_keys)
+        allowed = (k_pos[None, :] <= q_pos[:, None])[None, None] & key_valid[:, None, None, :n_keys]
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, keys) / jnp.sqrt(hd).astype(x.dtype)
+        attn = jax.nn.softmax(jnp.where(allowed, logits, _MASKED), axis=-1)
+        out = jnp.einsum("bhqk,bkhd->bqhd", attn, values).reshape(b, t, d)
+        return nn.Dense(d, name="proj")(out), attn, new_kv
+
+
+class Block(nn.Module):
+    n_head: int
+
+    @nn.compact
+    def __call__(self, x, key_valid, start, cache_kv):
+        h, attn, new_kv = SelfAttention(self.n_head, name="attn")(
+            nn.LayerNorm(name="ln1")(x), key_valid, start, cache_kv
+        )
+        x = x + h
+        d = x.shape[-1]
+        m = nn.Dense(4 * d, name="fc")(nn.LayerNorm(name="ln2")(x))
+        x = x + nn.Dense(d, name="fc_out")(nn.gelu(m))
+        return x, attn, new_kv
+
+
+class GPT(nn.Module):
+    """Pre-LayerNorm causal transformer over already-embedded tokens."""
+
+    n_layer: int
+    n_head: int
+
+    @nn.compact
+    def __call__(self, x, key_valid=None, start=0, cache: KVCache | None = None):
+        """x: (B, t, d). Returns (hidden (B, t, d), last-layer attention (B, H, t, T), cache)."""
+        b, t, _ = x.shape
+        if key_valid is None:
+            n_keys = t if cache is None else cache.k.shape[2]
+            key_valid = jnp.ones((b, n_keys), bool)
+        ks, vs = [], []
+        attn = None
+        for i in range(self.n_layer):
+            layer_kv = None if cache is None else (cache.k[i], cache.v[i])
+            x, attn, new_kv = Block(self.n_head, name=f"block{i}")(x, key_valid, start, layer_kv)
+            if new_kv is not None:
+                ks.append(new_kv[0])
+                vs.append(new_kv[1])
+        new_cache = None if cache is None else KVCache(jnp.stack(ks), jnp.stack(vs))
+        return nn.LayerNorm(name="ln_f")(x), attn, new_cache
