@@ -7,9 +7,6 @@ every generated transition against BoxBall's true dynamics, print the table and 
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +16,7 @@ import numpy as np
 from rtaug.collect.dqn import DQNConfig, collect_boxball
 from rtaug.envs.audit import audit_boxball_transitions
 from rtaug.envs.boxball import GOAL, BoxBallEnv
+from rtaug.fileio import atomic_savefig, atomic_write_json
 from rtaug.generate.baselines import BackwardMLPConfig, generate_backward_mlp, train_backward_mlp
 from rtaug.generate.generation import GenerationConfig, Generated, generate
 from rtaug.generate.model import RTConfig
@@ -33,13 +31,15 @@ class QuickstartConfig:
     seed: int = 0
     trajectories: int = 50
     dqn: DQNConfig = field(default_factory=DQNConfig)
+    # Sized to train in about a minute per model on 2 cores (docs/decisions.md, "Quickstart sizes").
     rt: RTConfig = field(default_factory=lambda: RTConfig(
-        context_steps=24, n_layer=2, n_head=4, d_model=64, batch_size=64, steps=1500, gamma=0.99, rtg_bins=16,
+        context_steps=16, n_layer=2, n_head=4, d_model=64, batch_size=32, steps=4000, lr=1e-3, gamma=0.99,
+        rtg_bins=16,
     ))
     vae: VAEConfig = field(default_factory=lambda: VAEConfig(steps=3000, hidden=(64, 64), latent_dim=4))
     mlp: BackwardMLPConfig = field(default_factory=lambda: BackwardMLPConfig(steps=3000, hidden=(128, 128)))
     generation: GenerationConfig = field(default_factory=lambda: GenerationConfig(
-        num_trajectories=50, max_length=16, candidates=4, kappa=5.0, beta=1.0,
+        num_trajectories=50, max_length=10, candidates=4, kappa=5.0, beta=1.0,
     ))
 
 
@@ -152,13 +152,9 @@ def plot_fig4(results: dict, path: Path) -> None:
                      fontsize=10)
     fig.suptitle("BoxBall: 50 trajectories per generator (blue: valid step, red: invalid under the true dynamics; "
                  "dotted: real suffix)", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def run_quickstart(config: QuickstartConfig | None = None, out: str | Path | None = None, progress: bool = True,
@@ -213,12 +209,8 @@ def run_quickstart(config: QuickstartConfig | None = None, out: str | Path | Non
     stage("plot")
     timings["total"] = time.perf_counter() - t0
     record = {"rows": rows, "timings_s": timings, "alpha": vae.alpha, "dataset_transitions": len(data)}
-    tmp = out_dir / ".table.json.tmp"
-    tmp.write_text(json.dumps(rows, indent=2))
-    os.replace(tmp, out_dir / "table.json")
-    tmp = out_dir / ".run.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, out_dir / "run.json")
+    atomic_write_json(out_dir / "table.json", rows)
+    atomic_write_json(out_dir / "run.json", record)
     log(f"wrote {out_dir / 'table.json'} and {out_dir / 'fig4.png'} in {timings['total']:.0f} s "
         f"(collect {timings['collect']:.0f} s, train {timings['train']:.0f} s, generate {timings['generate']:.0f} s)")
     return rows

@@ -205,18 +205,23 @@ def _build_generator(trained: TrainedRT, gcfg: GenerationConfig, H: int):
             cache = model.apply(params, s, a, r, R, step_ctx, key_valid, cache, P - 1, method=RTModel.prefill)
         pending = R[:, -1] if direction == "backward" else s[:, -1]
         anchor = s[:, -1]
+        # the state one step back in reading order: what the action head of a forward step
+        # is conditioned on (a window's first step is its own neighbour, as in training)
+        has_prev = rep(ctx["n_valid"]) >= 2
+        prev_anchor = jnp.where(has_prev[:, None], s[:, -2] if C >= 2 else s[:, -1], s[:, -1])
 
         def step_of(pos):
             return jnp.maximum(pos // 4 - offset, 0).astype(jnp.int32)
 
         def one_step(carry, u):
-            cache, pending, anchor, key = carry
+            cache, pending, anchor, prev_anchor, key = carry
             pos0 = P - 1 + 4 * u
             feed_mod, feed_val = order[-1], pending
             values, attn0 = {}, None
             for j, mod in enumerate(order):
+                head_anchor = prev_anchor if (mod == A and direction == "forward") else anchor
                 out, attn, cache = model.apply(
-                    params, feed_mod, feed_val, step_of(pos0 + j), key_valid, pos0 + j, cache, mod,
+                    params, feed_mod, feed_val, step_of(pos0 + j), key_valid, pos0 + j, cache, mod, head_anchor,
                     method=RTModel.decode,
                 )
                 if j == 0:
@@ -236,13 +241,15 @@ def _build_generator(trained: TrainedRT, gcfg: GenerationConfig, H: int):
             chosen = {m: values[m][0][pick] for m in order}
             record = (chosen[S], chosen[A], chosen[R_], chosen[G], anchor[pick], attn0[pick])
             new_anchor = jnp.repeat(chosen[S], M, axis=0)
+            new_prev = jnp.repeat(anchor[pick], M, axis=0)
             new_pending = jnp.repeat(chosen[order[-1]], M, axis=0)
-            return (cache, new_pending, new_anchor, key), record
+            return (cache, new_pending, new_anchor, new_prev, key), record
 
-        (cache, pending, anchor, key), rec = jax.lax.scan(one_step, (cache, pending, anchor, key), jnp.arange(L))
+        carry = (cache, pending, anchor, prev_anchor, key)
+        (cache, pending, anchor, _, key), rec = jax.lax.scan(one_step, carry, jnp.arange(L))
         pos = P - 1 + 4 * L
         _, attn_last, _ = model.apply(
-            params, order[-1], pending, step_of(pos), key_valid, pos, cache, order[0], method=RTModel.decode
+            params, order[-1], pending, step_of(pos), key_valid, pos, cache, order[0], anchor, method=RTModel.decode
         )
         s_new, a_new, r_new, R_new, anchors, attn_first = rec
         # attention rows: the query at step u's final token is fed at the start of step u+1

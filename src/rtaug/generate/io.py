@@ -7,14 +7,13 @@ and renamed, so an interrupted save never leaves a half-written model behind.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import jax
 import numpy as np
 from flax import serialization
 
+from rtaug.fileio import atomic_write_bytes, atomic_write_json
 from rtaug.generate.baselines import BackwardMLPConfig, TrainedBackwardMLP
 from rtaug.generate.model import RTConfig, RTModel
 from rtaug.generate.spec import Spec
@@ -23,21 +22,8 @@ from rtaug.generate.train import TrainedRT, TrainedVAE, VAEConfig
 FORMAT = 1
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _json(path: Path, obj) -> None:
-    _atomic_write(path, json.dumps(obj, indent=2).encode())
+    atomic_write_json(path, obj)
 
 
 def save_generator(out_dir, rt: TrainedRT, vae: TrainedVAE, mlp: TrainedBackwardMLP | None = None) -> Path:
@@ -45,12 +31,12 @@ def save_generator(out_dir, rt: TrainedRT, vae: TrainedVAE, mlp: TrainedBackward
     out = Path(out_dir)
     _json(out / "spec.json", {"format": FORMAT, **rt.spec.to_dict()})
     _json(out / "rt.json", {"config": rt.config.to_dict(), "history": rt.history})
-    _atomic_write(out / "rt.msgpack", serialization.to_bytes(rt.params))
+    atomic_write_bytes(out / "rt.msgpack", serialization.to_bytes(rt.params))
     _json(out / "vae.json", {"config": vae.config.to_dict(), "alpha": vae.alpha})
-    _atomic_write(out / "vae.msgpack", serialization.to_bytes(vae.params))
+    atomic_write_bytes(out / "vae.msgpack", serialization.to_bytes(vae.params))
     if mlp is not None:
         _json(out / "backward_mlp.json", {"config": mlp.config.to_dict()})
-        _atomic_write(out / "backward_mlp.msgpack", serialization.to_bytes(mlp.params))
+        atomic_write_bytes(out / "backward_mlp.msgpack", serialization.to_bytes(mlp.params))
     return out
 
 

@@ -73,6 +73,16 @@ class RTModel(nn.Module):
         action_out = sp.num_actions if sp.act_kind == "discrete" else 2 * sp.act_dim
         reward_out = sp.n_rewards if sp.rew_kind == "discrete" else 2
         self.heads = [nn.Dense(state_out), nn.Dense(action_out), nn.Dense(reward_out), nn.Dense(sp.rtg_bins)]
+        # The state and action heads also see the neighbouring state itself (the one a step
+        # away in reading order), not only what attention carried of it: which moves exist
+        # from a cell (a wall, an edge), and which action joins two states, are properties of
+        # that state, and the heads should not have to fetch it.
+        if sp.obs_kind == "discrete":
+            self.anchor_embed = nn.Embed(sp.n_states, d)
+        else:
+            self.anchor_embed = nn.Dense(d)
+        self.state_hidden = nn.Dense(d)
+        self.action_hidden = nn.Dense(d)
 
     # ---- embedding ----------------------------------------------------------------
     def embed(self, modality: int, value, step):
@@ -96,7 +106,11 @@ class RTModel(nn.Module):
     def trunk(self, x, key_valid=None, start=0, cache=None):
         return self.gpt(x, key_valid, start, cache)
 
-    def head(self, modality: int, h):
+    def head(self, modality: int, h, s_anchor=None):
+        if modality in (S, A):
+            sp = self.spec
+            e = self.anchor_embed(sp.obs_to_index(s_anchor) if sp.obs_kind == "discrete" else sp.obs_input(s_anchor))
+            h = h + nn.gelu((self.state_hidden if modality == S else self.action_hidden)(h + e))
         return self.heads[modality](h)
 
     # ---- incremental decoding ------------------------------------------------------
@@ -110,12 +124,12 @@ class RTModel(nn.Module):
         _, _, cache = self.trunk(tokens, key_valid, 0, cache)
         return cache
 
-    def decode(self, modality_in: int, value, step, key_valid, start, cache, modality_out: int):
+    def decode(self, modality_in: int, value, step, key_valid, start, cache, modality_out: int, s_anchor=None):
         """Feed one token at position `start`; return the next token's head output, the last
         layer's attention of this token's query (B, heads, T), and the updated cache."""
         x = self.embed(modality_in, value[:, None], step[:, None])
         h, attn, cache = self.trunk(x, key_valid, start, cache)
-        return self.head(modality_out, h[:, 0]), attn[:, :, 0], cache
+        return self.head(modality_out, h[:, 0], s_anchor), attn[:, :, 0], cache
 
     # ---- teacher forcing (Eq. 1 / Eq. 9) ------------------------------------------
     def __call__(self, s, a, r, R, mask):
@@ -136,9 +150,9 @@ class RTModel(nn.Module):
         # token j is predicted from token j-1: s_t from R_{t-1}, a_t from s_t, r_t from a_t, R_t from r_t
         h_prev_R = jnp.concatenate([jnp.zeros_like(h[:, :1, 3]), h[:, :-1, 3]], axis=1)
         s_anchor = jnp.concatenate([s[:, :1], s[:, :-1]], axis=1)
-        lp_s = log_prob(self.spec, S, self.head(S, h_prev_R), s, s_anchor)
+        lp_s = log_prob(self.spec, S, self.head(S, h_prev_R, s_anchor), s, s_anchor)
         lp_s = lp_s.at[:, 0].set(0.0)
-        lp_a = log_prob(self.spec, A, self.head(A, h[:, :, 0]), a)
+        lp_a = log_prob(self.spec, A, self.head(A, h[:, :, 0], s_anchor), a)
         lp_r = log_prob(self.spec, R_, self.head(R_, h[:, :, 1]), r)
         lp_R = log_prob(self.spec, G, self.head(G, h[:, :, 2]), R)
         return jnp.stack([lp_s, lp_a, lp_r, lp_R]) * mask[None]

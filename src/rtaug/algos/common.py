@@ -1,0 +1,149 @@
+"""Pieces every learner shares: networks, target updates, data preparation.
+
+Kept deliberately small: each algorithm file should still read top to bottom on its own, so
+only what is identical across algorithms lives here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields, replace
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rtaug.data import Dataset
+
+DOMAINS = ("mujoco", "maze2d", "antmaze")
+
+
+# ---------------------------------------------------------------------------------------- networks
+
+
+class MLP(nn.Module):
+    hidden: Sequence[int]
+    out: int
+
+    @nn.compact
+    def __call__(self, x):
+        for i, h in enumerate(self.hidden):
+            x = nn.relu(nn.Dense(h, name=f"dense{i}")(x))
+        return nn.Dense(self.out, name="out")(x)
+
+
+class Critics(nn.Module):
+    """`n` independent Q(s, a) networks evaluated as one batched matmul per layer.
+
+    Stacking the ensemble's weights (nn.vmap) instead of calling n separate MLPs lets XLA issue
+    one (n, B, in) x (n, in, out) product per layer, which is what keeps twin critics cheap on CPU.
+    """
+
+    hidden: Sequence[int]
+    n: int = 2
+
+    @nn.compact
+    def __call__(self, obs, act):
+        # obs may carry size-1 axes where act has several actions per state.
+        lead = jnp.broadcast_shapes(obs.shape[:-1], act.shape[:-1])
+        obs = jnp.broadcast_to(obs, lead + obs.shape[-1:])
+        act = jnp.broadcast_to(act, lead + act.shape[-1:])
+        x = jnp.concatenate([obs, act], axis=-1)
+        ensemble = nn.vmap(MLP, variable_axes={"params": 0}, split_rngs={"params": True},
+                           in_axes=None, out_axes=0, axis_size=self.n)
+        return ensemble(self.hidden, 1, name="q")(x)[..., 0]  # (n, ...)
+
+
+class ValueNet(nn.Module):
+    hidden: Sequence[int]
+
+    @nn.compact
+    def __call__(self, obs):
+        return MLP(self.hidden, 1, name="v")(obs)[..., 0]
+
+
+class TanhActor(nn.Module):
+    """Deterministic policy with outputs in [-1, 1]."""
+
+    hidden: Sequence[int]
+    act_dim: int
+
+    @nn.compact
+    def __call__(self, obs):
+        return jnp.tanh(MLP(self.hidden, self.act_dim, name="pi")(obs))
+
+
+def soft_update(target, online, tau: float):
+    return jax.tree_util.tree_map(lambda t, o: (1.0 - tau) * t + tau * o, target, online)
+
+
+def gaussian_log_prob(x, mean, log_std):
+    """Diagonal Gaussian log density, summed over the last axis."""
+    z = (x - mean) * jnp.exp(-log_std)
+    return jnp.sum(-0.5 * z * z - log_std - 0.5 * jnp.log(2.0 * jnp.pi), axis=-1)
+
+
+# ----------------------------------------------------------------------------------------- configs
+
+
+def with_domain(config, domain: str | None):
+    """`config` with the per-domain overrides of its class (`DOMAIN_DEFAULTS`) applied.
+
+    Fields the caller already changed from the class defaults are kept, so
+    `with_domain(IQLConfig(expectile=0.8), "antmaze")` still has expectile 0.8.
+    """
+    if domain is None:
+        return config
+    table = getattr(type(config), "DOMAIN_DEFAULTS", {})
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown domain {domain!r}; expected one of {DOMAINS}")
+    base = type(config)()
+    changed = {f.name for f in fields(config) if getattr(config, f.name) != getattr(base, f.name)}
+    overrides = {k: v for k, v in table.get(domain, {}).items() if k not in changed}
+    return replace(config, **overrides)
+
+
+# ------------------------------------------------------------------------------------ data prepare
+
+
+def episode_returns(dataset: Dataset) -> np.ndarray:
+    bounds = dataset.episodes()
+    csum = np.concatenate([[0.0], np.cumsum(dataset.rewards, dtype=np.float64)])
+    return csum[bounds[:, 1]] - csum[bounds[:, 0]]
+
+
+def prepare(dataset: Dataset, config) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Training arrays and the state normaliser (mean, std) the policy must apply when acting.
+
+    Reward changes read from the config (fields absent from a config mean "off"):
+    `return_normalize` multiplies by 1000 / (max − min episode return) (IQL on MuJoCo), then
+    `reward_scale` and `reward_bias` give r·scale + bias (e.g. IQL's −1 shift on AntMaze).
+    """
+    if dataset.discrete_actions:
+        raise ValueError(f"{dataset.source}: the offline RL learners need continuous actions")
+    obs, next_obs = dataset.observations, dataset.next_observations
+    if getattr(config, "normalize_obs", False):
+        mean = obs.mean(axis=0)
+        # 1e-3 as in the TD3+BC authors' code: keeps constant state dimensions finite.
+        std = obs.std(axis=0) + 1e-3
+    else:
+        mean = np.zeros(dataset.obs_dim, np.float32)
+        std = np.ones(dataset.obs_dim, np.float32)
+    rewards = dataset.rewards.astype(np.float64)
+    if getattr(config, "return_normalize", False):
+        returns = episode_returns(dataset)
+        spread = returns.max() - returns.min()
+        if spread > 0:
+            rewards = rewards * (1000.0 / spread)
+    rewards = rewards * getattr(config, "reward_scale", 1.0) + getattr(config, "reward_bias", 0.0)
+    mean, std = mean.astype(np.float32), std.astype(np.float32)
+    arrays = {
+        "observations": ((obs - mean) / std).astype(np.float32),
+        "actions": dataset.actions.astype(np.float32),
+        "rewards": rewards.astype(np.float32),
+        "next_observations": ((next_obs - mean) / std).astype(np.float32),
+        # Time-outs still bootstrap: the episode was cut, the state after it was not terminal.
+        "dones": dataset.terminals.astype(np.float32),
+    }
+    return arrays, mean, std
