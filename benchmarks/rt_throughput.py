@@ -128,21 +128,28 @@ def main(argv=None):
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {jax.device_count()} device(s)")
     peak = matmul_peak(sizes=(1024,) if args.quick else (1024, 2048, 3072))
     print(f"float32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
-    data = synthetic_dataset(n=20_000 if args.quick else 50_000)
-    configs = {
-        "boxball (quickstart: 2 layers, d 64, K 24, batch 64)": RTConfig(context_steps=24, n_layer=2, n_head=4,
-                                                                          d_model=64, batch_size=64),
-        "default (3 layers, d 128, K 20, batch 64)": RTConfig(),
+    from rtaug.collect.dqn import DQNConfig, collect_boxball
+    from rtaug.experiments.quickstart import QuickstartConfig
+
+    quick = QuickstartConfig()
+    boxball = collect_boxball(DQNConfig(total_steps=5_000 if args.quick else 20_000), progress=False)
+    continuous = synthetic_dataset(n=20_000 if args.quick else 50_000)
+    qc = quick.rt
+    cases = {
+        f"quickstart: BoxBall, {qc.n_layer} layers, d {qc.d_model}, K {qc.context_steps}, batch {qc.batch_size}":
+            (boxball, qc, quick.generation.max_length),
+        "default: maze2d-shaped continuous (obs 4, act 2), 3 layers, d 128, K 20, batch 64":
+            (continuous, RTConfig(), 10),
     }
     results = {"matmul_peak_flops": peak, "training": {}, "generation": {}}
-    for name, cfg in configs.items():
+    for name, (data, cfg, max_length) in cases.items():
         tr = bench_training(data, cfg, chunk=5 if args.quick else 20, repeats=2 if args.quick else 3)
         tr["peak_fraction"] = tr["achieved_flops"] / peak
         results["training"][name] = tr
         print(f"train {name}: {tr['updates_per_s']:.1f} updates/s, {tr['tokens_per_s']:.0f} tokens/s, "
               f"{tr['flops_per_update'] / 1e9:.2f} GFLOP/update, {tr['achieved_flops'] / 1e9:.1f} GFLOP/s "
               f"= {100 * tr['peak_fraction']:.1f}% of peak ({tr['params']} parameters)")
-        gcfg = GenerationConfig(max_length=10, candidates=4)
+        gcfg = GenerationConfig(max_length=max_length, candidates=4)
         ge = bench_generation(data, cfg, gcfg, H=64 if args.quick else 256, repeats=2 if args.quick else 3)
         results["generation"][name] = ge
         print(f"generate {name}: {ge['generated_steps_per_s']:.0f} generated steps/s "

@@ -32,3 +32,12 @@ def test_quickstart_smoke(tmp_path):
     png = (tmp_path / "fig4.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert any("invalid %" in line for line in lines)
+    # the data and models behind the table are kept, loadable
+    from rtaug.data.hdf5 import load_hdf5
+    from rtaug.generate.io import load_generator
+
+    assert len(load_hdf5(tmp_path / "boxball.hdf5")) == 1500
+    rt, vae, mlp = load_generator(tmp_path / "models" / "rt")
+    assert rt.config.direction == "backward" and mlp is not None
+    ft, _, no_mlp = load_generator(tmp_path / "models" / "ft")
+    assert ft.config.direction == "forward" and no_mlp is None

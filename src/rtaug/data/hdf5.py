@@ -116,6 +116,10 @@ def save_hdf5(dataset: Dataset, path, compression: str | None = None) -> None:
             for key, arr in dataset.to_arrays().items():
                 f.create_dataset(key, data=arr, compression=compression)
             f.attrs[METADATA_ATTR] = meta_json
+        # mkstemp made it owner-only; a dataset file gets ordinary permissions
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -16,7 +16,9 @@ import numpy as np
 from rtaug.collect.dqn import DQNConfig, collect_boxball
 from rtaug.envs.audit import audit_boxball_transitions
 from rtaug.envs.boxball import GOAL, BoxBallEnv
+from rtaug.data.hdf5 import save_hdf5
 from rtaug.fileio import atomic_savefig, atomic_write_json
+from rtaug.generate.io import save_generator
 from rtaug.generate.baselines import BackwardMLPConfig, generate_backward_mlp, train_backward_mlp
 from rtaug.generate.generation import GenerationConfig, Generated, generate
 from rtaug.generate.model import RTConfig
@@ -168,8 +170,10 @@ def run_quickstart(config: QuickstartConfig | None = None, out: str | Path | Non
         stage.t = time.perf_counter()
     stage.t = t0
 
+    out_dir = Path(out) if out is not None else Path("runs/quickstart")
     log("[1/5] collecting the BoxBall dataset with an online DQN")
     data = collect_boxball(cfg.dqn, progress=progress)
+    save_hdf5(data, out_dir / "boxball.hdf5")
     log(f"      {len(data)} transitions, {data.metadata.get('episodes')} episodes, "
         f"{data.metadata.get('episodes_reaching_goal')} reach the goal")
     stage("collect")
@@ -183,6 +187,10 @@ def run_quickstart(config: QuickstartConfig | None = None, out: str | Path | Non
     mlp = train_backward_mlp(data, spec, cfg.mlp, progress=progress)
     vae = train_vae(data, spec, cfg.vae, progress=progress)
     log(f"      α (max VAE error on the data) = {vae.alpha:.4g}")
+    # kept so that every later look at these models (benchmarks/boxball_reliability.py,
+    # `rtaug augment`) uses exactly the ones behind the table
+    save_generator(out_dir / "models" / "rt", rt, vae, mlp)
+    save_generator(out_dir / "models" / "ft", ft, vae)
     stage("train")
 
     log(f"[3/5] generating {cfg.trajectories} trajectories per generator")
@@ -204,7 +212,6 @@ def run_quickstart(config: QuickstartConfig | None = None, out: str | Path | Non
     log("\n" + format_table(rows) + "\n")
 
     log("[5/5] drawing Fig. 4")
-    out_dir = Path(out) if out is not None else Path("runs/quickstart")
     plot_fig4(results, out_dir / "fig4.png")
     stage("plot")
     timings["total"] = time.perf_counter() - t0
