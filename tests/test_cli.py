@@ -108,3 +108,24 @@ def test_every_command_has_help(capsys):
             parser.parse_args([cmd, "--help"])
         assert e.value.code == 0
         assert "usage: rtaug " + cmd in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "flags, words",
+    [(["--num-trajectories", "0"], ["num_trajectories"]), (["--max-length", "30"], ["max_length", "context"]),
+     (["--start", "goal", "--candidates", "0"], ["candidates"])],
+)
+def test_bad_generation_flags_are_clear_errors(model_dir, tmp_path, capsys, flags, words):
+    code = main(["augment", "--dataset", str(model_dir / "maze.hdf5"), "--model", str(model_dir / "model"),
+                 "--out", str(tmp_path / "o.hdf5"), "--no-progress", *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and all(w in err for w in words), err
+    assert not (tmp_path / "o.hdf5").exists()
+
+
+def test_bad_model_flags_are_clear_errors(model_dir, tmp_path, capsys):
+    code = main(["train-model", "--dataset", str(model_dir / "maze.hdf5"), "--out", str(tmp_path / "m"),
+                 "--d-model", "30", "--heads", "4", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "d_model" in err and "n_head" in err
+    assert not (tmp_path / "m").exists()
