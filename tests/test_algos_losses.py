@@ -156,3 +156,14 @@ def test_td3bc_state_normalisation():
     np.testing.assert_allclose(std, [np.std([0, 1, 2, 3]) + 1e-3], rtol=1e-6)
     np.testing.assert_allclose(arrays["observations"][:, 0], (np.arange(4) - 1.5) / std[0], rtol=1e-6)
     np.testing.assert_allclose(arrays["next_observations"][:, 0], (np.arange(1, 5) - 1.5) / std[0], rtol=1e-6)
+
+
+def test_first_critic_is_the_ensembles_first_member():
+    from rtaug.algos.common import Critics, first_critic
+
+    net = Critics((8, 8), 2)
+    obs = jax.random.normal(jax.random.PRNGKey(0), (5, 1, 3))
+    act = jax.random.normal(jax.random.PRNGKey(1), (5, 4, 2))  # 4 actions per state, obs broadcast
+    params = net.init(jax.random.PRNGKey(2), obs, act)
+    both = net.apply(params, obs, act)
+    np.testing.assert_allclose(first_critic((8, 8), params, obs, act), both[0], rtol=1e-6, atol=1e-6)

@@ -1,12 +1,13 @@
 """Model-free offline RL learners that consume (augmented) datasets.
 
-One file per algorithm, each with the same four names:
+One file per algorithm, each with the same names:
 
     Config                      dataclass of the published defaults (per-domain overrides in
                                 `Config.DOMAIN_DEFAULTS`, applied by `common.with_domain`)
     init(config, obs_dim, act_dim, key) -> state     pytree: params, targets, optimiser states
     update(config, state, batch, key) -> (state, metrics)   pure, jit- and vmap-able
     act(config, state["params"], obs) -> action       deterministic, in [-1, 1]
+    train(dataset, config=None, **kwargs)             `rtaug.train.train` for this algorithm
 
 `rtaug.train.train` runs any of them.
 """

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rtaug.algos.common import MLP, Critics, soft_update
+from rtaug.algos.common import MLP, Critics, first_critic, soft_update
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ def update(config: BCQConfig, state, batch, key):
     cand = jax.lax.stop_gradient(_sample_candidates(config, vae_net, vae, obs, k_actor, 1)[1][:, 0])
 
     def actor_loss_fn(p):
-        return -jnp.mean(critic_net.apply(critic, obs, actor_net.apply(p, obs, cand))[0])
+        return -jnp.mean(first_critic(config.critic_hidden, critic, obs, actor_net.apply(p, obs, cand)))
 
     a_loss, grads = jax.value_and_grad(actor_loss_fn)(params["actor"])
     updates, actor_opt = adam.update(grads, opt["actor"])
@@ -166,10 +166,17 @@ def act(config: BCQConfig, params, obs, key=None):
     """Highest-Q1 of `n_samples` perturbed VAE candidates. A fixed key by default, so the same
     observation always gets the same action (deterministic evaluation)."""
     act_dim = params["actor"]["params"]["xi"]["out"]["bias"].shape[-1]
-    vae_net, actor_net, critic_net = _nets(config, act_dim)
+    vae_net, actor_net, _ = _nets(config, act_dim)
     key = jax.random.PRNGKey(0) if key is None else key
     obs_n, cand = _sample_candidates(config, vae_net, params["vae"], obs, key, config.n_samples)
     a = actor_net.apply(params["actor"], obs_n, cand)  # (..., n, act_dim)
-    q1 = critic_net.apply(params["critic"], obs_n, a)[0]  # (..., n)
+    q1 = first_critic(config.critic_hidden, params["critic"], obs_n, a)  # (..., n)
     best = jnp.argmax(q1, axis=-1)
     return jnp.take_along_axis(a, best[..., None, None], axis=-2)[..., 0, :]
+
+
+def train(dataset, config=None, **kwargs):
+    """Train this learner: `rtaug.train.train(dataset, "bcq", config, **kwargs)`."""
+    from rtaug.train import train as _train
+
+    return _train(dataset, "bcq", config, **kwargs)

@@ -55,6 +55,20 @@ class Critics(nn.Module):
         return ensemble(self.hidden, 1, name="q")(x)[..., 0]  # (n, ...)
 
 
+def first_critic(hidden: Sequence[int], critic_params, obs, act):
+    """Q₁(s, a) alone, from the parameters of a `Critics` ensemble.
+
+    TD3's and BCQ's actor losses (and BCQ's action selection) read only the first critic;
+    evaluating the whole stacked ensemble and dropping the rest would double that matmul work
+    in the forward and the backward pass.
+    """
+    first = jax.tree_util.tree_map(lambda x: x[0], critic_params["params"]["q"])
+    lead = jnp.broadcast_shapes(obs.shape[:-1], act.shape[:-1])
+    x = jnp.concatenate([jnp.broadcast_to(obs, lead + obs.shape[-1:]),
+                         jnp.broadcast_to(act, lead + act.shape[-1:])], axis=-1)
+    return MLP(tuple(hidden), 1).apply({"params": first}, x)[..., 0]
+
+
 class ValueNet(nn.Module):
     hidden: Sequence[int]
 
@@ -122,6 +136,12 @@ def prepare(dataset: Dataset, config) -> tuple[dict[str, np.ndarray], np.ndarray
     """
     if dataset.discrete_actions:
         raise ValueError(f"{dataset.source}: the offline RL learners need continuous actions")
+    outside = np.abs(dataset.actions) > 1.0 + 1e-5
+    if outside.any():
+        row = int(np.flatnonzero(outside.any(axis=1))[0])
+        raise ValueError(f"{dataset.source}: key 'actions': action at row {row} ({dataset.actions[row].tolist()}) "
+                         "is outside [-1, 1]; the learners' policies are tanh-bounded, so rescale the "
+                         "dataset's actions to [-1, 1] first")
     obs, next_obs = dataset.observations, dataset.next_observations
     if getattr(config, "normalize_obs", False):
         mean = obs.mean(axis=0)
@@ -147,3 +167,39 @@ def prepare(dataset: Dataset, config) -> tuple[dict[str, np.ndarray], np.ndarray
         "dones": dataset.terminals.astype(np.float32),
     }
     return arrays, mean, std
+
+
+# ------------------------------------------------------------------------------- domain and checks
+
+
+def infer_domain(dataset: Dataset) -> str:
+    """"antmaze", "maze2d" or "mujoco" from the task named in the metadata or the file name."""
+    meta = dataset.metadata or {}
+    names = [str(meta.get(k, "")) for k in ("task", "env", "env_name", "env_id", "dataset_name", "name")]
+    text = " ".join(names + [dataset.source]).lower()
+    if "antmaze" in text:
+        return "antmaze"
+    if "maze2d" in text or "pointmaze" in text:
+        return "maze2d"
+    return "mujoco"
+
+
+def offline_action_eval(dataset: Dataset, n: int = 2048, seed: int = 0):
+    """An evaluation that needs no simulator: the policy's mean squared distance (per action
+    dimension) to the dataset's own actions on a fixed sample of real (not generated) states.
+
+    It says how far the policy has moved from the behaviour, not how good it is; simulator
+    evaluation (normalized score) needs the task's environment.
+    """
+    rows = np.arange(len(dataset))
+    if dataset.generated is not None and not dataset.generated.all():
+        rows = rows[~dataset.generated]
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(rows, size=min(n, len(rows)), replace=False))
+    obs, actions = dataset.observations[rows], dataset.actions[rows].astype(np.float32)
+
+    def evaluate(policy) -> dict:
+        pred = np.asarray(policy(obs), np.float32)
+        return {"action_mse": float(np.mean((pred - actions) ** 2))}
+
+    return evaluate

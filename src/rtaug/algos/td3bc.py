@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rtaug.algos.common import Critics, TanhActor, soft_update
+from rtaug.algos.common import Critics, TanhActor, first_critic, soft_update
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def update(config: TD3BCConfig, state, batch, key):
     def actor_step(_):
         def loss_fn(p):
             pi = actor_net.apply(p, obs)
-            q_pi = critic_net.apply(critic, obs, pi)[0]
+            q_pi = first_critic(config.hidden, critic, obs, pi)
             return actor_loss(q_pi, pi, actions, config.alpha)
 
         (loss, (lam, bc)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params["actor"])
@@ -127,3 +127,10 @@ def update(config: TD3BCConfig, state, batch, key):
 def act(config: TD3BCConfig, params, obs):
     act_dim = params["actor"]["params"]["pi"]["out"]["bias"].shape[-1]
     return TanhActor(config.hidden, act_dim).apply(params["actor"], obs)
+
+
+def train(dataset, config=None, **kwargs):
+    """Train this learner: `rtaug.train.train(dataset, "td3bc", config, **kwargs)`."""
+    from rtaug.train import train as _train
+
+    return _train(dataset, "td3bc", config, **kwargs)

@@ -1,0 +1,303 @@
+"""Offline RL learners on this CPU: updates/s of rtaug (JAX) next to d3rlpy 2.8.1 (PyTorch),
+per algorithm, at the D4RL network sizes with batch 256, and the FLOP/s rtaug achieves as a
+fraction of the measured float32 matmul peak.
+
+    pip install torch==2.13.0 && pip install d3rlpy==2.8.1   # the `bench` extra, CPU torch
+    python benchmarks/throughput.py [--algos bc td3bc iql cql bcq] [--seconds 10] [--json OUT]
+
+Data: 100k synthetic halfcheetah-shaped transitions (obs 17, act 6, episodes of 1000 steps).
+
+rtaug is timed exactly as `rtaug.train.train` runs it: the same compiled program (batch
+sampling + update, `lax.scan` over a chunk of updates), compile and the first run excluded.
+d3rlpy is timed through its public `algo.update(batch)` (what its `fit` loop calls per step),
+on batches sampled from its replay buffer beforehand, so the time of its batch sampling is
+*not* counted (in its favour), after warm-up updates. Both sides get every core of the machine
+(torch.get_num_threads() and XLA's CPU thread pool), and the sides run one after the other,
+never at the same time.
+
+FLOPs of one rtaug update are XLA's own count (cost analysis of the compiled single update,
+batch gather included), not a formula. The peak is the best of several large float32 matmuls
+timed here with the same threads. `--json OUT` writes, per algorithm, `rtaug_updates_per_s`,
+`d3rlpy_updates_per_s`, `ratio` (rtaug / d3rlpy, one seed each) and `peak_fraction`, plus the
+details (FLOPs, seeds-at-once throughput, machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import replace
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rtaug import algos
+from rtaug.algos.common import prepare
+from rtaug.data import Dataset
+from rtaug.train import _make_runner
+
+ALGOS = ("bc", "td3bc", "iql", "cql", "bcq")
+BATCH = 256
+OBS_DIM, ACT_DIM, N, EP_LEN = 17, 6, 100_000, 1000
+
+
+# --------------------------------------------------------------------------------------- shared
+
+
+def halfcheetah_shaped(n=N, obs_dim=OBS_DIM, act_dim=ACT_DIM, ep_len=EP_LEN, seed=0) -> Dataset:
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(size=(n + 1, obs_dim)).astype(np.float32)
+    nxt = obs[1:].copy()
+    timeouts = np.zeros(n, bool)
+    timeouts[ep_len - 1::ep_len] = True
+    nxt[timeouts] = rng.normal(size=(int(timeouts.sum()), obs_dim))  # a new episode starts after
+    act = np.clip(rng.normal(0, 0.5, (n, act_dim)), -1, 1).astype(np.float32)
+    return Dataset(observations=obs[:-1], actions=act, rewards=rng.normal(size=n).astype(np.float32),
+                   terminals=np.zeros(n, bool), timeouts=timeouts, next_observations=nxt)
+
+
+def matmul_peak(sizes=(1024, 2048, 4096), repeats=5) -> float:
+    """Best float32 FLOP/s of a large jitted matmul (XLA, all cores)."""
+    best = 0.0
+    f = jax.jit(lambda x, y: x @ y)
+    for n in sizes:
+        a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+        b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+        f(a, b).block_until_ready()
+        for _ in range(repeats):
+            t = time.perf_counter()
+            f(a, b).block_until_ready()
+            best = max(best, 2 * n**3 / (time.perf_counter() - t))
+    return best
+
+
+def _timed(fn, seconds: float, min_reps: int = 3) -> float:
+    """Median seconds per call of `fn` over at least `min_reps` calls and about `seconds` total."""
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_reps or time.perf_counter() - start < seconds:
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+# ---------------------------------------------------------------------------------------- rtaug
+
+
+def rtaug_config(name: str):
+    config = replace(algos.get(name).Config(), batch_size=BATCH)
+    if hasattr(config, "decay_steps"):
+        config = replace(config, decay_steps=1_000_000)
+    return config
+
+
+def bench_rtaug(name: str, data: Dataset, seconds: float, n_seeds: int = 1) -> dict:
+    module = algos.get(name)
+    config = rtaug_config(name)
+    arrays, _, _ = prepare(data, config)
+    device_data = {k: jnp.asarray(v) for k, v in arrays.items()}
+    states = [module.init(config, OBS_DIM, ACT_DIM, jax.random.PRNGKey(s)) for s in range(n_seeds)]
+    state = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *states)
+    keys = jnp.stack([jax.random.PRNGKey(100 + s) for s in range(n_seeds)])
+    run = _make_runner(module, config, n_seeds, BATCH)
+
+    # Chunk length: about 0.5 s of updates, so that per-chunk overhead is negligible.
+    probe = 10
+    out = run(state, keys, device_data, probe)
+    jax.block_until_ready(out)
+    t = time.perf_counter()
+    jax.block_until_ready(run(*out[:2], device_data, probe))
+    per_update = (time.perf_counter() - t) / probe
+    length = int(max(10, min(2000, round(0.5 / per_update))))
+    carry = {"state": out[0], "keys": out[1]}
+    jax.block_until_ready(run(carry["state"], carry["keys"], device_data, length))  # compile + warm-up
+
+    def chunk():
+        s, k, m = run(carry["state"], carry["keys"], device_data, length)
+        jax.block_until_ready((s, m))
+        carry["state"], carry["keys"] = s, k
+
+    sec = _timed(chunk, seconds)
+    return {"updates_per_s": length * n_seeds / sec, "per_seed_updates_per_s": length / sec,
+            "chunk": length, "seeds": n_seeds}
+
+
+def rtaug_flops(name: str, data: Dataset) -> float:
+    """XLA's FLOP count of one update, batch gather and key split included."""
+    module = algos.get(name)
+    config = rtaug_config(name)
+    arrays, _, _ = prepare(data, config)
+    device_data = {k: jnp.asarray(v) for k, v in arrays.items()}
+    state = module.init(config, OBS_DIM, ACT_DIM, jax.random.PRNGKey(0))
+
+    def one(state, key, data):
+        key, k_idx, k_update = jax.random.split(key, 3)
+        idx = jax.random.randint(k_idx, (BATCH,), 0, data["rewards"].shape[0])
+        batch = jax.tree_util.tree_map(lambda x: x[idx], data)
+        return module.update(config, state, batch, k_update)
+
+    def count(fn):
+        cost = jax.jit(fn).lower(state, jax.random.PRNGKey(1), device_data).compile().cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        return float(cost.get("flops", float("nan")))
+
+    flops = count(one)
+    if name == "td3bc":
+        # The delayed actor step is a lax.cond that XLA counts as if it always ran; it runs on
+        # one update in `policy_freq`. Count the program with the skip branch taken as well and
+        # average the two by their frequency.
+        from unittest import mock
+
+        with mock.patch.object(jax.lax, "cond", lambda pred, yes, no, *ops: no(*ops)):
+            critic_only = count(one)
+        flops = (flops + (config.policy_freq - 1) * critic_only) / config.policy_freq
+    return flops
+
+
+# --------------------------------------------------------------------------------------- d3rlpy
+
+
+def _quiet_d3rlpy():
+    """d3rlpy logs every dataset build through structlog at info level; keep warnings only."""
+    import logging
+
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+
+def d3rlpy_algo(name: str):
+    import d3rlpy
+    from d3rlpy.models.encoders import VectorEncoderFactory
+
+    def enc(*hidden):
+        return VectorEncoderFactory(hidden_units=list(hidden))
+
+    if name == "bc":
+        cfg = d3rlpy.algos.BCConfig(batch_size=BATCH, learning_rate=3e-4, policy_type="deterministic",
+                                    encoder_factory=enc(256, 256))
+    elif name == "td3bc":
+        cfg = d3rlpy.algos.TD3PlusBCConfig(batch_size=BATCH, actor_encoder_factory=enc(256, 256),
+                                           critic_encoder_factory=enc(256, 256), alpha=2.5,
+                                           update_actor_interval=2)
+    elif name == "iql":
+        cfg = d3rlpy.algos.IQLConfig(batch_size=BATCH, actor_encoder_factory=enc(256, 256),
+                                     critic_encoder_factory=enc(256, 256), value_encoder_factory=enc(256, 256),
+                                     expectile=0.7, weight_temp=3.0, max_weight=100.0)
+    elif name == "cql":
+        # Fixed α = 5 (alpha_learning_rate 0), 10 sampled actions, 256-256-256 networks: our defaults.
+        cfg = d3rlpy.algos.CQLConfig(batch_size=BATCH, actor_encoder_factory=enc(256, 256, 256),
+                                     critic_encoder_factory=enc(256, 256, 256), conservative_weight=5.0,
+                                     alpha_learning_rate=0.0, n_action_samples=10, actor_learning_rate=1e-4,
+                                     critic_learning_rate=3e-4)
+    elif name == "bcq":
+        cfg = d3rlpy.algos.BCQConfig(batch_size=BATCH, actor_encoder_factory=enc(400, 300),
+                                     critic_encoder_factory=enc(400, 300), imitator_encoder_factory=enc(750, 750),
+                                     n_action_samples=10, lam=0.75, action_flexibility=0.05)
+    else:
+        raise ValueError(name)
+    return cfg.create(device="cpu:0")
+
+
+def bench_d3rlpy(name: str, data: Dataset, seconds: float, n_batches: int = 32) -> dict:
+    import d3rlpy
+
+    dataset = d3rlpy.dataset.MDPDataset(
+        observations=data.observations, actions=data.actions, rewards=data.rewards[:, None],
+        terminals=data.terminals.astype(np.float32), timeouts=data.timeouts.astype(np.float32),
+        action_space=d3rlpy.ActionSpace.CONTINUOUS)
+    algo = d3rlpy_algo(name)
+    algo.build_with_dataset(dataset)
+    batches = [dataset.sample_transition_batch(BATCH) for _ in range(n_batches)]
+    for b in batches[:10]:  # warm-up
+        algo.update(b)
+    it = {"i": 0}
+    reps = 10
+
+    def some_updates():
+        for _ in range(reps):
+            algo.update(batches[it["i"] % n_batches])
+            it["i"] += 1
+
+    sec = _timed(some_updates, seconds)
+    return {"updates_per_s": reps / sec}
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--algos", nargs="+", choices=ALGOS, default=list(ALGOS))
+    ap.add_argument("--seconds", type=float, default=10.0, help="timed seconds per measurement (default 10)")
+    ap.add_argument("--seeds", type=int, default=2,
+                    help="also time this many seeds at once (vmapped) and report per-seed updates/s (default 2)")
+    ap.add_argument("--no-d3rlpy", action="store_true", help="time rtaug only")
+    ap.add_argument("--json", metavar="OUT", help="write the results as JSON")
+    args = ap.parse_args(argv)
+
+    data = halfcheetah_shaped()
+    if not args.no_d3rlpy:
+        import torch
+
+        import d3rlpy  # noqa: F401  (fail early, before minutes of rtaug timing)
+
+        _quiet_d3rlpy()
+
+        torch_threads = torch.get_num_threads()
+    else:
+        torch_threads = None
+    peak = matmul_peak()
+    machine = {"cpu_count": os.cpu_count(), "torch_threads": torch_threads, "platform": platform.platform(),
+               "python": sys.version.split()[0], "jax": jax.__version__,
+               "matmul_peak_gflops": peak / 1e9}
+    if not args.no_d3rlpy:
+        machine["torch"] = torch.__version__
+        machine["d3rlpy"] = d3rlpy.__version__
+    print(f"float32 matmul peak: {peak / 1e9:.1f} GFLOP/s ({os.cpu_count()} cores); "
+          f"batch {BATCH}, {N} transitions, obs {OBS_DIM}, act {ACT_DIM}", flush=True)
+
+    results = {}
+    header = (f"{'algo':6} {'rtaug/s':>9} {f'x{args.seeds}/seed':>9} {'d3rlpy/s':>9} {'ratio':>6} "
+              f"{'GFLOP/upd':>9} {'GFLOP/s':>8} {'peak':>6}")
+    print(header, flush=True)
+    for name in args.algos:
+        one = bench_rtaug(name, data, args.seconds, 1)
+        many = bench_rtaug(name, data, args.seconds, args.seeds) if args.seeds > 1 else None
+        flops = rtaug_flops(name, data)
+        d3 = None if args.no_d3rlpy else bench_d3rlpy(name, data, args.seconds)
+        ups = one["updates_per_s"]
+        d3_ups = d3["updates_per_s"] if d3 else float("nan")
+        res = {
+            "rtaug_updates_per_s": ups,
+            "d3rlpy_updates_per_s": d3_ups,
+            "ratio": ups / d3_ups if d3 else float("nan"),
+            "peak_fraction": flops * ups / peak,
+            "gflop_per_update": flops / 1e9,
+            "achieved_gflops": flops * ups / 1e9,
+            f"rtaug_{args.seeds}_seeds_per_seed_updates_per_s": many["per_seed_updates_per_s"] if many else None,
+            "rtaug_chunk": one["chunk"],
+        }
+        results[name] = res
+        many_s = f"{many['per_seed_updates_per_s']:9.1f}" if many else f"{'-':>9}"
+        print(f"{name:6} {ups:9.1f} {many_s} {d3_ups:9.1f} {res['ratio']:6.2f} {flops / 1e9:9.3f} "
+              f"{res['achieved_gflops']:8.1f} {res['peak_fraction']:6.1%}", flush=True)
+
+    if args.json:
+        payload = {"machine": machine, "batch_size": BATCH, "transitions": N, "obs_dim": OBS_DIM,
+                   "act_dim": ACT_DIM, "seconds": args.seconds, "algorithms": results,
+                   "command": " ".join(["python", "benchmarks/throughput.py", *(argv if argv is not None else sys.argv[1:])])}
+        with open(args.json, "w") as f:
+            json.dump(payload, f, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

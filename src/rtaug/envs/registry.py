@@ -1,0 +1,191 @@
+"""The task registry: one place that knows, per task, how to make its env, how its data is made,
+how it is evaluated, and its reference scores.
+
+Tasks: `maze2d-{umaze,medium,large}-{sparse,dense}` (D4RL's Maze2D rebuilt on
+gymnasium-robotics' PointMaze, see `rtaug.envs.maze2d`).
+
+Reference scores (`random`, `expert`) are returns *measured in this simulator* by the command
+stored beside them; D4RL's published ones do not transfer (the same controller scores far more
+here than D4RL's published expert return). A task whose references have not been measured keeps
+them as None, and normalising its scores raises an error that names the command to run.
+D4RL's published references (d4rl/infos.py) are kept separately, for comparison with the paper.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "TaskError", "DataRecipe", "EvalProtocol", "References", "Task",
+    "TASKS", "task_names", "get_task", "normalized_score",
+]
+
+
+class TaskError(ValueError):
+    """Unknown task, missing reference scores, or data that does not fit the task."""
+
+
+@dataclass(frozen=True)
+class DataRecipe:
+    """D4RL's Maze2D data protocol (scripts/generation/generate_maze2d_datasets.py, --noisy)."""
+
+    episode_length: int                # a timeout every `episode_length` rows; also the goal's time budget
+    default_steps: int                 # 1M / 2M / 4M
+    noise_std: float = 0.5             # Gaussian action noise, then clipped to [-1, 1]
+    p_gain: float = 10.0               # PD controller: a = p·(waypoint − pos) + d·vel
+    d_gain: float = -1.0
+    solve_thresh: float = 0.1          # a waypoint / the goal counts as reached within this distance ...
+    vel_thresh: float = 0.1            # ... when the point moved less than this since the last step
+    waypoint_jitter: float = 0.2       # intermediate waypoints: cell − U(0, jitter) per axis
+    timeouts: str = "length"           # "length": every episode_length rows; "goal": at goal arrivals (D4RL's files)
+    reward_on: str = "next"            # reward of the state after the step ("current": D4RL's off-by-one)
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    episodes: int = 100
+    max_episode_steps: int = 300
+
+
+@dataclass(frozen=True)
+class References:
+    random: float | None = None        # mean return of uniform random actions, measured here
+    expert: float | None = None        # mean return of the noise-free waypoint controller heading to G
+    random_se: float | None = None     # standard errors of the two means
+    expert_se: float | None = None
+    episodes: tuple[int, int] | None = None  # (random, expert) episodes behind the means
+    command: str = ""                  # how they were measured
+    d4rl_random: float | None = None   # D4RL's published references (d4rl/infos.py), not measured here
+    d4rl_expert: float | None = None
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    family: str
+    maze: str
+    reward_type: str
+    obs_dim: int
+    act_dim: int
+    recipe: DataRecipe
+    evaluation: EvalProtocol
+    references: References = field(default_factory=References)
+
+    def make_env(self, **kwargs):
+        from rtaug.envs.maze2d import Maze2DEnv
+
+        kwargs.setdefault("max_episode_steps", self.evaluation.max_episode_steps)
+        return Maze2DEnv(self.maze, self.reward_type, **kwargs)
+
+    @property
+    def layout(self):
+        from rtaug.envs.maze2d import get_layout
+
+        return get_layout(self.maze)
+
+    def normalize(self, returns):
+        """100·(R − R_random)/(R_expert − R_random) with this task's measured references."""
+        ref = self.references
+        if ref.random is None or ref.expert is None:
+            raise TaskError(f"task {self.name!r}: reference scores have not been measured yet; run "
+                            f"`{ref.command}` and store them in rtaug/envs/registry.py")
+        return normalized_score(returns, ref.random, ref.expert)
+
+    def normalize_d4rl(self, returns):
+        """The score under D4RL's published references (for comparison with papers only)."""
+        ref = self.references
+        return normalized_score(returns, ref.d4rl_random, ref.d4rl_expert)
+
+    def check_dataset(self, dataset) -> None:
+        """Refuse a dataset whose observation or action size does not match this task."""
+        if dataset.observations.ndim != 2 or dataset.obs_dim != self.obs_dim:
+            raise TaskError(f"{dataset.source}: key 'observations': task {self.name!r} has "
+                            f"{self.obs_dim}-dimensional observations [x, y, vx, vy], the dataset has "
+                            f"shape {dataset.observations.shape}")
+        if dataset.discrete_actions or dataset.act_dim != self.act_dim:
+            raise TaskError(f"{dataset.source}: key 'actions': task {self.name!r} has "
+                            f"{self.act_dim}-dimensional continuous actions, the dataset has "
+                            f"shape {dataset.actions.shape} ({dataset.actions.dtype})")
+
+    def describe(self) -> dict:
+        return {"name": self.name, "family": self.family, "maze": self.maze, "reward_type": self.reward_type,
+                "obs_dim": self.obs_dim, "act_dim": self.act_dim, "recipe": asdict(self.recipe),
+                "evaluation": asdict(self.evaluation), "references": asdict(self.references)}
+
+
+def normalized_score(returns, random: float, expert: float):
+    r = np.asarray(returns, dtype=np.float64)
+    out = 100.0 * (r - random) / (expert - random)
+    return float(out) if out.ndim == 0 else out
+
+
+_EPISODE_LENGTH = {"umaze": 300, "medium": 600, "large": 800}
+_DEFAULT_STEPS = {"umaze": 1_000_000, "medium": 2_000_000, "large": 4_000_000}
+
+# D4RL's published reference returns, d4rl/infos.py (maze2d-*-v1 and maze2d-*-dense-v1).
+_D4RL_REFS = {
+    ("umaze", "sparse"): (23.85, 161.86),
+    ("medium", "sparse"): (13.13, 277.39),
+    ("large", "sparse"): (6.7, 273.99),
+    ("umaze", "dense"): (68.537689, 193.66285642381482),
+    ("medium", "dense"): (44.264742, 297.4552547777125),
+    ("large", "dense"): (30.569041, 303.4857382709002),
+}
+
+# Measured here by `_reference_command(maze)` (rtaug.evaluate.measure_references, seed 0, gymnasium-
+# robotics 1.4.2 / mujoco 4.0.0; docs/maze2d.md). Sparse and dense come from the same
+# rollouts (the reward depends on the position only), so one command measures both of a maze.
+# (random mean, its SE, expert mean, its SE, random episodes, expert episodes); SEs < 1% of the gap.
+_MEASURED: dict[tuple[str, str], tuple[float, float, float, float, int, int]] = {
+    ("umaze", "sparse"): (26.2664, 1.6513, 222.4910, 1.7227, 1100, 1000),
+    ("umaze", "dense"): (70.0128, 1.6354, 234.8162, 1.4895, 1100, 1000),
+    ("medium", "sparse"): (16.8290, 1.6439, 426.1820, 2.7745, 1000, 1000),
+    ("medium", "dense"): (43.4067, 2.4081, 440.8812, 2.6483, 1000, 1000),
+    ("large", "sparse"): (9.1000, 1.2465, 559.1570, 3.5376, 1000, 1000),
+    ("large", "dense"): (35.6372, 2.5588, 579.9532, 3.4575, 1000, 1000),
+}
+
+
+def _reference_command(maze: str) -> str:
+    return (f"python -c \"from rtaug.evaluate import measure_references; "
+            f"print(measure_references('maze2d-{maze}-sparse', seed=0))\"")
+
+
+def _build() -> dict[str, Task]:
+    tasks = {}
+    for maze in ("umaze", "medium", "large"):
+        for reward_type in ("sparse", "dense"):
+            name = f"maze2d-{maze}-{reward_type}"
+            measured = _MEASURED.get((maze, reward_type))
+            d4rl_random, d4rl_expert = _D4RL_REFS[(maze, reward_type)]
+            random, random_se, expert, expert_se, n_random, n_expert = measured or (None,) * 6
+            refs = References(
+                random=random, random_se=random_se, expert=expert, expert_se=expert_se,
+                episodes=None if measured is None else (n_random, n_expert),
+                command=_reference_command(maze),
+                d4rl_random=d4rl_random, d4rl_expert=d4rl_expert,
+            )
+            tasks[name] = Task(
+                name=name, family="maze2d", maze=maze, reward_type=reward_type, obs_dim=4, act_dim=2,
+                recipe=DataRecipe(episode_length=_EPISODE_LENGTH[maze], default_steps=_DEFAULT_STEPS[maze]),
+                evaluation=EvalProtocol(episodes=100, max_episode_steps=_EPISODE_LENGTH[maze]),
+                references=refs,
+            )
+    return tasks
+
+
+TASKS: dict[str, Task] = _build()
+
+
+def task_names() -> list[str]:
+    return list(TASKS)
+
+
+def get_task(name) -> Task:
+    """The task called `name` (a Task passes through); an unknown name lists the known ones."""
+    if isinstance(name, Task):
+        return name
+    if name not in TASKS:
+        raise TaskError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+    return TASKS[name]

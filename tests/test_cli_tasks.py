@@ -1,0 +1,53 @@
+"""`rtaug collect`, `rtaug audit` and `rtaug tasks` on BoxBall and a maze, and their errors."""
+
+import json
+
+import numpy as np
+
+from rtaug.cli import main
+from rtaug.collect.dqn import DQNConfig, collect_boxball
+from rtaug.data import Dataset
+from rtaug.data.hdf5 import load_hdf5, save_hdf5
+
+
+def test_audit_boxball_splits_real_and_generated(tmp_path, capsys):
+    real = collect_boxball(DQNConfig(total_steps=600, learning_starts=100), progress=False)
+    bad = Dataset(  # one generated step straight through the wall, one valid
+        observations=np.array([[4, 8], [2, 8]], np.float32), actions=np.array([0, 0]),
+        rewards=np.zeros(2, np.float32), terminals=np.zeros(2, bool), timeouts=np.array([False, True]),
+        next_observations=np.array([[4, 9], [2, 9]], np.float32), generated=np.ones(2, bool),
+        reliability=np.zeros(2, np.float32), metadata=real.metadata,
+    )
+    save_hdf5(real.concat(bad), tmp_path / "aug.hdf5")
+    assert main(["audit", str(tmp_path / "aug.hdf5"), "--task", "boxball", "--json", str(tmp_path / "a.json")]) == 0
+    summary = json.loads((tmp_path / "a.json").read_text())
+    assert summary["real"]["invalid_rate"] == 0.0 and summary["real"]["wall_crossings"] == 0
+    assert summary["generated"] == {"transitions": 2, "invalid_rate": 0.5, "wall_crossings": 1, "off_grid": 0}
+    assert json.loads(capsys.readouterr().out) == summary
+
+
+def test_collect_maze_and_audit_it(tmp_path):
+    out = tmp_path / "umaze.hdf5"
+    assert main(["collect", "maze2d-umaze-sparse", "--steps", "400", "--out", str(out), "--no-progress"]) == 0
+    data = load_hdf5(out)
+    assert len(data) == 400 and data.obs_dim == 4
+    assert main(["audit", str(out), "--task", "maze2d-umaze-sparse", "--json", str(tmp_path / "a.json"),
+                 "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "a.json").read_text())
+    assert summary["max_error"] <= 1e-5 and summary["wall_rate"] == 0.0
+
+
+def test_unknown_task_is_a_clear_error(tmp_path, capsys):
+    assert main(["collect", "maze2d-tiny-sparse", "--out", str(tmp_path / "x.hdf5")]) == 2
+    err = capsys.readouterr().err
+    assert "maze2d-tiny-sparse" in err and "maze2d-umaze-sparse" in err
+    assert not (tmp_path / "x.hdf5").exists()
+
+
+def test_tasks_lists_every_task(capsys):
+    assert main(["tasks"]) == 0
+    out = capsys.readouterr().out
+    for maze in ("umaze", "medium", "large"):
+        for reward in ("sparse", "dense"):
+            assert f"maze2d-{maze}-{reward}" in out
+    assert out.startswith("boxball")
