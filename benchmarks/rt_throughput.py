@@ -24,20 +24,7 @@ from rtaug.generate.model import RTConfig, RTModel
 from rtaug.generate.spec import Spec
 from rtaug.generate.train import TrainedRT, _adam, _windows
 from rtaug.data.episodes import reward_to_go
-
-
-def matmul_peak(sizes=(1024, 2048, 3072), repeats=5) -> float:
-    best = 0.0
-    for n in sizes:
-        a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
-        b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
-        f = jax.jit(lambda x, y: x @ y)
-        f(a, b).block_until_ready()
-        for _ in range(repeats):
-            t = time.perf_counter()
-            f(a, b).block_until_ready()
-            best = max(best, 2 * n**3 / (time.perf_counter() - t))
-    return best
+from peak import matmul_peak  # benchmarks/peak.py, beside this script
 
 
 def synthetic_dataset(n=50_000, obs_dim=4, act_dim=2, ep_len=200, seed=0) -> Dataset:
@@ -126,7 +113,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {jax.device_count()} device(s)")
-    peak = matmul_peak(sizes=(1024,) if args.quick else (1024, 2048, 3072))
+    peak = matmul_peak(sizes=(1024,) if args.quick else (1024, 2048, 4096))
     print(f"float32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
     from rtaug.collect.dqn import DQNConfig, collect_boxball
     from rtaug.experiments.quickstart import QuickstartConfig

@@ -40,6 +40,7 @@ from rtaug import algos
 from rtaug.algos.common import prepare
 from rtaug.data import Dataset
 from rtaug.train import _make_runner
+from peak import matmul_peak  # benchmarks/peak.py, beside this script
 
 ALGOS = ("bc", "td3bc", "iql", "cql", "bcq")
 BATCH = 256
@@ -59,21 +60,6 @@ def halfcheetah_shaped(n=N, obs_dim=OBS_DIM, act_dim=ACT_DIM, ep_len=EP_LEN, see
     act = np.clip(rng.normal(0, 0.5, (n, act_dim)), -1, 1).astype(np.float32)
     return Dataset(observations=obs[:-1], actions=act, rewards=rng.normal(size=n).astype(np.float32),
                    terminals=np.zeros(n, bool), timeouts=timeouts, next_observations=nxt)
-
-
-def matmul_peak(sizes=(1024, 2048, 4096), repeats=5) -> float:
-    """Best float32 FLOP/s of a large jitted matmul (XLA, all cores)."""
-    best = 0.0
-    f = jax.jit(lambda x, y: x @ y)
-    for n in sizes:
-        a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
-        b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
-        f(a, b).block_until_ready()
-        for _ in range(repeats):
-            t = time.perf_counter()
-            f(a, b).block_until_ready()
-            best = max(best, 2 * n**3 / (time.perf_counter() - t))
-    return best
 
 
 def _timed(fn, seconds: float, min_reps: int = 3) -> float:
