@@ -15,22 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from rtaug.data import Dataset
+from rtaug.nets.mlp import MLP  # noqa: F401  (re-exported: the learners build on it)
 
 DOMAINS = ("mujoco", "maze2d", "antmaze")
 
 
 # ---------------------------------------------------------------------------------------- networks
-
-
-class MLP(nn.Module):
-    hidden: Sequence[int]
-    out: int
-
-    @nn.compact
-    def __call__(self, x):
-        for i, h in enumerate(self.hidden):
-            x = nn.relu(nn.Dense(h, name=f"dense{i}")(x))
-        return nn.Dense(self.out, name="out")(x)
 
 
 class Critics(nn.Module):

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from rtaug.data.dataset import Dataset, DatasetError
+from rtaug.fileio import replacing
 
 __all__ = ["load_hdf5", "save_hdf5"]
 
@@ -107,23 +106,8 @@ def save_hdf5(dataset: Dataset, path, compression: str | None = None) -> None:
         meta_json = json.dumps(dataset.metadata)
     except (TypeError, ValueError) as exc:
         raise DatasetError(f"{dataset.source}: key 'metadata': not JSON-serialisable ({exc})") from exc
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Same directory as the target so os.replace is a rename within one filesystem.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with replacing(path) as tmp:
         with h5py.File(tmp, "w") as f:
             for key, arr in dataset.to_arrays().items():
                 f.create_dataset(key, data=arr, compression=compression)
             f.attrs[METADATA_ATTR] = meta_json
-        # mkstemp made it owner-only; a dataset file gets ordinary permissions
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise

@@ -45,13 +45,25 @@ class QuickstartConfig:
     ))
 
 
+def _audited(obs, act, nxt) -> dict:
+    """Transition counts of one generator, audited against the true dynamics."""
+    audit = audit_boxball_transitions(obs, act, nxt)
+    n = len(obs)
+    return {
+        "transitions": int(n),
+        "invalid_rate": float(1.0 - audit["valid"].mean()) if n else 0.0,
+        "wall_crossings": int(audit["wall_crossing"].sum()),
+        "off_grid": int(audit["off_grid"].sum()),
+        "_audit": audit,
+    }
+
+
 def _stats_generated(data, gen: Generated) -> dict:
     trajs = gen.trajectories(data)
     kept = [t for t in trajs if len(t["actions"])]
     obs = np.concatenate([t["observations"] for t in kept]) if kept else np.zeros((0, 2))
     act = np.concatenate([t["actions"] for t in kept]) if kept else np.zeros((0,), np.int64)
     nxt = np.concatenate([t["next_observations"] for t in kept]) if kept else np.zeros((0, 2))
-    audit = audit_boxball_transitions(obs, act, nxt)
     returns, goal = [], []
     for t in trajs:
         ret = float(np.sum(t["rewards"]))
@@ -64,17 +76,13 @@ def _stats_generated(data, gen: Generated) -> dict:
         goal.append(bool(np.any(np.all(np.round(allstates) == np.asarray(GOAL), axis=1))))
     n = len(obs)
     return {
-        "transitions": int(n),
-        "invalid_rate": float(1.0 - audit["valid"].mean()) if n else 0.0,
-        "wall_crossings": int(audit["wall_crossing"].sum()),
-        "off_grid": int(audit["off_grid"].sum()),
+        **_audited(obs, act, nxt),
         "mean_length": float(gen.lengths.mean()),
         "mean_return": float(np.mean(returns)),
         "goal_rate": float(np.mean(goal)),
         "mean_reliability": float(gen.reliability[gen.kept].mean()) if n else 0.0,
         "truncated": int(np.sum(gen.lengths < gen.kept.shape[1])),
         "_trajectories": trajs,
-        "_audit": audit,
     }
 
 
@@ -93,19 +101,13 @@ def _random_policy(n: int, seed: int) -> dict:
             obs, done = nobs, term or trunc
         trajs.append({"observations": np.array(o, np.float32), "actions": np.array(a), "rewards": np.array(r, np.float32),
                       "next_observations": np.array(nx, np.float32)})
-    obs = np.concatenate([t["observations"] for t in trajs])
-    audit = audit_boxball_transitions(obs, np.concatenate([t["actions"] for t in trajs]),
-                                      np.concatenate([t["next_observations"] for t in trajs]))
+    cat = lambda key: np.concatenate([t[key] for t in trajs])
     return {
-        "transitions": int(len(obs)),
-        "invalid_rate": float(1.0 - audit["valid"].mean()),
-        "wall_crossings": int(audit["wall_crossing"].sum()),
-        "off_grid": int(audit["off_grid"].sum()),
+        **_audited(cat("observations"), cat("actions"), cat("next_observations")),
         "mean_length": float(np.mean([len(t["actions"]) for t in trajs])),
         "mean_return": float(np.mean([t["rewards"].sum() for t in trajs])),
         "goal_rate": float(np.mean([t["rewards"].sum() > 0 for t in trajs])),
         "_trajectories": trajs,
-        "_audit": audit,
     }
 
 
