@@ -129,3 +129,30 @@ def test_bad_arguments():
 
     with pytest.raises(TaskError, match="known tasks"):
         collect_maze2d("maze2d-tiny-sparse", steps=10, progress=False)
+
+
+def test_episode_collection_mixes_goal_chasing_and_random_goal_episodes():
+    from rtaug.algos.common import episode_returns
+    from rtaug.collect.waypoint import collect_maze2d_episodes
+    from rtaug.envs.registry import get_task
+
+    task = get_task("maze2d-umaze-dense")
+    data = collect_maze2d_episodes(task, 12, expert_fraction=0.5, seed=3, batch_size=5, progress=False)
+    T = task.recipe.episode_length
+    assert len(data) == 12 * T
+    assert np.flatnonzero(data.timeouts).tolist() == list(range(T - 1, 12 * T, T))
+    assert not data.terminals.any()
+    # Rows are true, contiguous transitions within an episode.
+    inner = ~data.timeouts[:-1]
+    np.testing.assert_array_equal(data.next_observations[:-1][inner], data.observations[1:][inner])
+    np.testing.assert_allclose(data.rewards, maze_reward(data.next_observations[:, :2], task.layout.eval_goal, "dense"),
+                               rtol=1e-6)
+    expert = data.infos["expert"][::T]
+    assert 0 < expert.sum() < 12 and np.all(data.infos["expert"] == np.repeat(expert, T))
+    # The goal-chasing episodes are the good behaviour under the task's reward.
+    scores = task.normalize(episode_returns(data))
+    assert scores[expert].min() > 60 and scores[expert].mean() > scores[~expert].mean() + 40
+    again = collect_maze2d_episodes(task, 12, expert_fraction=0.5, seed=3, batch_size=12, progress=False)
+    np.testing.assert_array_equal(again.infos["expert"], data.infos["expert"])
+    with pytest.raises(ValueError, match="expert_fraction"):
+        collect_maze2d_episodes(task, 2, expert_fraction=1.5, progress=False)

@@ -86,3 +86,89 @@ def test_bad_inputs_are_clear_errors(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("rtaug train-policy: error:") and message in err, err
     assert not (tmp_path / "x").exists()
+
+
+# ------------------------------------------------------------------ --task: simulator evaluation
+
+
+def _eval_rows(path):
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_task_puts_normalized_scores_in_eval_csv(tmp_path, capsys):
+    pytest.importorskip("gymnasium_robotics")
+    from rtaug.envs.registry import get_task
+
+    data = tmp_path / "walks.hdf5"  # no task in its metadata or name: --task alone names it
+    _write_augmented(data)
+    out = tmp_path / "run"
+    assert main(["train-policy", "--dataset", str(data), "--algo", "bc", "--steps", "20", "--chunk", "10",
+                 "--eval-every", "10", "--eval-episodes", "2", "--task", "maze2d-umaze-dense", "--out", str(out),
+                 "--no-progress"]) == 0
+    said = capsys.readouterr().out
+    assert "domain maze2d" in said and "rtaug eval --run" in said
+    task = get_task("maze2d-umaze-dense")
+    for s in (0,):
+        rows = _eval_rows(out / f"seed_{s}" / "eval.csv")
+        assert [int(float(r["step"])) for r in rows] == [10, 20]
+        assert "action_mse" not in rows[0]
+        for r in rows:
+            ret, norm = float(r["return_mean"]), float(r["normalized_mean"])
+            assert ret > 0 and norm == pytest.approx(task.normalize(ret))  # dense returns are never 0
+            assert 0.0 <= float(r["success_rate"]) <= 1.0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == "maze2d-umaze-dense" and summary["eval_episodes"] == 2
+    assert "eval_normalized_mean" in summary["final"]["0"]
+
+
+def test_task_is_read_from_the_dataset_metadata_only_if_known(tmp_path, capsys):
+    pytest.importorskip("gymnasium_robotics")
+    from rtaug.collect.waypoint import collect_maze2d
+
+    collected = tmp_path / "collected.hdf5"
+    save_hdf5(collect_maze2d("maze2d-umaze-sparse", steps=300, seed=0, progress=False), collected)
+    other = tmp_path / "other.hdf5"
+    _write_augmented(other)
+    with h5py.File(other, "a") as f:  # a task rtaug does not know: no simulator, the offline check stays
+        f.attrs["rtaug_metadata"] = json.dumps({"task": "hopper-medium-v2"})
+    common = ["--algo", "bc", "--steps", "10", "--chunk", "10", "--eval-every", "10", "--no-progress"]
+
+    assert main(["train-policy", "--dataset", str(collected), "--out", str(tmp_path / "a"), *common]) == 0
+    assert "maze2d-umaze-sparse (from the dataset's metadata)" in capsys.readouterr().out
+    assert "normalized_mean" in _eval_rows(tmp_path / "a" / "seed_0" / "eval.csv")[0]
+    assert len(_eval_rows(tmp_path / "a" / "seed_0" / "eval.csv")) == 1
+
+    assert main(["train-policy", "--dataset", str(other), "--out", str(tmp_path / "b"), *common]) == 0
+    assert "action MSE" in capsys.readouterr().out
+    row = _eval_rows(tmp_path / "b" / "seed_0" / "eval.csv")[0]
+    assert "action_mse" in row and "normalized_mean" not in row
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["task"] is None
+
+
+def test_task_refuses_data_of_another_shape(tmp_path, capsys):
+    wide = tmp_path / "wide.hdf5"
+    rng = np.random.default_rng(0)
+    with h5py.File(wide, "w") as f:
+        f["observations"] = rng.normal(size=(100, 6)).astype(np.float32)
+        f["next_observations"] = rng.normal(size=(100, 6)).astype(np.float32)
+        f["actions"] = rng.uniform(-1, 1, (100, 2)).astype(np.float32)
+        f["rewards"] = np.zeros(100, np.float32)
+        f["terminals"] = np.zeros(100, bool)
+    maze = tmp_path / "maze.hdf5"
+    _write_augmented(maze)
+    cases = [
+        (["--dataset", str(wide), "--task", "maze2d-umaze-sparse"], "key 'observations'"),
+        (["--dataset", str(maze), "--task", "maze2d-tiny"], "unknown task 'maze2d-tiny'"),
+        (["--dataset", str(maze), "--eval-episodes", "5", "--eval-every", "5"], "needs a task"),
+        (["--dataset", str(maze), "--task", "maze2d-umaze-sparse", "--eval-episodes", "0"], "--eval-episodes"),
+        (["--dataset", str(maze), "--task", "maze2d-umaze-sparse", "--eval-episodes", "3"], "needs --eval-every"),
+    ]
+    for argv, message in cases:
+        assert main(["train-policy", *argv, "--algo", "bc", "--steps", "5", "--out", str(tmp_path / "x"),
+                     "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("rtaug train-policy: error:") and message in err, err
+    assert not (tmp_path / "x").exists()

@@ -17,6 +17,8 @@ Typical use:
   rtaug collect boxball --out data/boxball.hdf5     # a dataset (D4RL layout)
   rtaug train-model --dataset data/boxball.hdf5 --out models/boxball
   rtaug augment --dataset data/boxball.hdf5 --model models/boxball --out data/boxball-rt.hdf5
+  rtaug train-policy --dataset data/umaze.hdf5 --algo iql --seeds 0 1 2 --task maze2d-umaze-sparse
+  rtaug eval --run runs/umaze-iql                   # D4RL protocol, IQM and 95% CI over seeds
 """
 
 
@@ -137,6 +139,19 @@ def _cmd_augment(args):
     augment_file(args.dataset, args.model, args.out, cfg, progress=not args.no_progress)
 
 
+def _policy_task(args, data):
+    """The maze task whose simulator evaluates the policy: --task, else the dataset's metadata
+    `task` when it names a registered task, else None (no simulator: offline checks only)."""
+    from rtaug.envs.registry import get_task, task_names
+
+    if args.task is not None:
+        return get_task(args.task), "--task"
+    named = (data.metadata or {}).get("task")
+    if isinstance(named, str) and named in task_names():
+        return get_task(named), "the dataset's metadata"
+    return None, None
+
+
 def _cmd_train_policy(args):
     import json
     from pathlib import Path
@@ -146,6 +161,7 @@ def _cmd_train_policy(args):
     from rtaug import algos
     from rtaug.algos.common import infer_domain, offline_action_eval
     from rtaug.data.hdf5 import load_hdf5
+    from rtaug.envs.registry import get_task
     from rtaug.fileio import atomic_write_bytes
     from rtaug.train import CHECKPOINT, train
 
@@ -153,13 +169,28 @@ def _cmd_train_policy(args):
         raise ValueError(f"--steps must be at least 1, got {args.steps}")
     if args.eval_every is not None and args.eval_every < 1:
         raise ValueError(f"--eval-every must be at least 1, got {args.eval_every}")
+    if args.eval_episodes is not None and args.eval_episodes < 1:
+        raise ValueError(f"--eval-episodes must be at least 1, got {args.eval_episodes}")
+    if args.eval_episodes is not None and not args.eval_every:
+        raise ValueError("--eval-episodes needs --eval-every N: without it there is no periodic evaluation")
     if len(set(args.seeds)) != len(args.seeds):
         raise ValueError(f"--seeds must be distinct, got {args.seeds}")
+    if args.task is not None:
+        get_task(args.task)  # an unknown task is an error before the dataset is read
     data = load_hdf5(args.dataset)
     if data.discrete_actions:
         raise ValueError(f"{args.dataset}: discrete actions ({data.num_actions} choices); train-policy's "
                          f"learners ({', '.join(algos.ALGOS)}) need continuous (Box) actions")
-    domain = args.domain if args.domain != "auto" else infer_domain(data)
+    task, task_from = _policy_task(args, data)
+    if task is not None:
+        task.check_dataset(data)
+    elif args.eval_episodes is not None:
+        raise ValueError("--eval-episodes sets the simulator evaluation's episodes, which needs a task: pass "
+                         f"--task (one of `rtaug tasks`); {args.dataset} names none in its metadata")
+    if args.domain != "auto":
+        domain = args.domain
+    else:
+        domain = task.family if task is not None else infer_domain(data)
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.dataset).stem}-{args.algo}"
     if (out / CHECKPOINT).exists() and not args.resume:
         raise ValueError(f"{out} already holds a run ({CHECKPOINT}); pass --resume to continue it "
@@ -168,13 +199,27 @@ def _cmd_train_policy(args):
     print(f"{args.algo} on {args.dataset}: {len(data)} transitions ({n_gen} generated), obs {data.obs_dim}, "
           f"act {data.act_dim}, domain {domain}, seeds {list(args.seeds)}, {args.steps} updates -> {out}")
 
-    eval_fn = offline_action_eval(data) if args.eval_every else None
+    eval_fn, eval_episodes = None, None
+    if args.eval_every and task is not None:
+        from rtaug.evaluate import make_eval_fn
+
+        eval_episodes = args.eval_episodes or 10
+        eval_fn = make_eval_fn(task, episodes=eval_episodes, seed=0)
+        print(f"evaluation: {task.name} (from {task_from}) in the simulator, {eval_episodes} episodes every "
+              f"{args.eval_every} updates; for the final score use `rtaug eval --run {out}` "
+              f"({task.evaluation.episodes} episodes)")
+    elif args.eval_every:
+        eval_fn = offline_action_eval(data)
+        print("evaluation: action MSE to the dataset's actions (no task, so no simulator; pass --task for "
+              "normalized scores)")
     result = train(data, args.algo, steps=args.steps, seeds=args.seeds, out_dir=out, eval_fn=eval_fn,
                    eval_every=args.eval_every, domain=domain, progress=not args.no_progress,
                    chunk=min(args.chunk, args.steps), resume=args.resume)
 
-    summary = {"algo": result.algo, "dataset": str(args.dataset), "domain": domain, "steps": result.steps,
-               "seeds": list(result.seeds), "updates_per_s": result.updates_per_s, "final": {}}
+    summary = {"algo": result.algo, "dataset": str(args.dataset), "domain": domain,
+               "task": task.name if task is not None else None, "eval_episodes": eval_episodes,
+               "steps": result.steps, "seeds": list(result.seeds), "updates_per_s": result.updates_per_s,
+               "final": {}}
     for s in result.seeds:
         last = dict(result.metrics[s][-1]) if result.metrics[s] else {}
         if result.evaluations[s]:
@@ -188,6 +233,175 @@ def _cmd_train_policy(args):
     print(f"done: {result.steps} updates x {len(result.seeds)} seeds"
           + (f", {ups:.0f} updates/s (all seeds)" if np.isfinite(ups) else "")
           + f"; checkpoint, run.json, summary.json and seed_*/metrics.csv in {out}")
+
+
+def _fmt(x, spec=".2f"):
+    return "n/a" if x is None else format(x, spec)
+
+
+def _cmd_eval(args):
+    import time
+
+    from rtaug.envs.registry import get_task
+    from rtaug.evaluate import ControllerPolicy, evaluate_seeds, load_run, random_policy
+    from rtaug.fileio import atomic_write_json
+
+    if args.episodes is not None and args.episodes < 1:
+        raise ValueError(f"--episodes must be at least 1, got {args.episodes}")
+    if args.seeds is not None and len(set(args.seeds)) != len(args.seeds):
+        raise ValueError(f"--seeds must be distinct, got {args.seeds}")
+    if args.task is not None:
+        get_task(args.task)  # an unknown task is an error before anything is loaded
+    t0 = time.perf_counter()
+    if args.run is not None:
+        run = load_run(args.run, seeds=args.seeds)
+        if args.task is None and run.task is None:
+            raise ValueError(f"{args.run}: the run does not record its task (it was trained without --task); "
+                             "pass --task (one of `rtaug tasks`)")
+        task = get_task(args.task or run.task)
+        run.check_task(task)
+        policies = run.policies
+        about = {"kind": "run", "run": run.path, "algo": run.algo, "step": run.step, "steps": run.steps,
+                 "trained_task": run.task}
+        shown = (f"{run.path} ({run.algo}, checkpoint at update {run.step}"
+                 + (f" of {run.steps}" if run.steps and run.steps != run.step else "")
+                 + (f", trained for {run.task}" if run.task and run.task != task.name else "") + ")")
+    else:
+        if args.task is None:
+            raise ValueError("--task is required with --policy (one of `rtaug tasks`)")
+        task = get_task(args.task)
+        seeds = args.seeds or [0]
+        if args.policy == "random":
+            policies = {s: random_policy(s, task.act_dim) for s in seeds}
+        else:
+            policies = {s: ControllerPolicy(task, seed=s) for s in seeds}
+        about = {"kind": args.policy}
+        shown = {"random": "uniform random actions",
+                 "controller": "D4RL's waypoint controller, no action noise (the expert reference)"}[args.policy]
+    episodes = args.episodes or task.evaluation.episodes
+    ref = task.references
+    print(f"{task.name}: {shown}; seeds {list(policies)}, {episodes} episodes each "
+          f"({task.evaluation.max_episode_steps} steps, starts from --seed {args.seed})")
+    print(f"  normalized = 100·(R − random)/(expert − random) with references measured here "
+          f"({_fmt(ref.random)}, {_fmt(ref.expert)}); D4RL-normalized with D4RL's published ones "
+          f"({ref.d4rl_random}, {ref.d4rl_expert})")
+    print(f"{'seed':>6}  {'return (mean ± std)':>20}  {'normalized':>10}  {'D4RL-normalized':>15}  {'success':>7}")
+
+    def show(row):
+        ret = f"{row['return_mean']:.2f} ± {row['return_std']:.2f}"
+        print(f"{row['seed']:>6}  {ret:>20}  {_fmt(row['normalized_mean']):>10}  "
+              f"{row['normalized_d4rl_mean']:>15.2f}  {row['success_rate']:>7.2f}", flush=True)
+
+    report = evaluate_seeds(task, policies, episodes=episodes, seed=args.seed, progress=not args.no_progress,
+                            on_seed=show)
+    report["policy"] = about
+    report["wall_time_s"] = time.perf_counter() - t0
+    n = len(policies)
+    print(f"across {n} seed{'s' if n > 1 else ''}:")
+    for key, label in (("normalized", "normalized"), ("normalized_d4rl", "D4RL-normalized")):
+        s = report["summary"][key]
+        if s is None:
+            print(f"  {label:<16} n/a (references not measured)")
+            continue
+        if s["iqm_ci95"] is None:
+            print(f"  {label:<16} mean {s['mean']:.2f}, IQM {s['iqm']:.2f} (one seed: no std, no interval)")
+        else:
+            lo, hi = s["iqm_ci95"]
+            print(f"  {label:<16} mean {s['mean']:.2f} ± {s['std']:.2f} (std over seeds), "
+                  f"IQM {s['iqm']:.2f}, 95% bootstrap CI [{lo:.2f}, {hi:.2f}]")
+    note = report["summary"]["normalized_d4rl"].get("note")
+    if note and n > 1:  # one seed's lines already say there is no interval
+        print(f"  note: {note}")
+    if args.json:
+        atomic_write_json(args.json, report)
+    print(f"done in {report['wall_time_s']:.1f} s" + (f"; wrote {args.json}" if args.json else ""))
+
+
+def _minari_root_dir(root):
+    """Where Minari keeps datasets: `root`, else MINARI_DATASETS_PATH, else ~/.minari/datasets
+    (Minari's own rule; computed here because Minari's helper creates the directory as it looks)."""
+    import os
+    from pathlib import Path
+
+    chosen = root if root is not None else os.environ.get("MINARI_DATASETS_PATH")
+    return Path(chosen) if chosen else Path.home() / ".minari" / "datasets"
+
+
+def _check_minari_id(dataset_id) -> str:
+    """A valid id's next version (to suggest when the id is taken); a malformed id is an error."""
+    from minari.dataset.minari_dataset import parse_dataset_id
+
+    try:
+        namespace, name, version = parse_dataset_id(dataset_id)
+    except (ValueError, TypeError):
+        # Checked before Minari sees it: Minari leaves an empty directory behind for a bad id.
+        raise ValueError(f"--id {dataset_id!r}: not a Minari dataset id; ids look like "
+                         "'namespace/name-v0' or 'name-v0' (letters, digits, '_', '-', '.', ':')") from None
+    return (f"{namespace}/" if namespace else "") + f"{name}-v{version + 1}"
+
+
+def _cmd_minari_export(args):
+    from rtaug.data.hdf5 import load_hdf5
+    from rtaug.data.minari_io import save_minari
+    from rtaug.envs.registry import get_task
+
+    next_id = _check_minari_id(args.id)
+    task = get_task(args.task) if args.task is not None else None
+    root = _minari_root_dir(args.root)
+    target = root / args.id
+    if target.exists():
+        delete = (f"MINARI_DATASETS_PATH={args.root} " if args.root else "") + f"minari delete {args.id}"
+        raise ValueError(f"Minari dataset {args.id!r} already exists in {root} ({target}); choose another "
+                         f"--id (e.g. a new version: {next_id}), another --root, or remove it first (`{delete}`)")
+    data = load_hdf5(args.file)
+    if task is not None:
+        task.check_dataset(data)
+    print(f"exporting {args.file}: {len(data)} transitions -> Minari dataset {args.id} in {root}", flush=True)
+    md = save_minari(data, args.id, root=args.root, task=task.name if task is not None else None)
+    print(f"wrote {args.id}: {md.total_episodes} episodes, {md.total_steps} steps ({target})")
+
+
+def _cmd_minari_import(args):
+    from pathlib import Path
+
+    from rtaug.data.hdf5 import save_hdf5
+    from rtaug.data.minari_io import load_minari
+    from rtaug.envs.registry import get_task
+
+    if args.task is None and (args.frame != "d4rl" or args.relabel):
+        raise ValueError("--frame gymnasium-robotics and --relabel need --task: the frame mapping and the "
+                         "rewards are the task's (one of `rtaug tasks`)")
+    if args.task is not None:
+        get_task(args.task)
+    root = _minari_root_dir(args.root)
+    if not Path(args.source).exists() and not (root / args.source).exists():
+        raise ValueError(f"Minari dataset {args.source!r} not found in {root} (and no directory of that "
+                         f"name); local datasets: {_local_minari_ids(args.root)}. rtaug never downloads: "
+                         "fetch it with `minari download ID`, or pass --root or a dataset directory")
+    data = load_minari(args.source, task=args.task, frame=args.frame, relabel=args.relabel, root=args.root)
+    save_hdf5(data, args.out)
+    m = data.metadata.get("minari", {})
+    how = f" (task {args.task}, {args.frame} frame{', rewards relabelled' if args.relabel else ''})" if args.task else ""
+    print(f"wrote {args.out}: {len(data)} transitions, {m.get('total_episodes')} episodes from Minari "
+          f"{m.get('dataset_id')}{how}")
+
+
+def _local_minari_ids(root) -> str:
+    import warnings
+
+    from rtaug.data.minari_io import minari_root
+
+    try:
+        import minari
+
+        with minari_root(root), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Minari warns about every misconfigured directory it meets
+            ids = sorted(minari.list_local_datasets())
+    except Exception:  # a damaged root must not hide the error being reported
+        return "(could not be listed)"
+    if not ids:
+        return "none"
+    return ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -314,13 +528,21 @@ def build_parser() -> argparse.ArgumentParser:
                "  run.json              algorithm, full config, seeds, dataset fingerprint\n"
                "  checkpoint.msgpack    latest state of every seed (msgpack, no pickle; written atomically)\n"
                "  seed_<s>/metrics.csv  losses and updates/s, one row per chunk\n"
-               "  seed_<s>/eval.csv     with --eval-every: the policy's action MSE to the dataset's actions\n"
-               "                        (an offline check; no simulator is attached to a bare file)\n"
-               "  summary.json          final metrics per seed\n\n"
+               "  seed_<s>/eval.csv     with --eval-every: with a task (--task, or the dataset's metadata\n"
+               "                        `task`, as `rtaug collect maze2d-*` writes it), return, normalized\n"
+               "                        score and success rate over --eval-episodes simulator episodes;\n"
+               "                        without one, the policy's action MSE to the dataset's actions\n"
+               "                        (an offline check: no simulator is attached to a bare file)\n"
+               "  summary.json          final metrics per seed, and the task\n\n"
+               "Periodic evaluation is a cheap progress check (10 episodes by default). Report final\n"
+               "scores with `rtaug eval --run DIR` (the task's protocol: 100 episodes per seed, with an\n"
+               "interval over seeds).\n\n"
                "A killed run continues with --resume (same command) and ends with exactly the parameters\n"
                "of an uninterrupted run.\n\n"
                "Example:\n"
-               "  rtaug train-policy --dataset data/maze2d-umaze.hdf5 --algo iql --steps 100000 --seeds 0 1 2",
+               "  rtaug train-policy --dataset data/umaze.hdf5 --algo iql --steps 100000 --seeds 0 1 2 \\\n"
+               "      --task maze2d-umaze-sparse --eval-every 10000\n"
+               "  rtaug eval --run runs/umaze-iql",
     )
     p.add_argument("--dataset", required=True, metavar="FILE", help="D4RL-layout HDF5 dataset (augmented or not)")
     p.add_argument("--algo", required=True, choices=["bc", "td3bc", "iql", "cql", "bcq"],
@@ -330,21 +552,114 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gradient updates per seed (default: %(default)s; the papers use 1000000)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S",
                    help="seeds, all trained at once (default: 0)")
+    p.add_argument("--task", default=None, metavar="TASK",
+                   help="maze2d task of the data (`rtaug tasks`): periodic evaluation runs in its simulator, "
+                        "and a dataset of the wrong shape is refused (default: the dataset's metadata `task` "
+                        "if it is a known task, else none)")
     p.add_argument("--domain", choices=["auto", "mujoco", "maze2d", "antmaze"], default="auto",
                    help="which published per-domain settings to use (IQL's expectile/temperature/reward "
-                        "scaling, CQL's Lagrangian α); auto = from the dataset's metadata or file name, "
-                        "else mujoco (default: %(default)s)")
+                        "scaling, CQL's Lagrangian α); auto = the task's, else from the dataset's metadata "
+                        "or file name, else mujoco (default: %(default)s)")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="run directory (default: runs/<dataset name>-<algo>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint (without it, an existing run is an error)")
     p.add_argument("--eval-every", type=int, default=None, metavar="N",
                    help="evaluate every N updates and at the end (default: no evaluation)")
+    p.add_argument("--eval-episodes", type=int, default=None, metavar="N",
+                   help="simulator episodes per periodic evaluation, with a task (default: 10, cheap; the "
+                        "final report should use `rtaug eval`, 100 episodes)")
     p.add_argument("--chunk", type=int, default=1000, metavar="N",
                    help="updates per compiled chunk: the granularity of metrics rows and of the progress "
                         "bar (default: %(default)s)")
     _add_progress(p)
     p.set_defaults(func=_cmd_train_policy)
+
+    p = sub.add_parser(
+        "eval", help="evaluate a trained policy (or a reference policy) on a maze2d task, by D4RL's protocol",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Evaluate policies in the task's simulator by D4RL's protocol: N episodes from D4RL's\n"
+                    "random starts (default: the task's 100), the return of each, and the normalized score\n"
+                    "100·(R − R_random)/(R_expert − R_random).\n\n"
+                    "The policy is either a run of `rtaug train-policy` (--run DIR: each seed's deterministic\n"
+                    "policy at the run's checkpoint) or a built-in reference (--policy random | controller,\n"
+                    "to sanity-check the references: they should score about 0 and 100).\n\n"
+                    "Printed per seed: return mean ± std over episodes, normalized mean (with the references\n"
+                    "measured in this simulator), D4RL-normalized mean (with D4RL's published references, for\n"
+                    "comparison with papers only), success rate (ended within 0.5 of the goal). Across seeds:\n"
+                    "mean ± std (sample std) of the per-seed means, and their interquartile mean (IQM) with a\n"
+                    "95% percentile-bootstrap interval over seeds (none with a single seed).\n"
+                    "Every seed plays the same episode starts (from --seed).",
+        epilog="Examples:\n"
+               "  rtaug eval --run runs/umaze-iql --task maze2d-umaze-sparse --json eval.json\n"
+               "  rtaug eval --run runs/umaze-iql --seeds 0 2 --episodes 20\n"
+               "  rtaug eval --policy controller --task maze2d-umaze-sparse\n\n"
+               "See docs/evaluation.md for what the numbers mean.",
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", metavar="DIR", help="run directory of `rtaug train-policy` (run.json, checkpoint.msgpack)")
+    which.add_argument("--policy", choices=["random", "controller"],
+                       help="a built-in reference: uniform random actions, or D4RL's waypoint controller "
+                            "without noise (the expert)")
+    p.add_argument("--task", metavar="TASK",
+                   help="maze2d task (`rtaug tasks`); with --run, default: the task the run was trained with "
+                        "(train-policy --task records it)")
+    p.add_argument("--episodes", type=int, default=None, metavar="N",
+                   help="episodes per seed (default: the task's protocol, 100)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="S",
+                   help="with --run: evaluate only these of the run's seeds (default: all); with --policy: "
+                        "the reference policy's own random seeds (default: 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the episode starts (default: %(default)s)")
+    p.add_argument("--json", metavar="OUT", help="also write everything (per-episode returns included) as JSON")
+    _add_progress(p)
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser(
+        "minari", help="import a local Minari dataset as HDF5, or export an HDF5 file as a Minari dataset",
+        description="Move datasets between rtaug's D4RL-layout HDF5 files and Minari, offline (rtaug never "
+                    "downloads). Minari keeps its datasets under a root directory: --root, else the "
+                    "MINARI_DATASETS_PATH environment variable, else ~/.minari/datasets.",
+    )
+    msub = p.add_subparsers(dest="minari_command", metavar="{export,import}")
+    msub.required = True
+    q = msub.add_parser(
+        "export", help="write a D4RL-layout HDF5 file as a new Minari dataset",
+        description="Write a D4RL-layout HDF5 file as the Minari dataset DATASET_ID (episodes split at "
+                    "terminals, timeouts, and wherever rows stop being contiguous). An existing id is an "
+                    "error: Minari datasets are never overwritten.",
+        epilog="Example: rtaug minari export data/umaze.hdf5 --id rtaug/umaze-sparse-v0 --task maze2d-umaze-sparse",
+    )
+    q.add_argument("file", metavar="FILE", help="D4RL-layout HDF5 dataset")
+    q.add_argument("--id", required=True, metavar="DATASET_ID", help="Minari id to create, e.g. rtaug/umaze-sparse-v0")
+    q.add_argument("--root", metavar="DIR", help="Minari root directory (default: MINARI_DATASETS_PATH or "
+                                                 "~/.minari/datasets)")
+    q.add_argument("--task", metavar="TASK", help="check the data against this task's sizes and name it in the "
+                                                  "dataset's description")
+    q.set_defaults(func=_cmd_minari_export)
+    q = msub.add_parser(
+        "import", help="read a local Minari dataset into a D4RL-layout HDF5 file",
+        description="Read a Minari dataset (an id under the Minari root, or a dataset directory) and write\n"
+                    "it as a D4RL-layout HDF5 file: one row per step, next_observations from the episode,\n"
+                    "terminals/timeouts from terminations/truncations; dict observations (PointMaze's)\n"
+                    "contribute their 'observation' entry, the goal goes to infos/goal.",
+        epilog="Examples:\n"
+               "  rtaug minari import rtaug/umaze-sparse-v0 --out data/umaze.hdf5\n"
+               "  rtaug minari import D4RL/pointmaze/umaze-v2 --out data/pm.hdf5 --task maze2d-umaze-sparse \\\n"
+               "      --frame gymnasium-robotics --relabel",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    q.add_argument("source", metavar="DATASET_ID_OR_DIR", help="Minari dataset id, or a dataset directory")
+    q.add_argument("--out", required=True, metavar="FILE", help="HDF5 file to write")
+    q.add_argument("--root", metavar="DIR", help="Minari root directory (default: MINARI_DATASETS_PATH or "
+                                                 "~/.minari/datasets)")
+    q.add_argument("--task", metavar="TASK", help="maze2d task the data belong to: checks sizes, records it in "
+                                                  "the file's metadata (train-policy then evaluates in its simulator)")
+    q.add_argument("--frame", choices=["d4rl", "gymnasium-robotics"], default="d4rl",
+                   help="coordinate frame of the stored data: gymnasium-robotics (Minari's PointMaze data) is "
+                        "mapped into D4RL's frame; needs --task (default: %(default)s)")
+    q.add_argument("--relabel", action="store_true",
+                   help="recompute rewards for the task's reward type and D4RL's evaluation goal (needs --task)")
+    q.set_defaults(func=_cmd_minari_import)
     return parser
 
 
@@ -355,7 +670,8 @@ def main(argv=None) -> int:
         args.func(args)
     except (ValueError, FileNotFoundError) as e:
         # Bad input is the user's to fix: say what and where, without a stack trace.
-        print(f"rtaug {args.command}: error: {e}", file=sys.stderr)
+        command = args.command + (f" {args.minari_command}" if args.command == "minari" else "")
+        print(f"rtaug {command}: error: {e}", file=sys.stderr)
         return 2
     return 0
 

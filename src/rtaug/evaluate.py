@@ -20,7 +20,8 @@ from rtaug.envs.registry import get_task
 
 __all__ = [
     "EvalResult", "rollout", "evaluate_policy", "random_policy", "ControllerPolicy",
-    "measure_references", "make_eval_fn", "iqm",
+    "measure_references", "make_eval_fn", "iqm", "bootstrap_ci", "summarize_seeds",
+    "evaluate_seeds", "LoadedRun", "load_run",
 ]
 
 
@@ -95,7 +96,7 @@ def _episode_starts(layout, seed, episodes: int):
 
 
 def rollout(task, policy, episodes: int, seed=0, batch_size: int = 100, progress: bool = False,
-            max_episode_steps: int | None = None) -> dict:
+            max_episode_steps: int | None = None, desc: str | None = None) -> dict:
     """Run `episodes` episodes; return per-episode `sparse` and `dense` returns (N,) and
     `success` (the point ended within the goal radius). `seed`: an int or a tuple of ints."""
     task = get_task(task)
@@ -108,7 +109,10 @@ def rollout(task, policy, episodes: int, seed=0, batch_size: int = 100, progress
     starts_q, starts_v = _episode_starts(task.layout, seed, episodes)
     goal = task.layout.eval_goal
     out = {"sparse": np.zeros(episodes), "dense": np.zeros(episodes), "success": np.zeros(episodes, bool)}
-    bar = tqdm(total=episodes, desc=f"eval {task.name}", unit="ep", disable=not progress)
+    # Counted in episode-steps, not episodes: all episodes of a batch end together, so an episode
+    # count would sit at 0% until the whole batch is done.
+    bar = tqdm(total=episodes * T, desc=desc or f"eval {task.name} ({episodes} episodes)", unit="step",
+               unit_scale=True, disable=not progress, mininterval=0.5)
     for lo in range(0, episodes, batch_size):
         hi = min(lo + batch_size, episodes)
         b = hi - lo
@@ -126,19 +130,19 @@ def rollout(task, policy, episodes: int, seed=0, batch_size: int = 100, progress
             obs = sims.step(act)
             out["sparse"][lo:hi] += maze_reward(obs[:b, :2], goal, "sparse")
             out["dense"][lo:hi] += maze_reward(obs[:b, :2], goal, "dense")
+            bar.update(b)
         out["success"][lo:hi] = np.linalg.norm(obs[:b, :2] - goal, axis=1) <= 0.5
-        bar.update(b)
     bar.close()
     sims.close()
     return out
 
 
 def evaluate_policy(task, policy, episodes: int | None = None, seed: int = 0, batch_size: int = 100,
-                    progress: bool = False) -> EvalResult:
+                    progress: bool = False, desc: str | None = None) -> EvalResult:
     """D4RL's protocol: raw returns and normalized scores over `episodes` (default: the task's)."""
     task = get_task(task)
     n = int(episodes or task.evaluation.episodes)
-    res = rollout(task, policy, n, seed=seed, batch_size=batch_size, progress=progress)
+    res = rollout(task, policy, n, seed=seed, batch_size=batch_size, progress=progress, desc=desc)
     other = "dense" if task.reward_type == "sparse" else "sparse"
     ret = res[task.reward_type]
     ref = task.references
@@ -238,3 +242,232 @@ def iqm(x) -> float:
         return float("nan")
     lo, hi = int(np.floor(0.25 * n)), int(np.ceil(0.75 * n))
     return float(x[lo:hi].mean()) if hi > lo else float(x.mean())
+
+
+# ------------------------------------------------------------------------------ across seeds
+
+
+def _iqm_rows(samples: np.ndarray) -> np.ndarray:
+    """`iqm` of every row of a (B, n) array at once (the same trimming as `iqm` on each row)."""
+    n = samples.shape[1]
+    lo, hi = int(np.floor(0.25 * n)), int(np.ceil(0.75 * n))
+    return np.sort(samples, axis=1)[:, lo:hi].mean(axis=1)
+
+
+def bootstrap_ci(values, stat=iqm, n_boot: int = 10_000, confidence: float = 0.95,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of `stat` over `values` (e.g. one score per training seed).
+
+    Draws `n_boot` resamples of the values with replacement, applies `stat` to each, and returns
+    the (1 − confidence)/2 and (1 + confidence)/2 quantiles of those statistics. Deterministic
+    given `seed`. Needs at least two values: a single value has no spread to resample, and the
+    "interval" it would give (the value itself) would claim a certainty the data do not have.
+    """
+    x = np.asarray(values, np.float64).ravel()
+    if len(x) < 2:
+        raise ValueError(f"a bootstrap interval needs at least 2 values, got {len(x)}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"values must be finite, got {x.tolist()}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if int(n_boot) < 1:
+        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
+    rng = np.random.default_rng(seed)
+    samples = x[rng.integers(len(x), size=(int(n_boot), len(x)))]
+    # The IQM is what the CLI bootstraps; sorting all resamples at once keeps 10k resamples instant.
+    stats = _iqm_rows(samples) if stat is iqm else np.array([stat(row) for row in samples], np.float64)
+    alpha = 1.0 - confidence
+    lo, hi = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+def summarize_seeds(per_seed_scores, n_boot: int = 10_000, seed: int = 0) -> dict:
+    """Across-seed summary of one score per training seed (a sequence, or a mapping seed -> score).
+
+    `mean`, `std` (sample standard deviation, ddof=1), `iqm` and `iqm_ci95` (a percentile
+    bootstrap 95% interval of the IQM over seeds, `bootstrap_ci`). With one seed `std` and
+    `iqm_ci95` are None and `note` says why; with few seeds `note` says what that limits.
+    """
+    if isinstance(per_seed_scores, dict):
+        per_seed_scores = list(per_seed_scores.values())
+    x = np.asarray(per_seed_scores, np.float64).ravel()
+    if len(x) == 0:
+        raise ValueError("no per-seed scores to summarize")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"per-seed scores must be finite, got {x.tolist()}")
+    n = len(x)
+    out = {"n_seeds": n, "mean": float(x.mean()), "std": float(x.std(ddof=1)) if n > 1 else None,
+           "iqm": iqm(x), "iqm_ci95": None, "n_boot": int(n_boot), "bootstrap_seed": int(seed)}
+    if n == 1:
+        out["note"] = ("one seed: no spread across seeds to estimate, so no std and no interval; "
+                       "train and evaluate more seeds")
+    else:
+        out["iqm_ci95"] = list(bootstrap_ci(x, iqm, n_boot=n_boot, confidence=0.95, seed=seed))
+        if n < 4:
+            out["note"] = (f"{n} seeds: the IQM trims nothing below 4 values (it equals the mean), and a "
+                           "bootstrap over so few values understates the uncertainty")
+        elif n < 10:
+            out["note"] = f"{n} seeds: a percentile bootstrap over few values tends to be too narrow"
+    return out
+
+
+def evaluate_seeds(task, policies: dict, episodes: int | None = None, seed: int = 0, batch_size: int = 100,
+                   progress: bool = False, on_seed=None) -> dict:
+    """Evaluate one policy per training seed, `policies` = {seed: policy}, and summarize across seeds.
+
+    Every policy plays the same episode starts (from `seed`): the spread across seeds is then the
+    training seeds' doing, not the luck of the starts. `on_seed(row)` is called as each finishes.
+    Returns a JSON-ready dict: per-seed rows (means, success rate, per-episode returns) and
+    `summarize_seeds` of the normalized, D4RL-normalized and raw per-seed means.
+    """
+    task = get_task(task)
+    if not policies:
+        raise ValueError("no policies to evaluate")
+    n = int(episodes or task.evaluation.episodes)
+    rows = []
+    for s, policy in policies.items():
+        res = evaluate_policy(task, policy, episodes=n, seed=seed, batch_size=batch_size, progress=progress,
+                              desc=f"eval seed {s} ({n} episodes)")
+        row = {"seed": s, "episodes": n, "return_mean": float(res.returns.mean()),
+               "return_std": float(res.returns.std()),
+               "normalized_mean": None if res.normalized is None else float(np.mean(res.normalized)),
+               "normalized_std": None if res.normalized is None else float(np.std(res.normalized)),
+               "normalized_d4rl_mean": float(np.mean(res.normalized_d4rl)),
+               "success_rate": res.extra["success_rate"], "returns": res.returns.tolist()}
+        rows.append(row)
+        if on_seed is not None:
+            on_seed(row)
+    ref = task.references
+    summary = {"return": summarize_seeds([r["return_mean"] for r in rows]),
+               "normalized_d4rl": summarize_seeds([r["normalized_d4rl_mean"] for r in rows]),
+               "normalized": None}
+    if all(r["normalized_mean"] is not None for r in rows):
+        summary["normalized"] = summarize_seeds([r["normalized_mean"] for r in rows])
+    return {"task": task.name, "reward_type": task.reward_type, "episodes": n, "episode_seed": seed,
+            "max_episode_steps": task.evaluation.max_episode_steps,
+            "references": {"random": ref.random, "expert": ref.expert,
+                           "d4rl_random": ref.d4rl_random, "d4rl_expert": ref.d4rl_expert},
+            "per_seed": rows, "summary": summary}
+
+
+# ------------------------------------------------------------------------ trained policies
+
+
+@dataclass
+class LoadedRun:
+    """The deterministic policies of a `rtaug train-policy` run, one per seed, at its checkpoint."""
+
+    path: str
+    algo: str
+    step: int                     # updates behind the checkpoint
+    steps: int | None             # updates the run was asked for (run.json), None if unknown
+    seeds: tuple[int, ...]        # the seeds loaded (all of the run's, or the requested ones)
+    obs_dim: int
+    act_dim: int
+    task: str | None              # the task `train-policy --task` recorded in summary.json, if any
+    policies: dict = field(default_factory=dict)
+
+    def check_task(self, task) -> None:
+        """Refuse a task whose observation or action size the policies were not trained for."""
+        task = get_task(task)
+        if self.obs_dim != task.obs_dim:
+            raise ValueError(f"{self.path}: the run's policies take {self.obs_dim}-dimensional observations "
+                             f"(checkpoint key 'obs_mean'), task {task.name!r} has {task.obs_dim}-dimensional "
+                             "ones: this run was trained on another task's data")
+        if self.act_dim != task.act_dim:
+            raise ValueError(f"{self.path}: the run's policies output {self.act_dim}-dimensional actions, task "
+                             f"{task.name!r} has {task.act_dim}-dimensional ones: this run was trained on "
+                             "another task's data")
+
+
+def _config_from_json(cls, values: dict, where: str):
+    """The algorithm's frozen Config from run.json's dict (JSON lists back to tuples: configs are
+    hashed as static arguments of the jitted policy)."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"{where}: key 'config': {unknown} are not fields of {cls.__name__} "
+                         "(a run written by another version of rtaug?)")
+
+    def tup(v):
+        return tuple(tup(x) for x in v) if isinstance(v, list) else v
+
+    return cls(**{k: tup(v) for k, v in values.items()})
+
+
+def load_run(run_dir, seeds=None) -> LoadedRun:
+    """Read a `rtaug train-policy` run directory (run.json, checkpoint.msgpack, summary.json if
+    present) and rebuild each seed's deterministic policy (`rtaug.train.make_policy`); `seeds`
+    selects some of the run's seeds (default: all, in the run's order)."""
+    import json
+    from pathlib import Path
+
+    import jax
+
+    from rtaug import algos
+    from rtaug.train import CHECKPOINT, FORMAT, load_checkpoint, make_policy
+
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise FileNotFoundError(f"{run}: no such run directory")
+    ckpt_path = run / CHECKPOINT
+    if not ckpt_path.exists():
+        raise FileNotFoundError(f"{run}: no {CHECKPOINT} in this directory: not a run of `rtaug train-policy`, "
+                                "or one killed before its first checkpoint")
+    try:
+        ckpt = load_checkpoint(ckpt_path)
+    except Exception as exc:  # msgpack and JSON raise a variety of types on a damaged file
+        raise ValueError(f"{ckpt_path}: not a readable rtaug checkpoint ({type(exc).__name__}: {exc})") from exc
+    meta = ckpt["meta"]
+    for key in ("format", "algo", "config", "seeds"):
+        if key not in meta:
+            raise ValueError(f"{ckpt_path}: key 'meta.{key}': missing")
+    if meta["format"] != FORMAT:
+        raise ValueError(f"{ckpt_path}: key 'meta.format': format {meta['format']}, this rtaug reads {FORMAT}")
+    try:
+        module = algos.get(meta["algo"])
+    except ValueError as exc:
+        raise ValueError(f"{ckpt_path}: key 'meta.algo': {exc}") from None
+    config = _config_from_json(module.Config, meta["config"], str(ckpt_path))
+
+    steps = None
+    run_json = run / "run.json"
+    if run_json.exists():
+        try:
+            info = json.loads(run_json.read_text())
+        except ValueError as exc:
+            raise ValueError(f"{run_json}: invalid JSON ({exc})") from None
+        if info.get("algo") != meta["algo"] or info.get("seeds") != meta["seeds"]:
+            raise ValueError(f"{run_json}: describes {info.get('algo')} seeds {info.get('seeds')}, but "
+                             f"{CHECKPOINT} holds {meta['algo']} seeds {meta['seeds']}: the directory mixes two runs")
+        steps = info.get("steps")
+    task = None
+    summary_json = run / "summary.json"
+    if summary_json.exists():
+        try:
+            task = json.loads(summary_json.read_text()).get("task")
+        except ValueError as exc:
+            raise ValueError(f"{summary_json}: invalid JSON ({exc})") from None
+
+    run_seeds = [int(s) for s in meta["seeds"]]
+    wanted = run_seeds if seeds is None else [int(s) for s in seeds]
+    missing = [s for s in wanted if s not in run_seeds]
+    if missing:
+        raise ValueError(f"{run}: seeds {missing} are not in this run; it has seeds {run_seeds}")
+    if len(set(wanted)) != len(wanted):
+        raise ValueError(f"seeds must be distinct, got {wanted}")
+
+    params = ckpt["state"]["params"]
+    obs_mean, obs_std = np.asarray(ckpt["obs_mean"]), np.asarray(ckpt["obs_std"])
+    policies = {}
+    for s in wanted:
+        i = run_seeds.index(s)
+        p = jax.tree_util.tree_map(lambda x: np.asarray(x)[i], params)
+        policies[s] = make_policy(module, config, p, obs_mean, obs_std)
+    obs_dim = int(obs_mean.shape[-1])
+    # The action size is not stored; the policy itself says it, and works for every learner.
+    act_dim = int(np.shape(next(iter(policies.values()))(np.zeros((1, obs_dim), np.float32)))[-1])
+    return LoadedRun(path=str(run), algo=algos.name_of(module), step=int(ckpt["step"]), steps=steps,
+                     seeds=tuple(wanted), obs_dim=obs_dim, act_dim=act_dim, task=task, policies=policies)

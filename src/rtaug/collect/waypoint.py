@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from rtaug.envs.maze2d import MazeLayout, maze_reward
 
-__all__ = ["WaypointController", "plan_cells", "collect_maze2d", "relabel_rewards"]
+__all__ = ["WaypointController", "plan_cells", "collect_maze2d", "collect_maze2d_episodes", "relabel_rewards"]
 
 # D4RL's grid actions in argmax order (gridcraft: up, down, left, right in its (row, col) terms).
 _MOVES = ((0, -1), (0, 1), (-1, 0), (1, 0))
@@ -152,7 +152,6 @@ def collect_maze2d(task, steps: int | None = None, seed: int = 0, progress: bool
     infos/reward_sparse, infos/reward_dense for both reward types from the same trajectories.
     `recipe_overrides` replace fields of the task's DataRecipe (e.g. noise_std=0.0).
     """
-    from rtaug.data import Dataset
     from rtaug.envs.registry import get_task
 
     task = get_task(task)
@@ -213,29 +212,121 @@ def collect_maze2d(task, steps: int | None = None, seed: int = 0, progress: bool
         timeouts = switched.copy()
     timeouts[-1] = True  # the stream ends here: a truncation, never a terminal
 
-    eval_goal = layout.eval_goal
+    return _maze_dataset(task, recipe, observations, next_observations, actions, goals, timeouts,
+                         collector={"algo": "waypoint", "seed": int(seed), "steps": n, **asdict(recipe)},
+                         extra_meta={"goals_reached": int(arrived.sum()), "goals_drawn": int(switched.sum()) + 1},
+                         source=f"waypoint:{task.name}")
+
+
+def _maze_dataset(task, recipe, observations, next_observations, actions, goals, timeouts, collector: dict,
+                  source: str, extra_infos=None, extra_meta=None):
+    """The Dataset both collectors write: rewards of both types for D4RL's evaluation goal, the
+    simulator state before each step (what the audit restores) and the task in the metadata."""
+    from rtaug.data import Dataset
+
+    eval_goal = task.layout.eval_goal
     rewards = {rt: relabel_rewards(observations, next_observations, eval_goal, rt, recipe.reward_on)
                for rt in ("sparse", "dense")}
     return Dataset(
         observations=observations.astype(np.float32),
         actions=actions,
         rewards=rewards[task.reward_type],
-        terminals=np.zeros(n, bool),
+        terminals=np.zeros(len(observations), bool),
         timeouts=timeouts,
         next_observations=next_observations.astype(np.float32),
         infos={"goal": goals.astype(np.float32), "qpos": observations[:, :2].copy(),
-               "qvel": observations[:, 2:].copy(),
+               "qvel": observations[:, 2:].copy(), **(extra_infos or {}),
                "reward_sparse": rewards["sparse"], "reward_dense": rewards["dense"]},
         metadata={
             "env": task.name,
             "task": task.name,
             "spaces": {"observation": {"type": "box"},
                        "action": {"type": "box", "low": [-1.0, -1.0], "high": [1.0, 1.0]}},
-            "collector": {"algo": "waypoint", "seed": int(seed), "steps": n, **asdict(recipe)},
+            "collector": collector,
             "eval_goal": eval_goal.tolist(),
-            "goals_reached": int(arrived.sum()),
-            "goals_drawn": int(switched.sum()) + 1,
+            **(extra_meta or {}),
             "frame": "d4rl",
         },
-        source=f"waypoint:{task.name}",
+        source=source,
     )
+
+
+def collect_maze2d_episodes(task, episodes: int, expert_fraction: float = 1.0, noise_std: float | None = None,
+                            seed: int = 0, batch_size: int = 100, progress: bool = True):
+    """Evaluation-shaped episodes of the noisy waypoint controller: a Dataset for learner checks.
+
+    Unlike `collect_maze2d` (D4RL's one continuous stream of random goals), every episode here
+    starts the way an evaluation episode starts (a uniform free cell ± 0.1, velocity N(0, 0.1²)) and
+    lasts the task's episode length. A fraction `expert_fraction` of the episodes chase the
+    evaluation goal (the behaviour the normalized score rewards); the others chase random goals by
+    D4RL's protocol (a new goal on arrival). Rewards are the task's, for the evaluation goal, so
+    the data holds good and bad behaviour under one reward: the "mixed-quality" datasets on which
+    value-based learners should beat behaviour cloning. `infos/expert` marks the rows of
+    goal-chasing episodes; `noise_std` defaults to the task recipe's action noise.
+    """
+    from rtaug.envs.maze2d import RESET_NOISE, RESET_VEL_STD, Maze2DBatch
+    from rtaug.envs.registry import get_task
+
+    task = get_task(task)
+    recipe = task.recipe
+    episodes = int(episodes)
+    if episodes <= 0:
+        raise ValueError(f"collect_maze2d_episodes: episodes must be positive, got {episodes}")
+    if not 0.0 <= expert_fraction <= 1.0:
+        raise ValueError(f"collect_maze2d_episodes: expert_fraction must be in [0, 1], got {expert_fraction}")
+    noise_std = recipe.noise_std if noise_std is None else float(noise_std)
+    T = recipe.episode_length
+    rng = np.random.default_rng(seed)
+    layout = task.layout
+    eval_goal = layout.eval_goal
+    F = len(layout.free_cells)
+
+    def draw_positions(k):
+        return layout.free_cells[rng.integers(F, size=k)] + rng.uniform(-RESET_NOISE, RESET_NOISE, size=(k, 2))
+
+    starts_q = draw_positions(episodes)
+    starts_v = rng.normal(0.0, RESET_VEL_STD, size=(episodes, 2))
+    expert = rng.random(episodes) < expert_fraction
+
+    n = episodes * T
+    observations = np.zeros((n, 4), np.float64)
+    next_observations = np.zeros((n, 4), np.float64)
+    actions = np.zeros((n, 2), np.float32)
+    goals = np.zeros((n, 2), np.float64)
+    B = max(1, min(int(batch_size), episodes))
+    sims = Maze2DBatch(task.maze, B)
+    bar = tqdm(total=n, desc=f"collect {task.name} episodes", unit="step", disable=not progress, mininterval=0.5)
+    for lo in range(0, episodes, B):
+        hi = min(lo + B, episodes)
+        b = hi - lo
+        idx = np.minimum(np.arange(lo, lo + B), hi - 1)  # spare copies of a short last batch idle on a repeat
+        obs = sims.set_states(starts_q[idx], starts_v[idx])
+        ctrls = [WaypointController(layout, rng=rng, p_gain=recipe.p_gain, d_gain=recipe.d_gain,
+                                    solve_thresh=recipe.solve_thresh, vel_thresh=recipe.vel_thresh,
+                                    waypoint_jitter=recipe.waypoint_jitter) for _ in range(b)]
+        goal = np.where(expert[lo:hi, None], eval_goal, draw_positions(b))
+        for t in range(T):
+            act = np.zeros((B, 2))
+            for k in range(b):
+                a, reached = ctrls[k].act(obs[k, :2], obs[k, 2:], goal[k])
+                act[k] = a
+                if reached and not expert[lo + k]:
+                    goal[k] = draw_positions(1)[0]
+            act[:b] = np.clip(act[:b] + rng.normal(0.0, noise_std, size=(b, 2)), -1.0, 1.0)
+            rows = np.arange(lo, hi) * T + t
+            observations[rows] = obs[:b]
+            actions[rows] = act[:b]
+            goals[rows] = goal
+            obs = sims.step(act)
+            next_observations[rows] = obs[:b]
+        bar.update(b * T)
+    bar.close()
+    sims.close()
+
+    timeouts = np.zeros(n, bool)
+    timeouts[T - 1::T] = True
+    return _maze_dataset(task, recipe, observations, next_observations, actions, goals, timeouts,
+                         collector={"algo": "waypoint-episodes", "seed": int(seed), "episodes": episodes,
+                                    "expert_fraction": float(expert_fraction), "noise_std": noise_std,
+                                    "expert_episodes": int(expert.sum()), "episode_length": T},
+                         extra_infos={"expert": np.repeat(expert, T)}, source=f"waypoint-episodes:{task.name}")

@@ -25,7 +25,7 @@ import numpy as np
 
 from rtaug.data.dataset import Dataset, DatasetError
 
-__all__ = ["load_minari", "save_minari"]
+__all__ = ["load_minari", "save_minari", "minari_root"]
 
 
 def _require_minari():
@@ -37,7 +37,7 @@ def _require_minari():
 
 
 @contextlib.contextmanager
-def _minari_root(root):
+def minari_root(root):
     """Point Minari at `root` for the duration (it reads MINARI_DATASETS_PATH on every call)."""
     if root is None:
         yield
@@ -65,7 +65,7 @@ def _open(source, root):
         if not (data / "metadata.json").exists():
             raise DatasetError(f"{source}: not a Minari dataset directory (no data/metadata.json)")
         return MinariDataset(data), str(path)
-    with _minari_root(root):
+    with minari_root(root):
         try:
             return minari.load_dataset(str(source), download=False), str(source)
         except FileNotFoundError as exc:
@@ -190,7 +190,7 @@ def save_minari(dataset: Dataset, dataset_id: str, root=None, task=None, descrip
             action_space = gym.spaces.Box(-np.inf, np.inf, (dataset.act_dim,), np.float32)
     observation_space = gym.spaces.Box(-np.inf, np.inf, (dataset.obs_dim,), np.float32)
     desc = description or f"exported by rtaug from {dataset.source}" + (f" (task {task})" if task else "")
-    with _minari_root(root):
+    with minari_root(root):
         if root is not None:
             Path(root).mkdir(parents=True, exist_ok=True)
         import warnings
