@@ -21,7 +21,9 @@ resumes from its checkpoint, so several invocations (e.g. one per core) can shar
 
 One departure from the published settings, for a CPU budget: CQL's policy warm-up of pure
 behaviour cloning (`bc_steps`, 40k of the authors' 1M updates) is scaled to the same 4% of the
-run, else a run shorter than 40k updates would be behaviour cloning throughout.
+run, else a run shorter than 40k updates would be behaviour cloning throughout (`--cql-bc-steps`
+overrides it, e.g. to continue a finished run to more updates from its checkpoint: the loop
+resumes it exactly, so the result is that of one uninterrupted longer run).
 """
 
 from __future__ import annotations
@@ -74,18 +76,19 @@ def behaviour(data) -> dict:
 
 
 def run_cell(out: Path, name: str, algo: str, args) -> dict:
-    result_path = out / "results" / f"{name}-{algo}.json"
+    result_path = out / "results" / f"{name}-{algo}-{args.steps}.json"
     if result_path.exists():
         return json.loads(result_path.read_text())
     data = get_dataset(out, name, args.episodes)
     module = algos.get(algo)
     config = module.Config()
     if algo == "cql":
-        config = replace(config, bc_steps=max(1, int(0.04 * args.steps)))
+        bc_steps = args.cql_bc_steps if args.cql_bc_steps is not None else max(1, int(0.04 * args.steps))
+        config = replace(config, bc_steps=bc_steps)
     eval_fn = make_eval_fn(TASK, episodes=args.eval_episodes, seed=EVAL_SEED)
     print(f"== {algo} on {name}: {len(data)} transitions, {args.steps} updates, seeds {args.seeds}", flush=True)
     t0 = time.time()
-    res = train(data, algo, config, steps=args.steps, seeds=args.seeds, out_dir=out / "runs" / f"{name}-{algo}",
+    res = train(data, algo, config, steps=args.steps, seeds=args.seeds, out_dir=out / "runs" / f"{name}-{algo}-{args.steps}",
                 eval_fn=eval_fn, eval_every=args.eval_every, chunk=min(1000, args.eval_every),
                 progress=not args.no_progress, domain="maze2d")
     curves = {str(s): [{"step": r["step"], "normalized_mean": r["normalized_mean"],
@@ -94,13 +97,20 @@ def run_cell(out: Path, name: str, algo: str, args) -> dict:
     record = {"dataset": name, "algo": algo, "task": TASK, "steps": args.steps, "seeds": list(res.seeds),
               "eval_episodes": args.eval_episodes, "config": asdict(res.config),
               "final_normalized": finals, "final_mean": float(np.mean(finals)),
-              "final_std": float(np.std(finals)), "curves": curves,
+              "final_std": float(np.std(finals, ddof=1)) if len(finals) > 1 else None, "curves": curves,
               "updates_per_s": res.updates_per_s, "wall_s": time.time() - t0,
               "behaviour": behaviour(data)}
     atomic_write_json(result_path, record)
-    print(f"   final normalized score {record['final_mean']:.1f} ± {record['final_std']:.1f} "
-          f"({record['wall_s']:.0f} s)", flush=True)
+    print(f"   final normalized score {_cell(record)} ({record['wall_s']:.0f} s)", flush=True)
     return record
+
+
+def _cell(r) -> str:
+    """mean ± sample std over seeds, or the single seed's score marked as such."""
+    x = np.asarray(r["final_normalized"], np.float64)
+    if len(x) == 1:
+        return f"{x[0]:.1f} (1 seed)"
+    return f"{x.mean():.1f} ± {x.std(ddof=1):.1f}"
 
 
 def report(out: Path) -> None:
@@ -108,8 +118,9 @@ def report(out: Path) -> None:
     if not rows:
         print(f"no results in {out / 'results'}")
         return
-    by = {(r["dataset"], r["algo"]): r for r in rows}
-    print(f"\n{TASK}: normalized score at the end of training (mean ± std over seeds; "
+    rows.sort(key=lambda r: (list(DATASETS).index(r["dataset"]), ALGOS.index(r["algo"]), r["steps"]))
+    by = {(r["dataset"], r["algo"]): r for r in rows}  # the longest run of each cell is tabulated
+    print(f"\n{TASK}: normalized score at the end of training (mean ± sample std over seeds; "
           f"{rows[0]['eval_episodes']} evaluation episodes per seed)")
     header = f"{'dataset':8s} {'data (all)':>11s} {'data (goal)':>12s}" + "".join(f"{a:>16s}" for a in ALGOS)
     print(header)
@@ -122,13 +133,14 @@ def report(out: Path) -> None:
         b = known[0]["behaviour"]
         line = f"{name:8s} {b['all_mean']:11.1f} {b['expert_mean']:12.1f}"
         for c in cells:
-            line += f"{c['final_mean']:9.1f} ± {c['final_std']:4.1f}" if c else f"{'-':>16s}"
+            line += f"{_cell(c):>16s}" if c else f"{'-':>16s}"
         print(line)
-    print("\nupdates, seeds, wall time per cell:")
+    print("\nevery run (final normalized score per seed; updates, wall time):")
     for r in rows:
-        print(f"  {r['dataset']:7s} {r['algo']:6s} {r['steps']} updates x {len(r['seeds'])} seeds, "
+        finals = ", ".join(f"{x:.1f}" for x in r["final_normalized"])
+        print(f"  {r['dataset']:7s} {r['algo']:6s} [{finals}]  {r['steps']} updates x {len(r['seeds'])} seeds, "
               f"{r['wall_s']:.0f} s ({r['updates_per_s']:.0f} updates/s, all seeds)")
-    _plot(rows, out / "correctness.png")
+    _plot(list(by.values()), out / "correctness.png")
     print(f"\nlearning curves: {out / 'correctness.png'}")
 
 
@@ -173,6 +185,10 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=500, help="episodes per dataset (default: %(default)s)")
     p.add_argument("--eval-every", type=int, default=2000)
     p.add_argument("--eval-episodes", type=int, default=100)
+    p.add_argument("--cql-bc-steps", type=int, default=None,
+                   help="CQL's policy BC warm-up (default: 4%% of --steps, the authors' 40k of 1M); a run "
+                        "continued from a shorter one's checkpoint (copy OUT/runs/D-cql-N to D-cql-M) must "
+                        "keep the shorter run's value")
     p.add_argument("--report", action="store_true", help="only print the table and plot of existing results")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args()

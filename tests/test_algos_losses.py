@@ -129,6 +129,9 @@ def test_domain_defaults_and_user_overrides():
     c = with_domain(iql.IQLConfig(expectile=0.8), "antmaze")
     assert c.expectile == 0.8 and c.temperature == 10.0
     assert with_domain(iql.IQLConfig(), "mujoco") == iql.IQLConfig()
+    # Maze2D: unscaled rewards, normalised states (docs/decisions.md, "Learners on Maze2D").
+    c = with_domain(iql.IQLConfig(), "maze2d")
+    assert (c.return_normalize, c.normalize_obs, c.expectile) == (False, True, 0.7)
     with pytest.raises(ValueError, match="unknown domain"):
         with_domain(iql.IQLConfig(), "atari")
 
