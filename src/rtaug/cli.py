@@ -136,7 +136,7 @@ def _cmd_augment(args):
         kappa=args.kappa, beta=args.beta, start=args.start, truncation=not args.no_truncation,
         fixed_length=args.fixed_length, seed=args.seed,
     )
-    augment_file(args.dataset, args.model, args.out, cfg, progress=not args.no_progress)
+    augment_file(args.dataset, args.model, args.out, cfg, progress=not args.no_progress, generator=args.generator)
 
 
 def _policy_task(args, data):
@@ -513,6 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-truncation", action="store_true", help="switch truncation off (always max-length steps)")
     p.add_argument("--fixed-length", type=int, default=None, metavar="N",
                    help="fixed-length ablation: exactly N steps, no truncation (RT-F3: 3, RT-F5: 5)")
+    p.add_argument("--generator", choices=["sequence", "backward-mlp"], default="sequence",
+                   help="sequence = the directory's sequence model (RT or FT, as trained); backward-mlp = its "
+                        "one-step backward MLP baseline (train-model --backward-mlp) (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     _add_progress(p)
     p.set_defaults(func=_cmd_augment)

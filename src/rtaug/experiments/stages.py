@@ -9,7 +9,7 @@ import numpy as np
 
 from rtaug.data import Dataset
 from rtaug.data.hdf5 import load_hdf5, save_hdf5
-from rtaug.generate.baselines import BackwardMLPConfig, train_backward_mlp
+from rtaug.generate.baselines import BackwardMLPConfig, generate_backward_mlp_config, train_backward_mlp
 from rtaug.generate.generation import GenerationConfig, augment, generate
 from rtaug.generate.io import load_generator, save_generator
 from rtaug.generate.model import RTConfig
@@ -40,12 +40,25 @@ def train_model(
     return out
 
 
-def augment_file(dataset_path, model_dir, out_path, config: GenerationConfig, progress: bool = True, log=print) -> Dataset:
-    """Generate with a trained model from a dataset's states and write D_env ∪ D_model."""
+def augment_file(dataset_path, model_dir, out_path, config: GenerationConfig, progress: bool = True, log=print,
+                 generator: str = "sequence") -> Dataset:
+    """Generate with a trained model from a dataset's states and write D_env ∪ D_model.
+
+    generator: "sequence" = the directory's sequence model (RT or FT, as trained); "backward-mlp"
+    = its one-step backward MLP baseline (`train_model` with an MLP config).
+    """
+    if generator not in ("sequence", "backward-mlp"):
+        raise ValueError(f"generator must be 'sequence' or 'backward-mlp', got {generator!r}")
     data = load_hdf5(dataset_path)
-    rt, vae, _ = load_generator(model_dir)
+    rt, vae, mlp = load_generator(model_dir)
     _check_compatible(data, rt.spec, dataset_path, model_dir)
-    gen = generate(data, rt, vae, config, progress=progress)
+    if generator == "backward-mlp":
+        if mlp is None:
+            raise ValueError(f"{model_dir}: no backward MLP in this model directory (train one with "
+                             "`rtaug train-model --backward-mlp`)")
+        gen = generate_backward_mlp_config(data, mlp, vae, config)
+    else:
+        gen = generate(data, rt, vae, config, progress=progress)
     out = augment(data, gen)
     save_hdf5(out, out_path)
     n_gen = int(gen.lengths.sum())

@@ -18,8 +18,9 @@ import optax
 from tqdm.auto import tqdm
 
 from rtaug.data import Dataset
-from rtaug.generate.generation import Generated
+from rtaug.generate.generation import Generated, GenerationConfig, select_starts
 from rtaug.generate.model import A, R_, S, log_prob, sample
+from rtaug.generate.reliability import truncate
 from rtaug.generate.spec import Spec
 from rtaug.generate.train import CHUNK, TrainedVAE, _adam
 from rtaug.nets.mlp import MLP
@@ -93,7 +94,7 @@ def train_backward_mlp(data: Dataset, spec: Spec, config: BackwardMLPConfig, pro
     model = BackwardMLP(spec, tuple(config.hidden))
     arrays = (data.observations, data.actions, data.rewards, data.next_observations)
     rng = np.random.default_rng(config.seed)
-    params = model.init(jax.random.PRNGKey(config.seed), *(x[:2] for x in arrays))
+    params = jax.jit(model.init)(jax.random.PRNGKey(config.seed), *(x[:2] for x in arrays))
     opt = _adam(config.lr, config.steps, 50, 0.0, 10.0)
     opt_state = opt.init(params)
 
@@ -163,3 +164,25 @@ def generate_backward_mlp(
         beta=beta,
         config={"generator": "backward-mlp", **trained.config.to_dict(), "seed": seed},
     )
+
+
+def generate_backward_mlp_config(
+    data: Dataset,
+    trained: TrainedBackwardMLP,
+    vae: TrainedVAE,
+    config: GenerationConfig,
+    start_rows: np.ndarray | None = None,
+) -> Generated:
+    """The baseline under RT's generation settings, for `rtaug augment`: the same start states
+    as `generate` draws with the same seed, `max_length` steps, and truncation at α on its own
+    reliability (the step's VAE error; it has no attention to accumulate it with)."""
+    if start_rows is None:
+        how = "uniform" if config.start == "uniform" else "goal"
+        start_rows = select_starts(data, config.num_trajectories, how, np.random.default_rng(config.seed))
+    start_rows = np.asarray(start_rows, np.int64)
+    g = generate_backward_mlp(data, trained, vae, start_rows, np.full(len(start_rows), config.max_length),
+                              seed=config.seed, beta=config.beta)
+    if config.truncation:
+        g.kept = truncate(g.reliability, vae.alpha)[1]
+    g.config = {**g.config, "generation": config.to_dict()}
+    return g

@@ -13,7 +13,7 @@ sampling, DESIGN §5), and its cache is copied to the trajectory's other candida
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import jax
@@ -220,9 +220,11 @@ def _build_generator(trained: TrainedRT, gcfg: GenerationConfig, H: int):
             values, attn0 = {}, None
             for j, mod in enumerate(order):
                 head_anchor = prev_anchor if (mod == A and direction == "forward") else anchor
+                # a forward step's state is reached by the action just drawn at the anchor
+                a_prev = values[A][0] if (mod == S and direction == "forward") else None
                 out, attn, cache = model.apply(
                     params, feed_mod, feed_val, step_of(pos0 + j), key_valid, pos0 + j, cache, mod, head_anchor,
-                    method=RTModel.decode,
+                    a_prev, method=RTModel.decode,
                 )
                 if j == 0:
                     attn0 = attn.mean(axis=1)
@@ -330,9 +332,36 @@ def generate(
     )
 
 
+def _simulator_state_infos(data: Dataset, model_data: Dataset) -> dict[str, np.ndarray]:
+    """`infos/qpos`, `infos/qvel` for generated rows, when the data's observation is the simulator state.
+
+    D4RL-layout files keep the simulator state beside the observation (float64 in ours), and
+    the simulator audit restores real rows from it: without these keys on the generated rows
+    the concatenation would drop them for the real rows too, and the audit of those would fall
+    back to the float32 observations (errors up to 1e-5 instead of 1e-7). A generated row's
+    state is its observation. Other infos (goals, other reward types) have no generated value
+    and are left out, as before.
+    """
+    qpos, qvel = data.infos.get("qpos"), data.infos.get("qvel")
+    if qpos is None or qvel is None:
+        return {}
+    qpos, qvel = qpos.reshape(len(data), -1), qvel.reshape(len(data), -1)
+    nq = qpos.shape[1]
+    if nq + qvel.shape[1] != data.obs_dim:
+        return {}
+    state = np.concatenate([qpos, qvel], axis=1)
+    # D4RL's own maze files repeat an observation after each goal switch while the simulator
+    # moved on, so a few disagreeing rows do not mean the observation is something else.
+    if np.mean(np.abs(state - data.observations).max(axis=1) < 1e-4) < 0.99:
+        return {}
+    obs = model_data.observations
+    return {"qpos": obs[:, :nq].astype(qpos.dtype), "qvel": obs[:, nq:].astype(qvel.dtype)}
+
+
 def augment(data: Dataset, generated: Generated) -> Dataset:
     """D = D_env ∪ D_model (Alg. 1 line 20), with the generator's config as provenance."""
     model_data = generated.to_dataset(metadata={"generator": generated.config})
+    model_data = replace(model_data, infos=_simulator_state_infos(data, model_data))
     out = data.concat(model_data)
     out.metadata = {**data.metadata, "generator": generated.config, "alpha": generated.alpha}
     return out

@@ -72,7 +72,9 @@ def load_generator(model_dir):
     obs = np.zeros((1, K, spec.obs_dim), np.float32)
     act = np.zeros((1, K), np.int64) if spec.act_kind == "discrete" else np.zeros((1, K, spec.act_dim), np.float32)
     z = np.zeros((1, K), np.float32)
-    template = model.init(jax.random.PRNGKey(0), obs, act, z, z, np.ones((1, K), bool))
+    # Only the parameters' structure is needed: eval_shape traces init without running it (an
+    # eager init of the transformer costs seconds of op-by-op dispatch).
+    template = jax.eval_shape(model.init, jax.random.PRNGKey(0), obs, act, z, z, np.ones((1, K), bool))
     rt = TrainedRT(spec, rt_cfg, _restore(template, d / "rt.msgpack"), rt_meta.get("history", []))
 
     vae_meta = _read_json(d / "vae.json")
@@ -82,7 +84,7 @@ def load_generator(model_dir):
     vae_stub = TrainedVAE(spec, vae_cfg, None, float(vae_meta["alpha"]))
     x = np.zeros((1, spec.transition_dim), np.float32)
     key = jax.random.PRNGKey(0)
-    vtemplate = vae_stub.model.init(key, x, key)
+    vtemplate = jax.eval_shape(vae_stub.model.init, key, x, key)
     vae = TrainedVAE(spec, vae_cfg, _restore(vtemplate, d / "vae.msgpack"), float(vae_meta["alpha"]))
 
     mlp = None
@@ -94,6 +96,6 @@ def load_generator(model_dir):
         s = np.zeros((1, spec.obs_dim), np.float32)
         a = np.zeros((1,), np.int64) if spec.act_kind == "discrete" else np.zeros((1, spec.act_dim), np.float32)
         r = np.zeros((1,), np.float32)
-        mtemplate = stub.model.init(key, s, a, r, s)
+        mtemplate = jax.eval_shape(stub.model.init, key, s, a, r, s)
         mlp = TrainedBackwardMLP(spec, mlp_cfg, _restore(mtemplate, d / "backward_mlp.msgpack"))
     return rt, vae, mlp

@@ -81,6 +81,16 @@ class RTModel(nn.Module):
             self.anchor_embed = nn.Embed(sp.n_states, d)
         else:
             self.anchor_embed = nn.Dense(d)
+            # Continuous states: the head that completes a transition also sees the transition's
+            # other two parts directly. Backward, that is the action, and it sees its own state as
+            # a normalised difference to the successor; forward, the state, and it sees the action
+            # that led to it. On Maze2D each is a near-linear function of those inputs, yet read
+            # from separate tokens through attention it came out so coarse that generated
+            # velocities missed the simulator's by up to a whole step's change (docs/maze2d.md,
+            # "RT-generated data through the audit"). Discrete states keep the heads above.
+            self.step_delta_embed = nn.Dense(d)
+            if c.direction == "forward":
+                self.prev_action_embed = nn.Embed(sp.num_actions, d) if sp.act_kind == "discrete" else nn.Dense(d)
         self.state_hidden = nn.Dense(d)
         self.action_hidden = nn.Dense(d)
 
@@ -106,10 +116,19 @@ class RTModel(nn.Module):
     def trunk(self, x, key_valid=None, start=0, cache=None):
         return self.gpt(x, key_valid, start, cache)
 
-    def head(self, modality: int, h, s_anchor=None):
+    def head(self, modality: int, h, s_anchor=None, s_own=None, a_prev=None):
+        """Output of `modality`'s head. With continuous states, the action head needs `s_own` (the
+        state of its own step) and a forward model's state head `a_prev` (the action of the step
+        before it, the one taken at `s_anchor`)."""
         if modality in (S, A):
             sp = self.spec
             e = self.anchor_embed(sp.obs_to_index(s_anchor) if sp.obs_kind == "discrete" else sp.obs_input(s_anchor))
+            if sp.obs_kind == "continuous":
+                if modality == A:
+                    e = e + self.step_delta_embed(sp.obs_to_delta(s_anchor, s_own))
+                elif self.config.direction == "forward":
+                    a_in = a_prev.astype(jnp.int32) if sp.act_kind == "discrete" else sp.act_input(a_prev)
+                    e = e + self.prev_action_embed(a_in)
             h = h + nn.gelu((self.state_hidden if modality == S else self.action_hidden)(h + e))
         return self.heads[modality](h)
 
@@ -124,12 +143,15 @@ class RTModel(nn.Module):
         _, _, cache = self.trunk(tokens, key_valid, 0, cache)
         return cache
 
-    def decode(self, modality_in: int, value, step, key_valid, start, cache, modality_out: int, s_anchor=None):
+    def decode(self, modality_in: int, value, step, key_valid, start, cache, modality_out: int, s_anchor=None,
+               a_prev=None):
         """Feed one token at position `start`; return the next token's head output, the last
         layer's attention of this token's query (B, heads, T), and the updated cache."""
         x = self.embed(modality_in, value[:, None], step[:, None])
         h, attn, cache = self.trunk(x, key_valid, start, cache)
-        return self.head(modality_out, h[:, 0], s_anchor), attn[:, :, 0], cache
+        # In both reading orders the action is decoded right after its own step's state is fed.
+        s_own = value if modality_in == S else None
+        return self.head(modality_out, h[:, 0], s_anchor, s_own, a_prev), attn[:, :, 0], cache
 
     # ---- teacher forcing (Eq. 1 / Eq. 9) ------------------------------------------
     def __call__(self, s, a, r, R, mask):
@@ -150,9 +172,10 @@ class RTModel(nn.Module):
         # token j is predicted from token j-1: s_t from R_{t-1}, a_t from s_t, r_t from a_t, R_t from r_t
         h_prev_R = jnp.concatenate([jnp.zeros_like(h[:, :1, 3]), h[:, :-1, 3]], axis=1)
         s_anchor = jnp.concatenate([s[:, :1], s[:, :-1]], axis=1)
-        lp_s = log_prob(self.spec, S, self.head(S, h_prev_R, s_anchor), s, s_anchor)
+        a_prev = jnp.concatenate([a[:, :1], a[:, :-1]], axis=1)  # step 0's state is not scored
+        lp_s = log_prob(self.spec, S, self.head(S, h_prev_R, s_anchor, a_prev=a_prev), s, s_anchor)
         lp_s = lp_s.at[:, 0].set(0.0)
-        lp_a = log_prob(self.spec, A, self.head(A, h[:, :, 0], s_anchor), a)
+        lp_a = log_prob(self.spec, A, self.head(A, h[:, :, 0], s_anchor, s), a)
         lp_r = log_prob(self.spec, R_, self.head(R_, h[:, :, 1]), r)
         lp_R = log_prob(self.spec, G, self.head(G, h[:, :, 2]), R)
         return jnp.stack([lp_s, lp_a, lp_r, lp_R]) * mask[None]

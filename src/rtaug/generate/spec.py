@@ -34,6 +34,12 @@ class Spec:
     obs_std: list[float]
     delta_std: list[float]  # std of s' − s: continuous states are predicted as a difference
     obs_nvec: list[int] = field(default_factory=list)
+    # Continuous states: the data's per-dimension range. A generated state is kept inside it, as
+    # a generated action is kept inside the action box: past it lie states the system never
+    # showed (Maze2D's velocities stop at the simulator's speed clip), which the simulator then
+    # does not follow. Empty: no bound (models saved before these fields).
+    obs_low: list[float] = field(default_factory=list)
+    obs_high: list[float] = field(default_factory=list)
     act_kind: str = "continuous"  # "continuous" | "discrete"
     act_dim: int = 1
     num_actions: int = 0
@@ -76,6 +82,9 @@ class Spec:
             gamma=gamma,
             rtg_bins=rtg_bins,
         )
+        if obs_kind == "continuous":
+            both = np.concatenate([obs, data.next_observations.astype(np.float64)])
+            spec.obs_low, spec.obs_high = both.min(0).tolist(), both.max(0).tolist()
         if data.discrete_actions:
             spec.act_kind = "discrete"
             spec.num_actions = int(data.num_actions)
@@ -151,7 +160,10 @@ class Spec:
         return jnp.take_along_axis(displacement_logits, idx, axis=-1)
 
     def delta_to_obs(self, s_anchor, z):
-        return s_anchor + z * jnp.asarray(self.delta_std, jnp.float32)
+        s = s_anchor + z * jnp.asarray(self.delta_std, jnp.float32)
+        if self.obs_low:
+            s = jnp.clip(s, jnp.asarray(self.obs_low, jnp.float32), jnp.asarray(self.obs_high, jnp.float32))
+        return s
 
     def obs_to_delta(self, s_anchor, s):
         return (s - s_anchor) / jnp.asarray(self.delta_std, jnp.float32)

@@ -58,7 +58,8 @@ def train_sequence_model(data: Dataset, config: RTConfig, progress: bool = True,
     K, B = config.context_steps, config.batch_size
 
     s, a, r, R, m = _windows(data, rtg, bounds, rng.integers(0, len(data), (B,)), K, config.direction)
-    params = model.init(jax.random.PRNGKey(config.seed), s, a, r, R, m)
+    # Jitted: an eager init dispatches the transformer op by op, seconds on every run.
+    params = jax.jit(model.init)(jax.random.PRNGKey(config.seed), s, a, r, R, m)
     opt = _adam(config.lr, config.steps, config.warmup, config.weight_decay, config.grad_clip)
     opt_state = opt.init(params)
 
@@ -130,7 +131,7 @@ def train_vae(data: Dataset, spec: Spec, config: VAEConfig, progress: bool = Tru
     x_all = np.asarray(spec.transition_input(jnp.asarray(data.observations), jnp.asarray(data.actions), jnp.asarray(data.next_observations)))
     model = VAE(spec.transition_dim, config.latent_dim, tuple(config.hidden))
     key = jax.random.PRNGKey(config.seed)
-    params = model.init(key, x_all[:2], key)
+    params = jax.jit(model.init)(key, x_all[:2], key)
     opt = _adam(config.lr, config.steps, 50, 0.0, 10.0)
     opt_state = opt.init(params)
     rng = np.random.default_rng(config.seed)
