@@ -317,16 +317,6 @@ def _cmd_eval(args):
     print(f"done in {report['wall_time_s']:.1f} s" + (f"; wrote {args.json}" if args.json else ""))
 
 
-def _minari_root_dir(root):
-    """Where Minari keeps datasets: `root`, else MINARI_DATASETS_PATH, else ~/.minari/datasets
-    (Minari's own rule; computed here because Minari's helper creates the directory as it looks)."""
-    import os
-    from pathlib import Path
-
-    chosen = root if root is not None else os.environ.get("MINARI_DATASETS_PATH")
-    return Path(chosen) if chosen else Path.home() / ".minari" / "datasets"
-
-
 def _check_minari_id(dataset_id) -> str:
     """A valid id's next version (to suggest when the id is taken); a malformed id is an error."""
     from minari.dataset.minari_dataset import parse_dataset_id
@@ -342,12 +332,12 @@ def _check_minari_id(dataset_id) -> str:
 
 def _cmd_minari_export(args):
     from rtaug.data.hdf5 import load_hdf5
-    from rtaug.data.minari_io import save_minari
+    from rtaug.data.minari_io import dataset_root, save_minari
     from rtaug.envs.registry import get_task
 
     next_id = _check_minari_id(args.id)
     task = get_task(args.task) if args.task is not None else None
-    root = _minari_root_dir(args.root)
+    root = dataset_root(args.root)
     target = root / args.id
     if target.exists():
         delete = (f"MINARI_DATASETS_PATH={args.root} " if args.root else "") + f"minari delete {args.id}"
@@ -365,7 +355,7 @@ def _cmd_minari_import(args):
     from pathlib import Path
 
     from rtaug.data.hdf5 import save_hdf5
-    from rtaug.data.minari_io import load_minari
+    from rtaug.data.minari_io import dataset_root, load_minari, local_dataset_ids
     from rtaug.envs.registry import get_task
 
     if args.task is None and (args.frame != "d4rl" or args.relabel):
@@ -373,10 +363,10 @@ def _cmd_minari_import(args):
                          "rewards are the task's (one of `rtaug tasks`)")
     if args.task is not None:
         get_task(args.task)
-    root = _minari_root_dir(args.root)
+    root = dataset_root(args.root)
     if not Path(args.source).exists() and not (root / args.source).exists():
         raise ValueError(f"Minari dataset {args.source!r} not found in {root} (and no directory of that "
-                         f"name); local datasets: {_local_minari_ids(args.root)}. rtaug never downloads: "
+                         f"name); local datasets: {local_dataset_ids(args.root)}. rtaug never downloads: "
                          "fetch it with `minari download ID`, or pass --root or a dataset directory")
     data = load_minari(args.source, task=args.task, frame=args.frame, relabel=args.relabel, root=args.root)
     save_hdf5(data, args.out)
@@ -384,24 +374,6 @@ def _cmd_minari_import(args):
     how = f" (task {args.task}, {args.frame} frame{', rewards relabelled' if args.relabel else ''})" if args.task else ""
     print(f"wrote {args.out}: {len(data)} transitions, {m.get('total_episodes')} episodes from Minari "
           f"{m.get('dataset_id')}{how}")
-
-
-def _local_minari_ids(root) -> str:
-    import warnings
-
-    from rtaug.data.minari_io import minari_root
-
-    try:
-        import minari
-
-        with minari_root(root), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Minari warns about every misconfigured directory it meets
-            ids = sorted(minari.list_local_datasets())
-    except Exception:  # a damaged root must not hide the error being reported
-        return "(could not be listed)"
-    if not ids:
-        return "none"
-    return ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,7 +25,7 @@ import numpy as np
 
 from rtaug.data.dataset import Dataset, DatasetError
 
-__all__ = ["load_minari", "save_minari", "minari_root"]
+__all__ = ["load_minari", "save_minari", "dataset_root", "local_dataset_ids"]
 
 
 def _require_minari():
@@ -37,7 +37,7 @@ def _require_minari():
 
 
 @contextlib.contextmanager
-def minari_root(root):
+def _minari_root(root):
     """Point Minari at `root` for the duration (it reads MINARI_DATASETS_PATH on every call)."""
     if root is None:
         yield
@@ -53,6 +53,29 @@ def minari_root(root):
             os.environ["MINARI_DATASETS_PATH"] = old
 
 
+def dataset_root(root=None) -> Path:
+    """Where Minari keeps datasets: `root`, else MINARI_DATASETS_PATH, else ~/.minari/datasets
+    (Minari's own rule; computed here because Minari's helper creates the directory as it looks)."""
+    chosen = root if root is not None else os.environ.get("MINARI_DATASETS_PATH")
+    return Path(chosen) if chosen else Path.home() / ".minari" / "datasets"
+
+
+def local_dataset_ids(root=None, limit: int = 10) -> str:
+    """The dataset ids under the root, for error messages ("none", or up to `limit` and a count)."""
+    import warnings
+
+    try:
+        minari = _require_minari()
+        with _minari_root(root), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Minari warns about every misconfigured directory it meets
+            ids = sorted(minari.list_local_datasets())
+    except Exception:  # a damaged root must not hide the error being reported
+        return "(could not be listed)"
+    if not ids:
+        return "none"
+    return ", ".join(ids[:limit]) + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
 def _open(source, root):
     minari = _require_minari()
     from minari import MinariDataset
@@ -65,7 +88,7 @@ def _open(source, root):
         if not (data / "metadata.json").exists():
             raise DatasetError(f"{source}: not a Minari dataset directory (no data/metadata.json)")
         return MinariDataset(data), str(path)
-    with minari_root(root):
+    with _minari_root(root):
         try:
             return minari.load_dataset(str(source), download=False), str(source)
         except FileNotFoundError as exc:
@@ -190,7 +213,7 @@ def save_minari(dataset: Dataset, dataset_id: str, root=None, task=None, descrip
             action_space = gym.spaces.Box(-np.inf, np.inf, (dataset.act_dim,), np.float32)
     observation_space = gym.spaces.Box(-np.inf, np.inf, (dataset.obs_dim,), np.float32)
     desc = description or f"exported by rtaug from {dataset.source}" + (f" (task {task})" if task else "")
-    with minari_root(root):
+    with _minari_root(root):
         if root is not None:
             Path(root).mkdir(parents=True, exist_ok=True)
         import warnings
