@@ -9,7 +9,8 @@ from rtaug.cli import build_parser, main
 from rtaug.data.hdf5 import load_hdf5
 
 TINY_TRAIN = ["--steps", "20", "--layers", "1", "--heads", "2", "--d-model", "16", "--context-steps", "8",
-              "--vae-steps", "20", "--rtg-bins", "8", "--no-progress"]
+              "--vae-steps", "20", "--rtg-bins", "8", "--dynamics-steps", "20", "--dynamics-members", "2",
+              "--no-progress"]
 
 
 def _write_d4rl_maze2d(path, n=400, seg=50, seed=0):
@@ -38,34 +39,45 @@ def model_dir(tmp_path_factory):
 
 
 def test_train_model_writes_a_loadable_model(model_dir):
-    for name in ("spec.json", "rt.json", "rt.msgpack", "vae.json", "vae.msgpack"):
+    for name in ("spec.json", "rt.json", "rt.msgpack", "vae.json", "vae.msgpack", "dynamics.json",
+                 "dynamics.msgpack"):
         assert (model_dir / "model" / name).is_file()
 
 
 def test_augment_on_d4rl_file(model_dir):
     out = model_dir / "aug.hdf5"
     code = main(["augment", "--dataset", str(model_dir / "maze.hdf5"), "--model", str(model_dir / "model"),
-                 "--out", str(out), "--num-trajectories", "6", "--max-length", "3", "--no-progress"])
+                 "--out", str(out), "--num-trajectories", "6", "--max-length", "3", "--alpha-trajectories", "6",
+                 "--no-truncation", "--no-progress"])  # a 20-update model's steps all fail the check
     assert code == 0
     real = load_hdf5(model_dir / "maze.hdf5")
     aug = load_hdf5(out)
     n_gen = int(aug.generated.sum())
     assert 0 < n_gen <= 6 * 3
-    assert len(aug) == len(real) + n_gen
+    # D_env, then each generated prefix joined to the real suffix it leads into (Eq. 11)
+    assert len(aug) > len(real) + n_gen and not aug.generated[: len(real)].any()
     assert np.all(aug.reliability[~aug.generated] == 0) and np.all(aug.reliability[aug.generated] >= 0)
     np.testing.assert_array_equal(aug.observations[: len(real)], real.observations)
     assert aug.metadata["generator"]["generator"] == "rt"
     assert aug.metadata["generator"]["rt"]["direction"] == "backward"
-    # and the file itself is plain D4RL layout, readable without rtaug
-    with h5py.File(out, "r") as f:
-        assert {"observations", "actions", "rewards", "terminals", "timeouts", "next_observations",
-                "generated", "reliability"} <= set(f.keys())
+    assert aug.metadata["generator"]["dist"] == "forward" and aug.metadata["merge"] == "suffix"
+    assert "summary" in aug.metadata["generator"]
+    # and the file itself is plain D4RL layout, readable without rtaug, in the input's own form
+    # (a maze2d file has no next_observations: neither has its augmented file)
+    with h5py.File(out, "r") as f, h5py.File(model_dir / "maze.hdf5", "r") as g:
+        assert {"observations", "actions", "rewards", "terminals", "timeouts", "generated", "reliability"} \
+            <= set(f.keys())
+        assert "next_observations" not in f
+        n = len(g["observations"])
+        np.testing.assert_array_equal(f["observations"][:n], g["observations"][()])
+        np.testing.assert_array_equal(f["infos/goal"][:n], g["infos/goal"][()])
 
 
 def test_augment_fixed_length_ablation(model_dir):
     out = model_dir / "aug_f3.hdf5"
     assert main(["augment", "--dataset", str(model_dir / "maze.hdf5"), "--model", str(model_dir / "model"),
-                 "--out", str(out), "--num-trajectories", "4", "--fixed-length", "3", "--no-progress"]) == 0
+                 "--out", str(out), "--num-trajectories", "4", "--fixed-length", "3", "--alpha-trajectories", "4",
+                 "--no-progress"]) == 0
     assert int(load_hdf5(out).generated.sum()) == 12
 
 
@@ -112,7 +124,8 @@ def test_every_command_has_help(capsys):
 
 @pytest.mark.parametrize(
     "flags, words",
-    [(["--num-trajectories", "0"], ["num_trajectories"]), (["--max-length", "30"], ["max_length", "context"]),
+    [(["--num-trajectories", "0"], ["num_trajectories"]), (["--context", "8"], ["context", "window"]),
+     (["--alpha-quantile", "2"], ["alpha_quantile"]), (["--beta", "-1"], ["beta"]),
      (["--start", "goal", "--candidates", "0"], ["candidates"])],
 )
 def test_bad_generation_flags_are_clear_errors(model_dir, tmp_path, capsys, flags, words):

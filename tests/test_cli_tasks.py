@@ -16,13 +16,20 @@ def test_audit_boxball_splits_real_and_generated(tmp_path, capsys):
         observations=np.array([[4, 8], [2, 8]], np.float32), actions=np.array([0, 0]),
         rewards=np.zeros(2, np.float32), terminals=np.zeros(2, bool), timeouts=np.array([False, True]),
         next_observations=np.array([[4, 9], [2, 9]], np.float32), generated=np.ones(2, bool),
-        reliability=np.zeros(2, np.float32), metadata=real.metadata,
+        reliability=np.array([0.5, 0.0], np.float32),
+        metadata={**real.metadata, "generator": {"beta": 0.1, "reward_scale": 1.0, "alpha": 1.0}},
     )
+    bad.rewards[0] = -0.05  # r̂ = 0 (not the goal), penalised by β·s·Γ/α = 0.1·0.5
     save_hdf5(real.concat(bad), tmp_path / "aug.hdf5")
     assert main(["audit", str(tmp_path / "aug.hdf5"), "--task", "boxball", "--json", str(tmp_path / "a.json")]) == 0
     summary = json.loads((tmp_path / "a.json").read_text())
     assert summary["real"]["invalid_rate"] == 0.0 and summary["real"]["wall_crossings"] == 0
-    assert summary["generated"] == {"transitions": 2, "invalid_rate": 0.5, "wall_crossings": 1, "off_grid": 0}
+    gen = summary["generated"]
+    assert {k: gen[k] for k in ("transitions", "invalid_rate", "wall_crossings", "off_grid")} == \
+        {"transitions": 2, "invalid_rate": 0.5, "wall_crossings": 1, "off_grid": 0}
+    # rewards: BoxBall's is a function of the next state; the penalty is undone before the check
+    assert gen["reward_agreement"] == 1.0 and gen["reward_mean_abs_error"] < 1e-6
+    assert summary["real"]["reward_agreement"] == 1.0
     assert json.loads(capsys.readouterr().out) == summary
 
 

@@ -8,7 +8,8 @@ import pytest
 
 from rtaug.data.hdf5 import load_hdf5, save_hdf5
 from rtaug.generate.baselines import BackwardMLPConfig, generate_backward_mlp, train_backward_mlp
-from rtaug.generate.generation import GenerationConfig, augment, generate, select_starts
+from rtaug.generate.generation import GenerationConfig, generate, select_starts
+from rtaug.generate.merge import augment, merged_dataset
 from rtaug.generate.model import RTConfig
 from rtaug.generate.spec import Spec
 from rtaug.generate.train import VAEConfig, train_sequence_model, train_vae
@@ -27,7 +28,7 @@ def trained(request, grid_data, continuous_data):
 
 
 def _cfg(**kw):
-    base = dict(num_trajectories=7, max_length=4, candidates=3, batch=4, seed=1)
+    base = dict(num_trajectories=7, max_length=4, candidates=3, batch=4, seed=1, dist="vae", alpha_trajectories=6)
     return GenerationConfig(**{**base, **kw})
 
 
@@ -71,31 +72,45 @@ def test_same_seed_same_trajectories(trained):
     np.testing.assert_array_equal(a.reliability, b.reliability)
 
 
-def test_truncation_follows_alpha(trained):
+def test_truncation_at_the_alpha_measured_on_real_trajectories(trained):
     data, _, rt, _, vae = trained
-    never = generate(data, rt, dataclasses.replace(vae, alpha=1e9), _cfg(), progress=False)
-    assert np.all(never.lengths == 4)
-    always = generate(data, rt, dataclasses.replace(vae, alpha=1e-12), _cfg(), progress=False)
-    assert np.all(always.lengths == 0)
-    with pytest.raises(ValueError, match="survived"):
-        always.to_dataset()
+    g = generate(data, rt, vae, _cfg(reliability="sum", alpha_quantile=0.5), progress=False)
+    # α is the quantile of Γ over real trajectories replayed through the same model
+    assert g.alpha == pytest.approx(float(np.quantile(g.real_reliability, 0.5)))
     # kept steps are exactly those before the first Γ > α
-    mid = float(np.median(never.reliability))
-    g = generate(data, rt, dataclasses.replace(vae, alpha=mid), _cfg(), progress=False)
-    first_bad = np.argmax(np.concatenate([g.reliability > mid, np.ones((7, 1), bool)], 1), axis=1)
+    first_bad = np.argmax(np.concatenate([g.reliability > g.alpha, np.ones((7, 1), bool)], 1), axis=1)
     np.testing.assert_array_equal(g.lengths, np.minimum(first_bad, 4))
+    off = generate(data, rt, vae, _cfg(reliability="sum", alpha_quantile=0.5, truncation=False), progress=False)
+    assert np.all(off.lengths == 4)
+    np.testing.assert_allclose(off.reliability, g.reliability)
+    # a cumulative Γ (here the running sum) grows along every trajectory, so it can pass α
+    assert np.all(np.diff(off.reliability, axis=1) >= 0)
 
 
 def test_fixed_length_ablation_ignores_reliability(trained):
     data, _, rt, _, vae = trained
-    g = generate(data, rt, dataclasses.replace(vae, alpha=1e-12), _cfg(fixed_length=3), progress=False)
+    g = generate(data, rt, vae, _cfg(fixed_length=3, alpha_quantile=0.0), progress=False)
     assert g.kept.shape[1] == 3 and np.all(g.lengths == 3)
 
 
-def test_max_length_must_leave_room_for_context(trained):
+def test_trajectories_longer_than_the_window_slide_it(trained):
+    data, spec, rt, ft, vae = trained
+    # window K = 8, context 3: 5 new steps per window, so 12 steps take three windows
+    g = generate(data, rt, vae, _cfg(max_length=12, context=3, truncation=False), progress=False)
+    assert g.observations.shape == (7, 12, spec.obs_dim) and np.all(g.lengths == 12)
+    np.testing.assert_allclose(g.next_observations[:, 0], data.observations[g.start_rows], atol=1e-6)
+    np.testing.assert_allclose(g.next_observations[:, 1:], g.observations[:, :-1], atol=1e-6)
+    f = generate(data, ft, vae, _cfg(max_length=12, context=3, truncation=False), progress=False)
+    alive = f.kept
+    np.testing.assert_allclose(f.observations[:, 1:][alive[:, 1:]], f.next_observations[:, :-1][alive[:, 1:]],
+                               atol=1e-6)
+    assert np.isfinite(g.reliability).all() and np.isfinite(f.reliability).all()
+
+
+def test_context_must_fit_the_window(trained):
     data, _, rt, _, vae = trained
     with pytest.raises(ValueError, match="context"):
-        generate(data, rt, vae, _cfg(max_length=8), progress=False)
+        generate(data, rt, vae, _cfg(context=8), progress=False)
 
 
 def test_goal_start_is_state_of_maximal_reward(grid_data):
@@ -110,23 +125,30 @@ def test_goal_start_is_state_of_maximal_reward(grid_data):
 def test_augmented_dataset_has_penalised_rewards_and_provenance(trained, tmp_path):
     data, _, rt, _, vae = trained
     beta = 0.5
-    g = generate(data, rt, dataclasses.replace(vae, alpha=1e9), _cfg(beta=beta), progress=False)
-    model_data = g.to_dataset()
+    g = generate(data, rt, vae, _cfg(beta=beta, truncation=False), progress=False)
+    model_data = merged_dataset(data, g, merge="prefix")  # the generated segments alone
     assert len(model_data) == int(g.lengths.sum())
     assert model_data.generated.all()
     # backward: each segment is in time order and ends in the real start state
     ends = np.flatnonzero(model_data.timeouts)
     assert len(ends) == 7
     np.testing.assert_allclose(model_data.next_observations[ends], data.observations[g.start_rows], atol=1e-6)
-    # rewards are r̂ − β·Γ/α
+    # rewards are r̂ − β·s·Γ/α (s: the reward scale the penalty is measured in)
     first = model_data.rewards[ends[0]]
-    h0_last = g.rewards[0, 0] - beta * g.reliability[0, 0] / g.alpha
+    h0_last = g.rewards[0, 0] - beta * g.reward_scale * g.reliability[0, 0] / g.alpha
     assert first == pytest.approx(h0_last, rel=1e-5, abs=1e-12)
 
-    out = augment(data, g)
+    out = augment(data, g)  # merge="suffix": τ̂ + τ_suffix as one episode (Eq. 11)
+    model_data = merged_dataset(data, g)
     assert len(out) == len(data) + len(model_data)
-    assert not out.generated[: len(data)].any() and out.generated[len(data):].all()
-    assert out.metadata["generator"]["generator"] == "rt"
+    assert not out.generated[: len(data)].any() and out.generated[len(data):].sum() == g.lengths.sum()
+    # no episode ends at a join: every generated step leads into the next row, the last one into
+    # the copied start row, and the episode ends where the real one did
+    gen = np.flatnonzero(model_data.generated)
+    assert not (model_data.terminals | model_data.timeouts)[gen].any()
+    np.testing.assert_allclose(model_data.observations[gen + 1], model_data.next_observations[gen], atol=1e-6)
+    assert len(model_data.episodes()) == 7
+    assert out.metadata["generator"]["generator"] == "rt" and out.metadata["merge"] == "suffix"
     path = tmp_path / "aug.hdf5"
     save_hdf5(out, path)
     back = load_hdf5(path)

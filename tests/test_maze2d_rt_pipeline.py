@@ -3,7 +3,7 @@
 Tiny sizes and fixed seeds: the generated transitions are not meant to be good here, only to
 arrive in the audit intact, counted and split from the real ones; the real ones must still
 audit at the simulator's precision. A synthetic check below shows the continuous heads can
-learn what joins a transition's parts (benchmarks/maze2d_reliability.py measures it at size).
+learn what joins a transition's parts (benchmarks/reliability.py measures it at size).
 """
 
 import json
@@ -30,7 +30,8 @@ from rtaug.nets.vae import VAE  # noqa: E402
 TASK = "maze2d-umaze-sparse"
 ROWS, TRAJ, LENGTH = 1500, 16, 4
 TINY = ["--context-steps", "8", "--layers", "1", "--heads", "2", "--d-model", "16", "--batch-size", "8",
-        "--steps", "20", "--rtg-bins", "8", "--vae-steps", "20", "--seed", "0"]
+        "--steps", "20", "--rtg-bins", "8", "--vae-steps", "20", "--dynamics-steps", "20", "--dynamics-members", "2",
+        "--seed", "0"]
 
 
 def _run(*argv):
@@ -45,7 +46,8 @@ def pipeline(tmp_path_factory):
     # Truncation off: a 20-update VAE may put every generated step above α, and the counts
     # checked below should not depend on it.
     _run("augment", "--dataset", d / "umaze.hdf5", "--model", d / "rt", "--out", d / "aug.hdf5",
-         "--num-trajectories", TRAJ, "--max-length", LENGTH, "--no-truncation", "--seed", 0, "--no-progress")
+         "--num-trajectories", TRAJ, "--max-length", LENGTH, "--no-truncation", "--alpha-trajectories", TRAJ,
+         "--seed", 0, "--no-progress")
     _run("audit", d / "aug.hdf5", "--task", TASK, "--json", d / "audit.json", "--no-progress")
     return d, json.loads((d / "audit.json").read_text())
 
@@ -54,13 +56,18 @@ def test_audit_splits_generated_from_real(pipeline):
     d, audit = pipeline
     aug = load_hdf5(d / "aug.hdf5")
     n_gen = int(aug.generated.sum())
-    assert n_gen == TRAJ * LENGTH and len(aug) == ROWS + n_gen
+    copied = len(aug) - ROWS - n_gen  # the real suffixes joined to the generated prefixes (Eq. 11)
+    assert n_gen == TRAJ * LENGTH and copied >= TRAJ
     assert not aug.generated[:ROWS].any()  # D_env first, then D_model
     gen, real = audit["generated"], audit["real"]
-    assert gen["transitions"] == n_gen and real["transitions"] == ROWS
-    assert audit["transitions"] == ROWS + n_gen
+    assert gen["transitions"] == n_gen and real["transitions"] == ROWS + copied
+    assert audit["transitions"] == len(aug)
+    # rewards: the real rows' are the task's reward of their next state; the generated rows' r̂ is checked
+    assert real["reward_agreement"] == 1.0
+    assert 0.0 <= gen["reward_agreement"] <= 1.0 and gen["reward_mean_abs_error"] >= 0.0
     # the whole is the two parts together
-    assert audit["mean_error"] == pytest.approx((ROWS * real["mean_error"] + n_gen * gen["mean_error"]) / len(aug))
+    assert audit["mean_error"] == pytest.approx(
+        (real["transitions"] * real["mean_error"] + n_gen * gen["mean_error"]) / len(aug))
     assert audit["max_error"] == max(real["max_error"], gen["max_error"])
     assert real["max_error"] <= 1e-5 and real["wall_rate"] == 0.0
     # a 20-update model does not produce what the simulator does
@@ -77,7 +84,8 @@ def test_backward_mlp_goes_through_the_same_stage_and_audit(pipeline):
     mlp = train_backward_mlp(data, rt.spec, BackwardMLPConfig(steps=20, seed=0), progress=False)
     save_generator(d / "rt_mlp", rt, vae, mlp)
     augment_file(d / "umaze.hdf5", d / "rt_mlp", d / "aug_mlp.hdf5",
-                 GenerationConfig(num_trajectories=TRAJ, max_length=LENGTH, truncation=False, seed=0),
+                 GenerationConfig(num_trajectories=TRAJ, max_length=LENGTH, truncation=False, seed=0, dist="vae",
+                                  alpha_trajectories=TRAJ),
                  progress=False, log=lambda *_: None, generator="backward-mlp")
     _run("audit", d / "aug_mlp.hdf5", "--task", TASK, "--json", d / "audit_mlp.json", "--no-progress")
     mlp = json.loads((d / "audit_mlp.json").read_text())
@@ -88,8 +96,14 @@ def test_backward_mlp_goes_through_the_same_stage_and_audit(pipeline):
     assert 1e-3 < mlp["generated"]["mean_error"] < np.inf
     # same seed, same start states as the sequence model's: the segments end in the same states
     rt = load_hdf5(d / "aug.hdf5")
-    ends = lambda x: x.next_observations[x.generated & x.timeouts]  # noqa: E731
-    np.testing.assert_array_equal(ends(aug), ends(rt))
+    np.testing.assert_array_equal(_joins(aug), _joins(rt))
+
+
+def _joins(x):
+    """next_observations of each generated prefix's last step: the real state it leads into."""
+    g = x.generated
+    last = g & ~np.append(g[1:], False)
+    return x.next_observations[last]
 
 
 def test_real_rows_keep_their_simulator_state(pipeline):
@@ -99,21 +113,24 @@ def test_real_rows_keep_their_simulator_state(pipeline):
     g = aug.generated
     for key in ("qpos", "qvel"):
         assert key in aug.infos, f"augmented file lost infos/{key}"
-        np.testing.assert_array_equal(aug.infos[key][~g], real.infos[key])
+        np.testing.assert_array_equal(aug.infos[key][:ROWS], real.infos[key])
     # a generated row's simulator state is its observation
     np.testing.assert_array_equal(aug.infos["qpos"][g], aug.observations[g][:, :2].astype(np.float64))
     np.testing.assert_array_equal(aug.infos["qvel"][g], aug.observations[g][:, 2:].astype(np.float64))
     # hence the real rows audit exactly as in the collected file (restored from float64 state)
     alone = audit_maze_file(d / "umaze.hdf5", TASK, progress=False)
-    assert audit["real"]["max_error"] == alone["max_error"] and audit["real"]["mean_error"] == alone["mean_error"]
+    # (the real rows copied into merged episodes are rows of the same file)
+    assert audit["real"]["max_error"] == alone["max_error"] and audit["real"]["mean_error"] <= 1e-6
 
 
 def test_generated_segments_lead_into_real_states(pipeline):
     d, _ = pipeline
     aug = load_hdf5(d / "aug.hdf5")
-    gen = aug.subset(np.flatnonzero(aug.generated))
-    ends = gen.next_observations[gen.timeouts]  # backward: each segment's last step enters its start state
+    ends = _joins(aug)  # backward: each prefix's last step enters its start state, then the real suffix
     assert len(ends) == TRAJ
+    last = np.flatnonzero(aug.generated & ~np.append(aug.generated[1:], False))
+    np.testing.assert_array_equal(aug.observations[last + 1], ends)  # no episode end at the join
+    assert not (aug.terminals | aug.timeouts)[last].any()
     real_states = {tuple(o) for o in aug.observations[~aug.generated]}
     assert all(tuple(e) in real_states for e in ends)
 
@@ -148,7 +165,7 @@ def test_generated_steps_join_state_action_and_successor(direction):
     params = VAE(rt.spec.transition_dim, 2, (8,)).init(key, np.zeros((1, rt.spec.transition_dim), np.float32), key)
     vae = TrainedVAE(rt.spec, vcfg, params, alpha=float("inf"))
     g = generate(data, rt, vae, GenerationConfig(num_trajectories=50, max_length=3, truncation=False, candidates=1,
-                                                 kappa=0.0), progress=False)
+                                                 kappa=0.0, dist="vae", alpha_trajectories=10), progress=False)
     implied = (g.next_observations - g.observations) / 0.1
     assert np.abs(implied - g.actions).mean() < 0.2
     lo, hi = np.asarray(rt.spec.obs_low), np.asarray(rt.spec.obs_high)

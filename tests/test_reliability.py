@@ -47,3 +47,38 @@ def test_pessimistic_reward_beta_zero_is_identity(beta):
     r = np.array([0.3, -1.0])
     out = pessimistic_reward(r, np.array([0.4, 0.4]), alpha=1.0, beta=beta)
     assert np.allclose(out, r) == (beta == 0.0)
+
+
+ATTN = np.array([[0.5, 0.0, 0.0], [0.2, 0.3, 0.0], [0.1, 0.1, 0.4]])
+DIST = np.array([1.0, 2.0, 3.0])
+
+
+def test_paper_form_is_an_average_that_cannot_exceed_the_largest_dist():
+    rng = np.random.default_rng(1)
+    w = rng.random((50, 6, 6))
+    w /= w.sum(-1, keepdims=True)  # one softmax row per step, as Eq. 3 reads
+    d = rng.random((50, 6))
+    g = cumulative_reliability(w, d, "paper")
+    assert np.all(g <= d.max(axis=-1, keepdims=True) + 1e-12)
+
+
+def test_window_form_scales_attention_by_the_steps_in_view():
+    n = np.array([4.0, 5.0, 6.0])
+    g = cumulative_reliability(ATTN, DIST, "window", n)
+    np.testing.assert_allclose(g, [4 * 0.5, 5 * (0.2 + 0.6), 6 * (0.1 + 0.2 + 1.2)])
+    # uniform attention over the n steps in view makes it the running sum of DIST
+    uniform = np.tril(np.ones((3, 3))) / n[:, None]
+    np.testing.assert_allclose(cumulative_reliability(uniform, DIST, "window", n), np.cumsum(DIST))
+    with pytest.raises(ValueError, match="window_steps"):
+        cumulative_reliability(ATTN, DIST, "window")
+
+
+def test_renormalised_form_is_count_times_weighted_mean():
+    g = cumulative_reliability(ATTN, DIST, "renormalised")
+    np.testing.assert_allclose(g, [1 * 1.0, 2 * (0.2 * 1 + 0.3 * 2) / 0.5, 3 * (0.1 + 0.2 + 1.2) / 0.6])
+
+
+def test_sum_form_and_unknown_form():
+    np.testing.assert_allclose(cumulative_reliability(ATTN, DIST, "sum"), [1.0, 3.0, 6.0])
+    with pytest.raises(ValueError, match="form"):
+        cumulative_reliability(ATTN, DIST, "average")

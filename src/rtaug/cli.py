@@ -74,10 +74,14 @@ def _cmd_audit(args):
             return {"transitions": n, "invalid_rate": float(1 - res["valid"][mask].mean()) if n else float("nan"),
                     "wall_crossings": int(res["wall_crossing"][mask].sum()), "off_grid": int(res["off_grid"][mask].sum())}
 
+        from rtaug.envs.audit import boxball_reward, reward_check
+
         summary = part(np.ones(len(data), bool))
         if data.generated is not None:
             summary["generated"] = part(data.generated)
             summary["real"] = part(~data.generated)
+            summary["generated"].update(reward_check(data, data.generated, boxball_reward, 0.5, penalised=True))
+            summary["real"].update(reward_check(data, ~data.generated, boxball_reward, 0.5, penalised=False))
         if args.json:
             atomic_write_json(args.json, summary)
     else:
@@ -123,8 +127,15 @@ def _cmd_train_model(args):
         steps=args.steps, lr=args.lr, seed=args.seed,
     )
     vae_cfg = VAEConfig(steps=args.vae_steps, alpha_quantile=args.alpha_quantile, seed=args.seed)
+    from rtaug.generate.dynamics import DynamicsConfig
+
     mlp_cfg = BackwardMLPConfig(steps=args.vae_steps, seed=args.seed) if args.backward_mlp else None
-    train_model(args.dataset, args.out, rt_cfg, vae_cfg, mlp_cfg, progress=not args.no_progress)
+    if args.dynamics_steps < 0 or args.dynamics_members < 1:
+        raise ValueError("--dynamics-steps must be >= 0 and --dynamics-members >= 1")
+    dyn_cfg = (DynamicsConfig(members=args.dynamics_members, steps=args.dynamics_steps, seed=args.seed)
+               if args.dynamics_steps else None)
+    train_model(args.dataset, args.out, rt_cfg, vae_cfg, mlp_cfg, progress=not args.no_progress,
+                dynamics_config=dyn_cfg)
 
 
 def _cmd_augment(args):
@@ -134,7 +145,9 @@ def _cmd_augment(args):
     cfg = GenerationConfig(
         num_trajectories=args.num_trajectories, max_length=args.max_length, candidates=args.candidates,
         kappa=args.kappa, beta=args.beta, start=args.start, truncation=not args.no_truncation,
-        fixed_length=args.fixed_length, seed=args.seed,
+        fixed_length=args.fixed_length, seed=args.seed, context=args.context, reliability=args.reliability,
+        dist=args.dist, alpha_quantile=args.alpha_quantile, alpha_trajectories=args.alpha_trajectories,
+        merge=args.merge,
     )
     augment_file(args.dataset, args.model, args.out, cfg, progress=not args.no_progress, generator=args.generator)
 
@@ -439,9 +452,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_reference)
 
     p = sub.add_parser(
-        "train-model", help="train RT's sequence model and reliability VAE on a dataset file",
+        "train-model", help="train RT's sequence model, reliability VAE and dynamics ensemble on a dataset file",
         description="Train the sequence model (backward = RT, forward = FT) by teacher forcing on windows of K "
-                    "steps, and the reliability VAE whose maximum error on the data is the threshold α. Works on any "
+                    "steps, the reliability VAE (the paper's DIST, Eq. 8) and an ensemble of one-step forward "
+                    "dynamics models (the default DIST: its check of each generated step). α is measured at "
+                    "`rtaug augment` time, on real trajectories replayed through the model. Works on any "
                     "D4RL-layout HDF5 file; integer actions are treated as discrete.",
     )
     p.add_argument("--dataset", required=True, metavar="FILE", help="D4RL-layout HDF5 dataset")
@@ -459,7 +474,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (default: %(default)s)")
     p.add_argument("--vae-steps", type=int, default=2000, help="updates of the VAE (default: %(default)s)")
     p.add_argument("--alpha-quantile", type=float, default=1.0,
-                   help="α = this quantile of the VAE error on the data; 1.0 = the maximum, as in the paper")
+                   help="recorded α of the VAE alone: this quantile of its error on the data (Γ's α is measured "
+                        "by `augment --alpha-quantile`) (default: %(default)s)")
+    p.add_argument("--dynamics-members", type=int, default=5,
+                   help="members of the forward dynamics ensemble (DIST=forward/disagreement) (default: %(default)s)")
+    p.add_argument("--dynamics-steps", type=int, default=3000,
+                   help="updates of the dynamics ensemble; 0 = do not train one (then only --dist vae) "
+                        "(default: %(default)s)")
     p.add_argument("--backward-mlp", action="store_true", help="also train the one-step backward MLP baseline")
     p.add_argument("--seed", type=int, default=0)
     _add_progress(p)
@@ -474,11 +495,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, metavar="FILE", help="D4RL-layout HDF5 dataset (the model's data)")
     p.add_argument("--model", required=True, metavar="DIR", help="model directory from `rtaug train-model`")
     p.add_argument("--out", required=True, metavar="FILE", help="augmented HDF5 file to write")
+    from rtaug.generate.generation import DIST_KINDS, MERGES, RELIABILITY_FORMS, GenerationConfig
+
+    gd = GenerationConfig()
     p.add_argument("--num-trajectories", type=int, default=1000, help="H, trajectories to generate (default: %(default)s)")
-    p.add_argument("--max-length", type=int, default=10, help="L_max, steps per trajectory (default: %(default)s)")
-    p.add_argument("--candidates", type=int, default=4, help="M candidate steps per step (default: %(default)s)")
-    p.add_argument("--kappa", type=float, default=5.0, help="κ, strength of the return tilt (default: %(default)s)")
-    p.add_argument("--beta", type=float, default=1.0, help="β, reliability penalty on rewards (default: %(default)s)")
+    p.add_argument("--max-length", type=int, default=gd.max_length,
+                   help="L_max, the most steps a trajectory may have; may exceed the model's window, whose "
+                        "context then slides (default: %(default)s)")
+    p.add_argument("--context", type=int, default=None, metavar="C",
+                   help="real steps the model sees before generating, kept when its window slides; the same for "
+                        "--fixed-length ablations (default: half the model's window)")
+    p.add_argument("--candidates", type=int, default=gd.candidates, help="M candidate steps per step (default: %(default)s)")
+    p.add_argument("--kappa", type=float, default=gd.kappa,
+                   help="κ of the return tilt: candidates are chosen with weight exp(κ·R̄), R̄ the candidate's "
+                        "reward-to-go (backward: the return of τ′ from it) scaled to [0, 1]; 0 = no tilt "
+                        "(default: %(default)s)")
+    p.add_argument("--beta", type=float, default=gd.beta,
+                   help="β of the α-pessimistic reward r − β·s·Γ/α, s = the data's reward range "
+                        "(max − min), so β is a fraction of it (default: %(default)s)")
+    p.add_argument("--dist", choices=DIST_KINDS, default=gd.dist,
+                   help="DIST of a generated step: vae = the paper's VAE reconstruction error (Eq. 8); forward = "
+                        "the dynamics ensemble's distance of the step's successor from its prediction; "
+                        "disagreement = the ensemble's spread (MOPO) (default: %(default)s)")
+    p.add_argument("--reliability", choices=RELIABILITY_FORMS, default=gd.reliability,
+                   help="form of the cumulative reliability Γ: paper = Eq. 3 as one softmax row (an average, "
+                        "cannot pass α = the data's maximum); window = attention weights times the steps in "
+                        "view (a running sum of DIST re-weighted by attention); renormalised = attention mean "
+                        "over generated steps times their count; sum = running sum of DIST (default: %(default)s)")
+    p.add_argument("--alpha-quantile", type=float, default=gd.alpha_quantile,
+                   help="α = this quantile of Γ on real trajectories replayed through the model; 1.0 = their "
+                        "maximum, as in the paper (default: %(default)s)")
+    p.add_argument("--alpha-trajectories", type=int, default=gd.alpha_trajectories,
+                   help="real trajectories replayed to measure α (default: %(default)s)")
+    p.add_argument("--merge", choices=MERGES, default=gd.merge,
+                   help="suffix = Eq. 11: each trajectory is written as one episode, generated prefix then the real "
+                        "suffix, so every generated transition survives qlearning_dataset-style readers; prefix = "
+                        "only the generated steps, each ending in a timeout (default: %(default)s)")
     p.add_argument("--start", choices=["auto", "goal", "uniform"], default="auto",
                    help="start states: goal = a trajectory's state of maximal reward; auto = goal backward, "
                         "uniform forward (default: %(default)s)")

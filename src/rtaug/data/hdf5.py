@@ -10,7 +10,7 @@ import numpy as np
 from rtaug.data.dataset import Dataset, DatasetError
 from rtaug.fileio import replacing
 
-__all__ = ["load_hdf5", "save_hdf5"]
+__all__ = ["load_hdf5", "load_hdf5_rows", "next_row_kept", "save_hdf5"]
 
 METADATA_ATTR = "rtaug_metadata"
 _ROOT_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts",
@@ -49,7 +49,21 @@ def _read_file(path: Path, source: str) -> tuple[dict[str, np.ndarray], dict]:
     return arrays, metadata
 
 
-def _derive_next_observations(arrays: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
+def next_row_kept(timeouts: np.ndarray) -> np.ndarray:
+    """(N,) bool: the file rows D4RL's qlearning_dataset keeps from a file without next_observations.
+
+    It pairs row i with row i+1, so it drops every row whose timeouts is set (its successor
+    starts a new episode) and the file's final row (no successor); terminal rows are kept.
+    """
+    timeouts = np.asarray(timeouts)
+    n = timeouts.shape[0] if timeouts.ndim else 0
+    keep = ~(timeouts.reshape(n, -1)[:, 0] != 0) if n else np.zeros(0, bool)
+    if n:
+        keep[-1] = False
+    return keep
+
+
+def _derive_next_observations(arrays: dict[str, np.ndarray], source: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Mirror D4RL's qlearning_dataset for files that lack next_observations.
 
     D4RL pairs row i with row i+1 and drops rows where timeouts is set (their successor starts
@@ -57,6 +71,8 @@ def _derive_next_observations(arrays: dict[str, np.ndarray], source: str) -> dic
     following row as next observation, exactly as D4RL does, since value targets ignore it.
     Dropping a timeout row would merge its segment into the next one, so the row before it
     inherits the timeout flag.
+
+    Returns the arrays and, for each kept row, its row in the file (int64, increasing).
     """
     obs = np.asarray(arrays["observations"])
     n = obs.shape[0] if obs.ndim else 0
@@ -68,9 +84,8 @@ def _derive_next_observations(arrays: dict[str, np.ndarray], source: str) -> dic
         raise DatasetError(f"{source}: key 'observations': empty dataset (0 rows)")
     terminals = np.asarray(arrays["terminals"]).reshape(n, -1)[:, 0] != 0
     timeouts = np.asarray(arrays["timeouts"]).reshape(n, -1)[:, 0] != 0
-    dropped = timeouts.copy()
-    dropped[-1] = True
-    keep = ~dropped
+    keep = next_row_kept(timeouts)
+    dropped = ~keep
 
     before = np.flatnonzero(dropped) - 1
     before = before[before >= 0]
@@ -81,10 +96,18 @@ def _derive_next_observations(arrays: dict[str, np.ndarray], source: str) -> dic
     out = {k: v[keep] for k, v in arrays.items()}
     out["timeouts"] = new_timeouts[keep]
     out["next_observations"] = obs[1:][keep[:-1]]
-    return out
+    return out, np.flatnonzero(keep).astype(np.int64)
 
 
-def load_hdf5(path) -> Dataset:
+def load_hdf5_rows(path) -> tuple[Dataset, np.ndarray]:
+    """`load_hdf5`, and for each row of the Dataset the row of the file it came from.
+
+    The mapping is the identity (`arange(N)`) for a file with next_observations. For a file
+    without them (D4RL's maze2d/antmaze layout) the loader drops rows as qlearning_dataset
+    does (`next_row_kept`), so Dataset row i is file row `file_rows[i]` (int64, increasing);
+    file row file_rows[i] + 1 holds row i's next observation. Writers that must reproduce the
+    file around generated rows (`rtaug.generate.merge.write_augmented`) need it.
+    """
     source = str(path)
     arrays, metadata = _read_file(Path(path), source)
     for key in _FILE_REQUIRED:
@@ -95,8 +118,16 @@ def load_hdf5(path) -> Dataset:
         obs = arrays["observations"]
         arrays["timeouts"] = np.zeros(obs.shape[0] if obs.ndim else 0, bool)
     if "next_observations" not in arrays:
-        arrays = _derive_next_observations(arrays, source)
-    return Dataset.from_arrays(arrays, metadata=metadata, source=source)
+        arrays, file_rows = _derive_next_observations(arrays, source)
+    else:
+        obs = arrays["observations"]
+        file_rows = np.arange(obs.shape[0] if obs.ndim else 0, dtype=np.int64)
+    return Dataset.from_arrays(arrays, metadata=metadata, source=source), file_rows
+
+
+def load_hdf5(path) -> Dataset:
+    """A D4RL-layout HDF5 file as a Dataset (files without next_observations: see `load_hdf5_rows`)."""
+    return load_hdf5_rows(path)[0]
 
 
 def save_hdf5(dataset: Dataset, path, compression: str | None = None) -> None:

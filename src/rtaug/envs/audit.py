@@ -10,7 +10,7 @@ import numpy as np
 
 from rtaug.envs import boxball as bb
 
-__all__ = ["audit_boxball_transitions", "audit_boxball_trajectories"]
+__all__ = ["audit_boxball_transitions", "audit_boxball_trajectories", "reward_check", "boxball_reward"]
 
 
 def audit_boxball_transitions(obs, actions, next_obs) -> dict[str, np.ndarray]:
@@ -83,3 +83,30 @@ def audit_boxball_trajectories(trajectories) -> dict:
         "mean_return": float(ret.mean()) if len(ret) else nan,
         "goal_rate": float(reach.mean()) if len(reach) else nan,
     }
+
+
+def boxball_reward(next_obs) -> np.ndarray:
+    """BoxBall's reward: 1 on entering the goal."""
+    return np.all(np.round(np.asarray(next_obs, np.float64)) == np.asarray(bb.GOAL), axis=-1).astype(np.float64)
+
+
+def reward_check(dataset, mask, true_reward, tol: float, penalised: bool) -> dict:
+    """A file's rewards against the task's reward of each row's next state, where the task's
+    reward is a function of it. Generated rows carry RT's penalty r̂ − β·s·Γ/α (Eq. 6); it is
+    undone from the file's own `reliability` and recorded β, s and α, so what is checked is the
+    model's reward r̂. A row agrees when it is within `tol` of the true reward."""
+    mask = np.asarray(mask, bool)
+    if not mask.any():
+        return {}
+    r = dataset.rewards[mask].astype(np.float64)
+    gen = (dataset.metadata or {}).get("generator") or {}
+    if penalised:
+        try:
+            scale = float(gen["beta"]) * float(gen.get("reward_scale", 1.0)) / float(gen["alpha"])
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):
+            return {"reward_check": "skipped: the file records no β / α of its generator"}
+        r = r + scale * dataset.reliability[mask].astype(np.float64)
+    true = true_reward(dataset.next_observations[mask])
+    return {"reward_agreement": float(np.mean(np.abs(r - true) < tol)),
+            "reward_mean_abs_error": float(np.mean(np.abs(r - true))),
+            "reward_mean": float(r.mean()), "true_reward_mean": float(true.mean())}

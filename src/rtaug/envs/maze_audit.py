@@ -103,7 +103,22 @@ def audit_maze_dataset(dataset, task, wall_tolerance: float = WALL_TOLERANCE, pr
     if dataset.generated is not None:
         out["real"] = _summary(res, ~dataset.generated)
         out["generated"] = _summary(res, dataset.generated)
+        out["real"].update(_reward_check(task, dataset, ~dataset.generated, penalised=False))
+        out["generated"].update(_reward_check(task, dataset, dataset.generated, penalised=True))
+    else:
+        out.update(_reward_check(task, dataset, np.ones(len(dataset), bool), penalised=False))
     return out
+
+
+def _reward_check(task, dataset, mask, penalised: bool) -> dict:
+    """The maze reward is a function of the position after the step, for D4RL's evaluation goal."""
+    from rtaug.envs.audit import reward_check
+    from rtaug.envs.maze2d import maze_reward
+
+    def true_reward(next_obs):
+        return np.asarray(maze_reward(next_obs[:, :2].astype(np.float64), task.layout.eval_goal,
+                                      task.reward_type), np.float64)
+    return reward_check(dataset, mask, true_reward, 0.5 if task.reward_type == "sparse" else 0.01, penalised)
 
 
 def audit_maze_file(path, task, json_out=None, progress: bool = True) -> dict:

@@ -20,6 +20,7 @@ from rtaug.data.hdf5 import save_hdf5
 from rtaug.fileio import atomic_savefig, atomic_write_json
 from rtaug.generate.io import save_generator
 from rtaug.generate.baselines import BackwardMLPConfig, generate_backward_mlp, train_backward_mlp
+from rtaug.generate.dynamics import DynamicsConfig, train_dynamics
 from rtaug.generate.generation import GenerationConfig, Generated, generate
 from rtaug.generate.model import RTConfig
 from rtaug.generate.spec import Spec
@@ -40,8 +41,9 @@ class QuickstartConfig:
     ))
     vae: VAEConfig = field(default_factory=lambda: VAEConfig(steps=3000, hidden=(64, 64), latent_dim=4))
     mlp: BackwardMLPConfig = field(default_factory=lambda: BackwardMLPConfig(steps=3000, hidden=(128, 128)))
+    dynamics: DynamicsConfig = field(default_factory=lambda: DynamicsConfig(steps=3000, hidden=(128, 128)))
     generation: GenerationConfig = field(default_factory=lambda: GenerationConfig(
-        num_trajectories=50, max_length=10, candidates=4, kappa=5.0, beta=1.0,
+        num_trajectories=50, max_length=10, candidates=4, kappa=5.0,
     ))
 
 
@@ -82,6 +84,7 @@ def _stats_generated(data, gen: Generated) -> dict:
         "goal_rate": float(np.mean(goal)),
         "mean_reliability": float(gen.reliability[gen.kept].mean()) if n else 0.0,
         "truncated": int(np.sum(gen.lengths < gen.kept.shape[1])),
+        "truncated_rate": float(np.mean(gen.lengths < gen.kept.shape[1])),
         "_trajectories": trajs,
     }
 
@@ -112,12 +115,14 @@ def _random_policy(n: int, seed: int) -> dict:
 
 
 def format_table(rows: list[dict]) -> str:
-    head = f"{'generator':<14}{'transitions':>12}{'invalid %':>11}{'wall crossings':>16}{'mean length':>13}{'mean return':>13}{'reach goal %':>14}"
+    head = (f"{'generator':<14}{'transitions':>12}{'invalid %':>11}{'wall crossings':>16}{'truncated %':>13}"
+            f"{'mean length':>13}{'mean return':>13}{'reach goal %':>14}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
             f"{r['generator']:<14}{r['transitions']:>12d}{100 * r['invalid_rate']:>11.2f}{r['wall_crossings']:>16d}"
-            f"{r['mean_length']:>13.2f}{r['mean_return']:>13.3f}{100 * r['goal_rate']:>14.1f}"
+            + (f"{100 * r['truncated_rate']:>13.1f}" if "truncated_rate" in r else f"{'-':>13}")
+            + f"{r['mean_length']:>13.2f}{r['mean_return']:>13.3f}{100 * r['goal_rate']:>14.1f}"
         )
     return "\n".join(lines)
 
@@ -180,7 +185,8 @@ def run_quickstart(config: QuickstartConfig | None = None, out: str | Path | Non
         f"{data.metadata.get('episodes_reaching_goal')} reach the goal")
     stage("collect")
 
-    log("[2/5] training RT (backward), FT (forward), the one-step backward MLP and the reliability VAE")
+    log("[2/5] training RT (backward), FT (forward), the one-step backward MLP, the reliability VAE and the "
+        "dynamics ensemble")
     spec = Spec.fit(data, gamma=cfg.rt.gamma, rtg_bins=cfg.rt.rtg_bins)
     rt = train_sequence_model(data, RTConfig(**{**asdict(cfg.rt), "direction": "backward", "seed": cfg.seed}),
                               progress=progress, spec=spec)
@@ -188,17 +194,19 @@ def run_quickstart(config: QuickstartConfig | None = None, out: str | Path | Non
                               progress=progress, spec=spec)
     mlp = train_backward_mlp(data, spec, cfg.mlp, progress=progress)
     vae = train_vae(data, spec, cfg.vae, progress=progress)
-    log(f"      α (max VAE error on the data) = {vae.alpha:.4g}")
-    # kept so that every later look at these models (benchmarks/boxball_reliability.py,
-    # `rtaug augment`) uses exactly the ones behind the table
-    save_generator(out_dir / "models" / "rt", rt, vae, mlp)
-    save_generator(out_dir / "models" / "ft", ft, vae)
+    dynamics = train_dynamics(data, spec, DynamicsConfig(**{**asdict(cfg.dynamics), "seed": cfg.seed}),
+                              progress=progress)
+    # kept so that every later look at these models (`rtaug augment`) uses exactly the ones behind the table
+    save_generator(out_dir / "models" / "rt", rt, vae, mlp, dynamics)
+    save_generator(out_dir / "models" / "ft", ft, vae, None, dynamics)
     stage("train")
 
     log(f"[3/5] generating {cfg.trajectories} trajectories per generator")
     gcfg = GenerationConfig(**{**asdict(cfg.generation), "num_trajectories": cfg.trajectories, "seed": cfg.seed})
-    gen_rt = generate(data, rt, vae, gcfg, progress=progress)
-    gen_ft = generate(data, ft, vae, gcfg, progress=progress)
+    gen_rt = generate(data, rt, vae, gcfg, progress=progress, dynamics=dynamics)
+    gen_ft = generate(data, ft, vae, gcfg, progress=progress, dynamics=dynamics)
+    log(f"      α (Γ of real trajectories, {gcfg.reliability} form of {gcfg.dist} DIST): RT {gen_rt.alpha:.4g}, "
+        f"FT {gen_ft.alpha:.4g}")
     gen_mlp = generate_backward_mlp(data, mlp, vae, gen_rt.start_rows, gen_rt.lengths, seed=cfg.seed, beta=gcfg.beta)
     stage("generate")
 
@@ -217,7 +225,8 @@ def run_quickstart(config: QuickstartConfig | None = None, out: str | Path | Non
     plot_fig4(results, out_dir / "fig4.png")
     stage("plot")
     timings["total"] = time.perf_counter() - t0
-    record = {"rows": rows, "timings_s": timings, "alpha": vae.alpha, "dataset_transitions": len(data)}
+    record = {"rows": rows, "timings_s": timings, "alpha": {"rt": gen_rt.alpha, "forward": gen_ft.alpha},
+              "dataset_transitions": len(data), "generation": gcfg.to_dict()}
     atomic_write_json(out_dir / "table.json", rows)
     atomic_write_json(out_dir / "run.json", record)
     log(f"wrote {out_dir / 'table.json'} and {out_dir / 'fig4.png'} in {timings['total']:.0f} s "

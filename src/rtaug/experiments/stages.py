@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 
 from rtaug.data import Dataset
-from rtaug.data.hdf5 import load_hdf5, save_hdf5
+from rtaug.data.hdf5 import load_hdf5
 from rtaug.generate.baselines import BackwardMLPConfig, generate_backward_mlp_config, train_backward_mlp
-from rtaug.generate.generation import GenerationConfig, augment, generate
+from rtaug.generate.dynamics import DynamicsConfig, load_dynamics, train_dynamics
+from rtaug.generate.generation import GenerationConfig, format_summary, generate, summarize
 from rtaug.generate.io import load_generator, save_generator
+from rtaug.generate.merge import MERGES, write_augmented
 from rtaug.generate.model import RTConfig
 from rtaug.generate.spec import Spec
 from rtaug.generate.train import VAEConfig, train_sequence_model, train_vae
@@ -25,47 +27,68 @@ def train_model(
     mlp_config: BackwardMLPConfig | None = None,
     progress: bool = True,
     log=print,
+    dynamics_config: DynamicsConfig | None = None,
 ) -> Path:
-    """Train the sequence model and the reliability VAE (and optionally the MLP baseline) on a
-    dataset file; write them to `out_dir`."""
+    """Train the sequence model, the reliability VAE and the dynamics ensemble (DIST, unless
+    `dynamics_config` is None; default: DynamicsConfig()), and optionally the MLP baseline, on
+    a dataset file; write them to `out_dir`."""
     data = load_hdf5(dataset_path)
     spec = Spec.fit(data, gamma=rt_config.gamma, rtg_bins=rt_config.rtg_bins)
     log(f"{dataset_path}: {len(data)} transitions, {len(data.episodes())} episodes; "
         f"states {spec.obs_kind} ({spec.obs_dim}), actions {spec.act_kind}, rewards {spec.rew_kind}")
     rt = train_sequence_model(data, rt_config, progress=progress, spec=spec)
     vae = train_vae(data, spec, vae_config, progress=progress)
+    dynamics = train_dynamics(data, spec, dynamics_config, progress=progress) if dynamics_config else None
     mlp = train_backward_mlp(data, spec, mlp_config, progress=progress) if mlp_config else None
-    out = save_generator(out_dir, rt, vae, mlp)
+    out = save_generator(out_dir, rt, vae, mlp, dynamics)
     log(f"wrote {out} (final loss {rt.history[-1]['loss']:.4f}, α = {vae.alpha:.4g})")
     return out
 
 
 def augment_file(dataset_path, model_dir, out_path, config: GenerationConfig, progress: bool = True, log=print,
-                 generator: str = "sequence") -> Dataset:
+                 generator: str = "sequence", merge: str | None = None) -> Path:
     """Generate with a trained model from a dataset's states and write D_env ∪ D_model.
 
     generator: "sequence" = the directory's sequence model (RT or FT, as trained); "backward-mlp"
     = its one-step backward MLP baseline (`train_model` with an MLP config).
+    merge: how generated trajectories join the real data (`rtaug.generate.merge`): "suffix" (Eq. 11,
+    τ̂ + τ_suffix as one episode) or "prefix" (only τ̂); None = `config.merge` if the config has
+    one, else "suffix". The output file is the input file verbatim followed by the merged rows
+    (`write_augmented`); returns its path.
     """
     if generator not in ("sequence", "backward-mlp"):
         raise ValueError(f"generator must be 'sequence' or 'backward-mlp', got {generator!r}")
+    if merge is None:
+        merge = getattr(config, "merge", "suffix")
+    if merge not in MERGES:
+        raise ValueError(f"merge must be one of {', '.join(repr(m) for m in MERGES)}, got {merge!r}")
     data = load_hdf5(dataset_path)
     rt, vae, mlp = load_generator(model_dir)
+    dynamics = load_dynamics(model_dir, rt.spec)
     _check_compatible(data, rt.spec, dataset_path, model_dir)
+    if config.dist != "vae" and dynamics is None:
+        raise ValueError(f"--dist {config.dist}: {model_dir} has no dynamics ensemble (dynamics.json); retrain "
+                         "it with `rtaug train-model`, or pass --dist vae")
+    config.context_steps(rt.config.context_steps)  # the context must fit the model's window
     if generator == "backward-mlp":
         if mlp is None:
             raise ValueError(f"{model_dir}: no backward MLP in this model directory (train one with "
                              "`rtaug train-model --backward-mlp`)")
-        gen = generate_backward_mlp_config(data, mlp, vae, config)
+        gen = generate_backward_mlp_config(data, mlp, vae, config, dynamics=dynamics)
     else:
-        gen = generate(data, rt, vae, config, progress=progress)
-    out = augment(data, gen)
-    save_hdf5(out, out_path)
-    n_gen = int(gen.lengths.sum())
-    log(f"wrote {out_path}: {len(data)} real + {n_gen} generated transitions "
-        f"({len(gen.lengths)} trajectories, mean length {gen.lengths.mean():.2f}, "
-        f"{int(np.sum(gen.lengths < gen.kept.shape[1]))} truncated by Γ > α = {vae.alpha:.4g})")
-    return out
+        gen = generate(data, rt, vae, config, progress=progress, dynamics=dynamics)
+    summary = summarize(gen, data)
+    gen.config = {**gen.config, "summary": summary}
+    log(format_summary(summary))
+    if summary["truncated_fraction"] == 0 and config.truncation:
+        log(f"warning: truncation never fired (no generated Γ above α = {gen.alpha:.4g}); the kept data is "
+            "fixed-length generation at --max-length")
+    written = write_augmented(dataset_path, data, gen, out_path, merge=merge)
+    log(f"wrote {out_path}: {written.input_rows} input rows + {written.generated_rows} generated "
+        f"+ {written.copied_rows} real rows copied into merged episodes (merge={merge}; "
+        f"{len(gen.lengths)} trajectories, mean length {gen.lengths.mean():.2f}, "
+        f"{int(np.sum(gen.lengths < gen.kept.shape[1]))} truncated by Γ > α = {gen.alpha:.4g})")
+    return Path(out_path)
 
 
 def _check_compatible(data: Dataset, spec: Spec, dataset_path, model_dir) -> None:

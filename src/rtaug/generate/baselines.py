@@ -172,17 +172,38 @@ def generate_backward_mlp_config(
     vae: TrainedVAE,
     config: GenerationConfig,
     start_rows: np.ndarray | None = None,
+    dynamics=None,
 ) -> Generated:
     """The baseline under RT's generation settings, for `rtaug augment`: the same start states
-    as `generate` draws with the same seed, `max_length` steps, and truncation at α on its own
-    reliability (the step's VAE error; it has no attention to accumulate it with)."""
+    as `generate` draws with the same seed, `max_length` steps, the configured DIST, and, having
+    no attention, Γ as the running sum of DIST; α is the same quantile of that sum over real
+    trajectories next to the same kind of start states, as for RT."""
+    from rtaug.data.episodes import reward_to_go
+    from rtaug.generate.generation import _forced_steps, dist_function
+
+    how = "uniform" if config.start == "uniform" else "goal"
     if start_rows is None:
-        how = "uniform" if config.start == "uniform" else "goal"
         start_rows = select_starts(data, config.num_trajectories, how, np.random.default_rng(config.seed))
     start_rows = np.asarray(start_rows, np.int64)
-    g = generate_backward_mlp(data, trained, vae, start_rows, np.full(len(start_rows), config.max_length),
+    L = config.max_length
+    g = generate_backward_mlp(data, trained, vae, start_rows, np.full(len(start_rows), L),
                               seed=config.seed, beta=config.beta)
+    dist_fn = dist_function(config.dist, vae, dynamics)
+    flat = lambda x: x.reshape((-1,) + x.shape[2:])
+    g.dist = dist_fn(flat(g.observations), flat(g.actions), flat(g.next_observations)).reshape(g.kept.shape)
+    g.reliability = np.cumsum(g.dist, axis=1)
+    bounds = data.episodes()
+    real_rows = select_starts(data, config.alpha_trajectories, how, np.random.default_rng(config.seed + 1))
+    f, valid = _forced_steps(data, reward_to_go(data.rewards, bounds, 0.99), bounds, real_rows, L, "backward")
+    nxt = np.concatenate([data.observations[real_rows][:, None], f["s"][:, :-1]], axis=1)
+    real_d = dist_fn(flat(f["s"]), flat(f["a"]), flat(nxt)).reshape(valid.shape)
+    real_gamma = np.cumsum(np.where(valid, real_d, 0.0), axis=1)[valid]
+    if real_gamma.size == 0:
+        raise ValueError("α: no real step lies next to the start states; cannot measure the data's reliability")
+    g.alpha = float(np.quantile(real_gamma, config.alpha_quantile))
+    g.real_reliability = real_gamma
+    g.reward_scale = trained.spec.reward_range
     if config.truncation:
-        g.kept = truncate(g.reliability, vae.alpha)[1]
-    g.config = {**g.config, "generation": config.to_dict()}
+        g.kept = truncate(g.reliability, g.alpha)[1]
+    g.config = {**g.config, "generation": config.to_dict(), "alpha": g.alpha, "reward_scale": g.reward_scale}
     return g

@@ -7,8 +7,13 @@ one loop over the same model; they differ only in which modality a step starts w
 
 Everything is batched: H trajectories × M candidates decode together, one token at a time,
 with keys and values of earlier tokens kept in a cache (never the whole window recomputed).
-After each step one candidate per trajectory is kept, chosen by P(R)·exp(κ·R̄) (return-tilted
-sampling, DESIGN §5), and its cache is copied to the trajectory's other candidate slots.
+After each step one candidate per trajectory is kept, chosen by exp(κ·R̄) (return-tilted
+sampling, DESIGN §5: the candidates are already draws from P(R)), and its cache is copied to
+the trajectory's other candidate slots. A trajectory may be longer than the model's window:
+when the window is full its last C steps become the next window's context.
+
+Γ and α are computed the same way: α replays real trajectories next to the same kind of start
+states through the same model and windows (teacher-forced), and takes a quantile of their Γ.
 """
 
 from __future__ import annotations
@@ -30,27 +35,59 @@ from rtaug.nets.transformer import empty_cache
 STEP_ORDER = {"backward": (S, A, R_, G), "forward": (A, R_, G, S)}
 
 
+RELIABILITY_FORMS = ("paper", "window", "renormalised", "sum")
+DIST_KINDS = ("vae", "forward", "disagreement")
+MERGES = ("suffix", "prefix")
+
+
 @dataclass
 class GenerationConfig:
     num_trajectories: int = 50  # H
-    max_length: int = 10  # L_max: bound on every generated trajectory
+    max_length: int = 10  # L_max: bound on every generated trajectory (may exceed the window)
+    # real steps the model sees before it generates, and keeps when its window slides (default:
+    # half the window); RT-F3/F5 see the same, only their length differs
+    context: int | None = None
     candidates: int = 4  # M candidate steps drawn per step (M = 1: plain ancestral sampling)
     kappa: float = 5.0  # κ of the return tilt exp(κ·R̄) (κ = 0: no tilt)
-    beta: float = 1.0  # β of the α-pessimistic reward r − β·Γ/α (Eq. 6)
+    beta: float = 0.1  # β of the α-pessimistic reward r − β·s·Γ/α (Eq. 6), s = the data's reward range
     start: str = "auto"  # "goal" (state of maximal reward), "uniform", or "auto" (goal backward, uniform forward)
     truncation: bool = True  # U_t (Eq. 4); off for the fixed-length ablations RT-F3 / RT-F5
     fixed_length: int | None = None  # generate exactly this many steps, no truncation (RT-F3: 3)
+    reliability: str = "window"  # the form of Γ (generate/reliability.py, docs/reliability.md); "paper" = Eq. 3 as an average
+    dist: str = "forward"  # DIST of a step: "vae" (Eq. 8), "forward" (a forward ensemble's check), "disagreement"
+    alpha_quantile: float = 1.0  # α = this quantile of Γ on real trajectories (1.0: the maximum, the paper)
+    alpha_trajectories: int = 1000  # real trajectories teacher-forced to measure α
+    merge: str = "suffix"  # Eq. 11: "suffix" writes τ̂ + τ_suffix as one episode; "prefix" only τ̂
     batch: int = 256  # trajectories per jitted call
     seed: int = 0
 
     def __post_init__(self):
         if self.start not in ("auto", "goal", "uniform"):
             raise ValueError(f"GenerationConfig.start must be 'auto', 'goal' or 'uniform', got {self.start!r}")
+        if self.reliability not in RELIABILITY_FORMS:
+            raise ValueError(f"GenerationConfig.reliability must be one of {RELIABILITY_FORMS}, got {self.reliability!r}")
+        if self.dist not in DIST_KINDS:
+            raise ValueError(f"GenerationConfig.dist must be one of {DIST_KINDS}, got {self.dist!r}")
+        if self.merge not in MERGES:
+            raise ValueError(f"GenerationConfig.merge must be one of {MERGES}, got {self.merge!r}")
         if self.fixed_length is not None:
             self.max_length = int(self.fixed_length)
             self.truncation = False
-        if self.max_length < 1 or self.candidates < 1 or self.num_trajectories < 1:
-            raise ValueError("GenerationConfig: max_length, candidates and num_trajectories must be >= 1")
+        for name in ("max_length", "candidates", "num_trajectories", "alpha_trajectories", "batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"GenerationConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.alpha_quantile <= 1.0:
+            raise ValueError(f"GenerationConfig.alpha_quantile must be in [0, 1], got {self.alpha_quantile}")
+        if self.beta < 0:
+            raise ValueError(f"GenerationConfig.beta must be >= 0, got {self.beta}")
+
+    def context_steps(self, window: int) -> int:
+        """C for a model whose window is `window` steps: the context, leaving ≥ 1 step to generate."""
+        c = window // 2 if self.context is None else int(self.context)
+        if not 1 <= c < window:
+            raise ValueError(f"GenerationConfig.context ({c}) must be between 1 and the model's window "
+                             f"context_steps − 1 ({window - 1})")
+        return c
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,6 +109,18 @@ class Generated:
     alpha: float
     beta: float
     config: dict = field(default_factory=dict)
+    # (H, L) bool: the forward model predicted an episode end after this step (its trajectory
+    # stops there and the step is written as a terminal); None or all False for backward models.
+    terminals: np.ndarray | None = None
+    # the reward scale the penalty β·Γ/α is measured in (Eq. 6 with r in the task's units):
+    # the data's reward range, so that β is a fraction of it whatever the task's rewards are.
+    reward_scale: float = 1.0
+    # Γ of the real trajectories that α was measured on (α is its configured quantile)
+    real_reliability: np.ndarray | None = None
+
+    def penalised_rewards(self) -> np.ndarray:
+        """(H, L): r̂ − β·s·Γ/α (Eq. 6), s = `reward_scale`; only kept steps are meaningful."""
+        return pessimistic_reward(self.rewards, self.reliability, self.alpha, self.beta * self.reward_scale)
 
     @property
     def lengths(self) -> np.ndarray:
@@ -108,28 +157,6 @@ class Generated:
             out.append(traj)
         return out
 
-    def to_dataset(self, metadata: dict | None = None) -> Dataset:
-        """D_model: every kept transition, each trajectory a segment in time order ending in a
-        timeout, rewards α-pessimistic (Eq. 6), flagged `generated` with its Γ as `reliability`."""
-        rows = [(h, t) for h in range(len(self.start_rows)) for t in self._time_order(h)]
-        if not rows:
-            raise ValueError("no generated transition survived truncation: nothing to write")
-        hh, tt = np.array(rows).T
-        timeouts = np.zeros(len(rows), bool)
-        timeouts[np.cumsum(self.lengths[self.lengths > 0]) - 1] = True
-        rewards = pessimistic_reward(self.rewards[hh, tt], self.reliability[hh, tt], self.alpha, self.beta)
-        return Dataset(
-            observations=self.observations[hh, tt].astype(np.float32),
-            actions=self.actions[hh, tt],
-            rewards=rewards.astype(np.float32),
-            terminals=np.zeros(len(rows), bool),
-            timeouts=timeouts,
-            next_observations=self.next_observations[hh, tt].astype(np.float32),
-            generated=np.ones(len(rows), bool),
-            reliability=self.reliability[hh, tt].astype(np.float32),
-            metadata=dict(metadata or {}),
-        )
-
 
 # ---- start states (§3.2, footnote 1) -----------------------------------------------
 def select_starts(data: Dataset, n: int, how: str, rng: np.random.Generator) -> np.ndarray:
@@ -163,41 +190,67 @@ def _context(data: Dataset, rtg, bounds, start_rows, C: int, direction: str):
     back = n_valid[:, None] - 1 - src  # how many rows away from the start state
     read = start_rows[:, None] + back if direction == "backward" else start_rows[:, None] - back
     read = np.where(slot_valid, read, start_rows[:, None])
-    step = np.where(slot_valid, src, 0)
     return {
         "s": data.observations[read],
         "a": data.actions[read],
         "r": data.rewards[read],
         "R": rtg[read],
-        "step": step.astype(np.int32),
         "valid": slot_valid,
-        "n_valid": n_valid,
     }
 
 
-def _build_generator(trained: TrainedRT, gcfg: GenerationConfig, H: int):
-    """A jitted function (context, key) -> per-step values and attention, for H trajectories."""
+def _forced_steps(data: Dataset, rtg, bounds, start_rows, L: int, direction: str):
+    """Real steps next to each start state, as the generator would have drawn them (for α).
+
+    Backward: rows start−1, start−2, … (each leading into the one after it); forward: rows
+    start, start+1, …; `valid` (H, L) is False past the episode's edge or a true episode end.
+    """
+    ep = np.searchsorted(bounds[:, 1], start_rows, side="right")
+    u = np.arange(L)[None, :]
+    if direction == "backward":
+        rows = start_rows[:, None] - 1 - u
+        valid = rows >= bounds[ep, 0][:, None]
+    else:
+        rows = start_rows[:, None] + u
+        valid = rows < bounds[ep, 1][:, None]
+        ended = np.cumsum(np.where(valid, data.terminals[np.clip(rows, 0, len(data) - 1)], False), axis=1)
+        valid &= (ended - data.terminals[np.clip(rows, 0, len(data) - 1)]) == 0  # up to and incl. the end
+    rows = np.clip(np.where(valid, rows, start_rows[:, None]), 0, len(data) - 1)
+    new_state = data.observations[rows] if direction == "backward" else data.next_observations[rows]
+    return {"s": new_state, "a": data.actions[rows], "r": data.rewards[rows], "R": rtg[rows],
+            "done": data.terminals[rows] & valid}, valid
+
+
+def _build_block(trained: TrainedRT, H: int, M: int, C: int):
+    """A jitted function that generates one window's worth of steps (K − C) for H trajectories.
+
+    (context slots, key, forced steps, use_forced, κ) -> per generated step: the chosen candidate's values, the
+    state it is attached to (backward: its successor; forward: the state it leaves), the episode
+    end it predicted, and the last layer's head-averaged attention of the query at its final
+    token over the window's 4K tokens.
+    """
     model: RTModel = trained.model
-    spec, params = trained.spec, trained.params
-    direction = trained.config.direction
+    spec, params, cfg = trained.spec, trained.params, trained.config
+    direction = cfg.direction
     order = STEP_ORDER[direction]
-    K = trained.config.context_steps
-    L, M = gcfg.max_length, gcfg.candidates
-    C = K - L
+    K = cfg.context_steps
+    NG = K - C  # steps generated per window
     P = 4 * C if direction == "backward" else 4 * (C - 1) + 1  # context tokens, the last one pending
-    T = P + 4 * L
+    T = 4 * K
     BM = H * M
-    cfg = trained.config
-    kappa = gcfg.kappa
-    rtg_span = spec.rtg_hi - spec.rtg_lo
+    gamma = cfg.gamma
+    rtg_lo, rtg_span = spec.rtg_lo, spec.rtg_hi - spec.rtg_lo
 
     def rep(x):
         return jnp.repeat(x, M, axis=0)
 
-    def run(ctx, key):
-        s, a, r, R = rep(ctx["s"]), rep(ctx["a"]), rep(ctx["r"]), rep(ctx["R"])
-        step_ctx, valid = rep(ctx["step"]), rep(ctx["valid"])
-        offset = C - rep(ctx["n_valid"])  # left padding, in step slots
+    def run(ctx, key, forced_steps, use_forced, kappa):
+        # Replaying real steps (for α) and sampling share one compiled program: XLA compiles
+        # this loop in tens of seconds, and α must see exactly the model's generation path.
+        s, a, r, R, valid = rep(ctx["s"]), rep(ctx["a"]), rep(ctx["r"]), rep(ctx["R"]), rep(ctx["valid"])
+        n_valid = valid.sum(axis=1)
+        offset = C - n_valid  # left padding, in step slots
+        step_ctx = jnp.maximum(jnp.arange(C)[None, :] - offset[:, None], 0).astype(jnp.int32)
         token_valid = jnp.repeat(valid, 4, axis=1)[:, :P]
         key_valid = jnp.concatenate([token_valid, jnp.ones((BM, T - P), bool)], axis=1)
         cache = empty_cache(cfg.n_layer, BM, T, cfg.n_head, cfg.d_model)
@@ -205,62 +258,247 @@ def _build_generator(trained: TrainedRT, gcfg: GenerationConfig, H: int):
             cache = model.apply(params, s, a, r, R, step_ctx, key_valid, cache, P - 1, method=RTModel.prefill)
         pending = R[:, -1] if direction == "backward" else s[:, -1]
         anchor = s[:, -1]
-        # the state one step back in reading order: what the action head of a forward step
-        # is conditioned on (a window's first step is its own neighbour, as in training)
-        has_prev = rep(ctx["n_valid"]) >= 2
-        prev_anchor = jnp.where(has_prev[:, None], s[:, -2] if C >= 2 else s[:, -1], s[:, -1])
+        R_next = R[:, -1]  # reward-to-go of the state the next backward step leads into
+        # the state one step back in reading order: what a forward action head is conditioned on
+        prev_anchor = s[:, -2] if C >= 2 else s[:, -1]
+        prev_valid = valid[:, -2].astype(jnp.float32) if C >= 2 else jnp.zeros((BM,), jnp.float32)
 
         def step_of(pos):
             return jnp.maximum(pos // 4 - offset, 0).astype(jnp.int32)
 
         def one_step(carry, u):
-            cache, pending, anchor, prev_anchor, key = carry
+            cache, pending, anchor, prev_anchor, prev_valid, R_next, key = carry
             pos0 = P - 1 + 4 * u
             feed_mod, feed_val = order[-1], pending
-            values, attn0 = {}, None
+            values, attn0, done_logit = {}, None, None
             for j, mod in enumerate(order):
-                head_anchor = prev_anchor if (mod == A and direction == "forward") else anchor
-                # a forward step's state is reached by the action just drawn at the anchor
-                a_prev = values[A][0] if (mod == S and direction == "forward") else None
+                kw = {"s_anchor": anchor}
+                if mod == A:
+                    kw["s_own"] = values[S][0] if direction == "backward" else anchor
+                    if direction == "forward":
+                        kw.update(s_anchor=prev_anchor, anchor_valid=prev_valid)
+                elif mod == R_:
+                    kw.update(s_own=values[S][0] if direction == "backward" else anchor, a_own=values[A][0])
+                elif mod == S and direction == "forward":
+                    kw["a_prev"] = values[A][0]  # a forward step's state is reached by the action just drawn
                 out, attn, cache = model.apply(
-                    params, feed_mod, feed_val, step_of(pos0 + j), key_valid, pos0 + j, cache, mod, head_anchor,
-                    a_prev, method=RTModel.decode,
+                    params, feed_mod, feed_val, step_of(pos0 + j), key_valid, pos0 + j, cache, mod,
+                    method=RTModel.decode, **kw,
                 )
                 if j == 0:
                     attn0 = attn.mean(axis=1)
+                if mod == R_:
+                    out, done_logit = out
                 key, sub = jax.random.split(key)
-                values[mod] = sample(spec, mod, out, sub, anchor)
+                drawn = sample(spec, mod, out, sub, anchor)
+                real = rep(forced_steps[MOD_KEY[mod]][:, u]).astype(drawn[0].dtype)
+                values[mod] = (jnp.where(use_forced, real, drawn[0]), drawn[1])
+                if mod == G and direction == "backward":
+                    # Read backward, R_t = r_t + γ·R_{t+1} exactly: the reward-to-go of a
+                    # generated step is the return of the whole τ′ from it, real suffix included.
+                    values[G] = (values[R_][0] + gamma * R_next, values[G][1])
                 feed_mod, feed_val = mod, values[mod][0]
-            # return-tilted choice among the M candidates: P(R)·exp(κ·R̄)
-            R_val, R_logp = values[G]
-            r_bar = (R_val - spec.rtg_lo) / rtg_span
-            logits = (R_logp + kappa * r_bar).reshape(H, M)
             key, sub = jax.random.split(key)
-            choice = jax.random.categorical(sub, logits)
+            if done_logit is not None:
+                done = jax.random.bernoulli(sub, jax.nn.sigmoid(done_logit))
+            else:
+                done = jnp.zeros((BM,), bool)
+            done = jnp.where(use_forced, rep(forced_steps["done"][:, u]), done)
+            # Return-tilted choice among the M candidates (§3.2, MGDT's P(H|R) ∝ exp(κ·R̄)): the
+            # candidates are already draws from P(R), so the weight is the tilt alone.
+            r_bar = (values[G][0] - rtg_lo) / rtg_span
+            key, sub = jax.random.split(key)
+            choice = jax.random.categorical(sub, (kappa * r_bar).reshape(H, M))
             pick = jnp.arange(H) * M + choice  # (H,)
             keep = jnp.repeat(pick, M)  # every candidate slot continues from the chosen one
             cache = jax.tree_util.tree_map(lambda c: c[:, keep], cache)
             chosen = {m: values[m][0][pick] for m in order}
-            record = (chosen[S], chosen[A], chosen[R_], chosen[G], anchor[pick], attn0[pick])
+            record = (chosen[S], chosen[A], chosen[R_], chosen[G], done[pick], anchor[pick], attn0[pick])
             new_anchor = jnp.repeat(chosen[S], M, axis=0)
             new_prev = jnp.repeat(anchor[pick], M, axis=0)
             new_pending = jnp.repeat(chosen[order[-1]], M, axis=0)
-            return (cache, new_pending, new_anchor, new_prev, key), record
+            new_R = jnp.repeat(chosen[G], M, axis=0)
+            return (cache, new_pending, new_anchor, new_prev, jnp.ones_like(prev_valid), new_R, key), record
 
-        carry = (cache, pending, anchor, prev_anchor, key)
-        (cache, pending, anchor, _, key), rec = jax.lax.scan(one_step, carry, jnp.arange(L))
-        pos = P - 1 + 4 * L
+        carry = (cache, pending, anchor, prev_anchor, prev_valid, R_next, key)
+        (cache, pending, anchor, _, _, _, key), rec = jax.lax.scan(one_step, carry, jnp.arange(NG))
+        pos = P - 1 + 4 * NG
         _, attn_last, _ = model.apply(
-            params, order[-1], pending, step_of(pos), key_valid, pos, cache, order[0], anchor, method=RTModel.decode
+            params, order[-1], pending, step_of(pos), key_valid, pos, cache, order[0], s_anchor=anchor,
+            s_own=anchor, method=RTModel.decode,  # only this query's attention is used, not its output
         )
-        s_new, a_new, r_new, R_new, anchors, attn_first = rec
+        s_new, a_new, r_new, R_new, done, anchors, attn_first = rec
         # attention rows: the query at step u's final token is fed at the start of step u+1
-        attn_rows = jnp.concatenate([attn_first[1:], attn_last.mean(axis=1)[None, ::M]], axis=0)  # (L, H, T)
-        mass = attn_rows[:, :, P:].reshape(L, H, L, 4).sum(-1)  # [u, h, i]: on step i's tokens
+        attn_rows = jnp.concatenate([attn_first[1:], attn_last.mean(axis=1)[None, ::M]], axis=0)  # (NG, H, T)
         sw = lambda x: jnp.swapaxes(x, 0, 1)
-        return sw(s_new), sw(a_new), sw(r_new), sw(R_new), sw(anchors), jnp.transpose(mass, (1, 0, 2))
+        return tuple(sw(x) for x in (s_new, a_new, r_new, R_new, done, anchors, attn_rows))
 
     return jax.jit(run)
+
+
+MOD_KEY = {S: "s", A: "a", R_: "r", G: "R"}
+
+
+def _token_steps(direction: str, K: int, slot_s, slot_a) -> np.ndarray:
+    """(4K,) index of the generated step each token of the window belongs to (−1: real data).
+
+    Backward a step is one slot (s, a, r, R). Forward a step is (a, r, R) of the slot it leaves
+    and s of the next slot, so `slot_a` / `slot_s` say which step owns each slot's parts.
+    """
+    out = np.repeat(np.asarray(slot_a), 4)
+    out[0::4] = np.asarray(slot_s)
+    return out
+
+
+def _rollout_windows(trained: TrainedRT, config: GenerationConfig, ctx: dict, key, forced=None):
+    """Generate (or, with `forced`, replay real steps through the model) in sliding windows.
+
+    Each window holds C context steps and K − C new ones; when it is full, its last C steps
+    (generated ones included) become the next window's context, re-read from scratch so that
+    step positions stay those of training. Returns per-trajectory arrays over L = max_length
+    steps, the attention mass of each step's query on each earlier generated step (H, L, L) and
+    how many steps its window held.
+    """
+    cfg = trained.config
+    direction, K = cfg.direction, cfg.context_steps
+    L, C = config.max_length, config.context_steps(K)
+    NG = K - C
+    H = ctx["s"].shape[0]
+    M = config.candidates
+    cache_key = (H, M, C)
+    blocks = trained.__dict__.setdefault("_generators", {})
+    if cache_key not in blocks:
+        blocks[cache_key] = _build_block(trained, H, M, C)
+    block = blocks[cache_key]
+    use_forced = forced is not None
+    if forced is None:  # a placeholder of the right shapes, never read
+        forced = {"s": ctx["s"][:, :1].repeat(L, 1), "a": ctx["a"][:, :1].repeat(L, 1),
+                  "r": ctx["r"][:, :1].repeat(L, 1), "R": ctx["R"][:, :1].repeat(L, 1),
+                  "done": np.zeros((H, L), bool)}
+    n_blocks = -(-L // NG)
+    slot_s = np.full(C, -1)
+    slot_a = np.full(C, -1)
+    ctx = {k: np.asarray(v) for k, v in ctx.items()}
+    parts, masses, n_window = [], [], []
+    for b in range(n_blocks):
+        g0 = b * NG
+        gen_idx = np.arange(g0, g0 + NG)
+        if direction == "backward":
+            slot_s = np.concatenate([slot_s, gen_idx])
+            slot_a = slot_s
+        else:
+            slot_s = np.concatenate([slot_s, gen_idx])
+            slot_a = np.concatenate([slot_a[:C - 1], gen_idx, [-1]])
+        n_valid = ctx["valid"].sum(axis=1)
+        key, sub = jax.random.split(key)
+        window = {k: np.asarray(v[:, g0:g0 + NG]) if v.shape[1] >= g0 + NG else
+                  np.concatenate([v[:, g0:], np.repeat(v[:, -1:], g0 + NG - v.shape[1], 1)], 1)
+                  for k, v in forced.items()}
+        out = [np.asarray(x) for x in block({k: jnp.asarray(v) for k, v in ctx.items()}, sub,
+                                            {k: jnp.asarray(v) for k, v in window.items()},
+                                            jnp.asarray(use_forced), jnp.float32(0.0 if use_forced else config.kappa))]
+        s_new, a_new, r_new, R_new, done, anchors, attn = out
+        tok = _token_steps(direction, K, slot_s, slot_a)
+        onehot = (tok[:, None] == np.arange(n_blocks * NG)[None, :]).astype(np.float32)  # (4K, steps)
+        masses.append(attn.astype(np.float32) @ onehot)  # (H, NG, steps)
+        n_window.append(n_valid[:, None] + np.arange(1, NG + 1)[None, :])
+        parts.append((s_new, a_new, r_new, R_new, done, anchors))
+        if b + 1 < n_blocks:  # slide: the window's last C steps are the next context
+            if direction == "backward":
+                win = {"s": np.concatenate([ctx["s"], s_new], 1), "a": np.concatenate([ctx["a"], a_new], 1),
+                       "r": np.concatenate([ctx["r"], r_new], 1), "R": np.concatenate([ctx["R"], R_new], 1)}
+            else:
+                pad = lambda x: np.concatenate([x, x[:, -1:]], 1)
+                win = {"s": np.concatenate([ctx["s"], s_new], 1),
+                       "a": pad(np.concatenate([ctx["a"][:, :C - 1], a_new], 1)),
+                       "r": pad(np.concatenate([ctx["r"][:, :C - 1], r_new], 1)),
+                       "R": pad(np.concatenate([ctx["R"][:, :C - 1], R_new], 1))}
+            win["valid"] = np.concatenate([ctx["valid"], np.ones((H, NG), bool)], 1)
+            ctx = {k: v[:, K - C:] for k, v in win.items()}
+            slot_s, slot_a = slot_s[K - C:], slot_a[K - C:]
+            if direction == "forward":
+                slot_a = slot_a.copy()
+                slot_a[-1] = -1
+    cat = [np.concatenate(p, axis=1)[:, :L] for p in zip(*parts)]
+    mass = np.concatenate(masses, axis=1)[:, :L, :L]
+    return cat, mass, np.concatenate(n_window, axis=1)[:, :L]
+
+
+def dist_function(dist: str, vae: TrainedVAE, dynamics):
+    """DIST of flat transitions (s, a, s′) -> (N,) numpy, by the configured kind."""
+    if dist == "vae":
+        f = jax.jit(vae.dist)
+    else:
+        if dynamics is None:
+            raise ValueError(f"GenerationConfig.dist={dist!r} needs the model directory's dynamics ensemble "
+                             "(`rtaug train-model` trains it; this model has none): use dist='vae' or retrain")
+        f = jax.jit(lambda s, a, n: dynamics.dist(s, a, n, kind=dist))
+
+    def run(s, a, n):
+        out = [np.asarray(f(jnp.asarray(s[i:i + 65536]), jnp.asarray(a[i:i + 65536]), jnp.asarray(n[i:i + 65536])))
+               for i in range(0, len(s), 65536)]
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+    return run
+
+
+def rollout(data, trained, config, start_rows, rtg, bounds, forced: bool, progress_bar=None):
+    """Roll out every start row in batches of `config.batch` (forced: replay the real steps next
+    to each start row instead of sampling). Returns per-step arrays over L = max_length:
+    new states, actions, r̂, R̂, predicted ends, the states they attach to (see `transitions`),
+    the attention mass (n, L, L) and window sizes (n, L) that Γ needs; forced adds `valid`
+    (n, L), False past the episode's edge. Truncation is not applied: Γ decides it afterwards."""
+    direction = trained.config.direction
+    C = config.context_steps(trained.config.context_steps)
+    n = len(start_rows)
+    # one batch size for α's replay and for generation, so both run one compiled program
+    H = min(config.batch, max(config.num_trajectories, config.alpha_trajectories, n))
+    key = jax.random.PRNGKey(config.seed + (7919 if forced else 0))
+    parts = []
+    for i in range(0, n, H):
+        rows = start_rows[i:i + H]
+        pad = H - len(rows)
+        rows_p = np.concatenate([rows, np.repeat(rows[-1:], pad)])
+        ctx = _context(data, rtg, bounds, rows_p, C, direction)
+        f = None
+        if forced:
+            f, valid = _forced_steps(data, rtg, bounds, rows_p, config.max_length, direction)
+            f = {**f, "valid": valid}
+        key, sub = jax.random.split(key)
+        out, mass, n_win = _rollout_windows(trained, config, ctx, sub,
+                                    forced=None if f is None else {k: v for k, v in f.items() if k != "valid"})
+        extra = [f["valid"]] if forced else []
+        parts.append([x[: len(rows)] for x in (*out, mass, n_win, *extra)])
+        if progress_bar is not None:
+            progress_bar.update(len(rows))
+    return [np.concatenate(p) for p in zip(*parts)]
+
+
+def transitions(direction, s_new, anchors):
+    """(s, s′) of generated steps: backward the new state leads into its anchor, forward out of it."""
+    return (s_new, anchors) if direction == "backward" else (anchors, s_new)
+
+
+def measure_alpha(data: Dataset, trained: TrainedRT, dist_fn, config: GenerationConfig, rtg, bounds, how: str):
+    """α measured the way Γ is (DESIGN §4): real trajectories next to the same kind of start
+    states, teacher-forced through the same model, windows and attention, Γ computed by the same
+    form; α is the configured quantile of those Γ (1.0: their maximum, the paper's "maximum
+    distribution error of the offline dataset"). Returns (α, the real Γ values)."""
+    rng = np.random.default_rng(config.seed + 1)
+    starts = select_starts(data, config.alpha_trajectories, how, rng)
+    direction = trained.config.direction
+    s_new, a_new, _r, _R, _d, anchors, mass, n_win, valid = rollout(
+        data, trained, config, starts, rtg, bounds, forced=True)
+    obs, nxt = transitions(direction, s_new, anchors)
+    flat = lambda x: x.reshape((-1,) + x.shape[2:])
+    dist = dist_fn(flat(obs), flat(a_new), flat(nxt)).reshape(obs.shape[:2])
+    # steps past the episode's edge are not real: they add nothing to the real Γ
+    dist = np.where(valid, dist, 0.0)
+    gamma = cumulative_reliability(mass, dist, config.reliability, n_win)
+    real = gamma[valid]
+    if real.size == 0:
+        raise ValueError("α: no real step lies next to the start states (episodes of one step?); "
+                         "cannot measure the data's reliability")
+    return float(np.quantile(real, config.alpha_quantile)), real
 
 
 def generate(
@@ -270,52 +508,34 @@ def generate(
     config: GenerationConfig,
     start_rows: np.ndarray | None = None,
     progress: bool = True,
+    dynamics=None,
 ) -> Generated:
     """Generate `config.num_trajectories` trajectories from dataset states with RT (or FT)."""
     direction = trained.config.direction
     K = trained.config.context_steps
-    if config.max_length >= K:
-        raise ValueError(
-            f"max_length ({config.max_length}) must be smaller than the model's window "
-            f"context_steps ({K}): the real context needs at least one step"
-        )
+    config.context_steps(K)  # validates the context against the window
     rng = np.random.default_rng(config.seed)
     how = config.start if config.start != "auto" else ("goal" if direction == "backward" else "uniform")
     if start_rows is None:
         start_rows = select_starts(data, config.num_trajectories, how, rng)
     start_rows = np.asarray(start_rows, np.int64)
-    n = len(start_rows)
     bounds = data.episodes()
     rtg = reward_to_go(data.rewards, bounds, trained.config.gamma)
-    C = K - config.max_length
-    H = min(config.batch, n)
-    run = _build_generator(trained, config, H)
-    key = jax.random.PRNGKey(config.seed)
-    parts = []
-    bar = tqdm(total=n, desc=f"generate ({direction})", disable=not progress, unit="traj")
-    for i in range(0, n, H):
-        rows = start_rows[i:i + H]
-        pad = H - len(rows)
-        rows_p = np.concatenate([rows, np.repeat(rows[-1:], pad)])
-        ctx = _context(data, rtg, bounds, rows_p, C, direction)
-        ctx = {k: jnp.asarray(v) for k, v in ctx.items()}
-        key, sub = jax.random.split(key)
-        out = [np.asarray(x)[: len(rows)] for x in run(ctx, sub)]
-        parts.append(out)
-        bar.update(len(rows))
+    dist_fn = dist_function(config.dist, vae, dynamics)
+    alpha, real_gamma = measure_alpha(data, trained, dist_fn, config, rtg, bounds, how)
+
+    bar = tqdm(total=len(start_rows), desc=f"generate ({direction})", disable=not progress, unit="traj")
+    s_new, a_new, r_new, _R, done, anchors, mass, n_win = rollout(
+        data, trained, config, start_rows, rtg, bounds, forced=False, progress_bar=bar)
     bar.close()
-    s_new, a_new, r_new, _R, anchors, mass = (np.concatenate(p) for p in zip(*parts))
-    if direction == "backward":
-        obs, nxt = s_new, anchors
-    else:
-        obs, nxt = anchors, s_new
+    obs, nxt = transitions(direction, s_new, anchors)
     flat = lambda x: x.reshape((-1,) + x.shape[2:])
-    dist = np.asarray(vae.dist(jnp.asarray(flat(obs)), jnp.asarray(flat(a_new)), jnp.asarray(flat(nxt)))).reshape(obs.shape[:2])
-    gamma = cumulative_reliability(mass, dist)
-    if config.truncation:
-        _, kept = truncate(gamma, vae.alpha)
-    else:
-        kept = np.ones_like(gamma, bool)
+    dist = dist_fn(flat(obs), flat(a_new), flat(nxt)).reshape(obs.shape[:2])
+    gamma = cumulative_reliability(mass, dist, config.reliability, n_win)
+    kept = truncate(gamma, alpha)[1] if config.truncation else np.ones_like(gamma, bool)
+    # a predicted episode end is the trajectory's last step
+    ended_before = np.cumsum(done, axis=1) - done
+    kept &= ended_before == 0
     return Generated(
         direction=direction,
         observations=obs,
@@ -326,42 +546,59 @@ def generate(
         reliability=gamma,
         kept=kept,
         start_rows=start_rows,
-        alpha=vae.alpha,
+        alpha=alpha,
         beta=config.beta,
-        config={"generator": "rt" if direction == "backward" else "ft", **config.to_dict(), "rt": trained.config.to_dict()},
+        terminals=done & kept,
+        reward_scale=trained.spec.reward_range,
+        real_reliability=real_gamma,
+        config={"generator": "rt" if direction == "backward" else "ft", **config.to_dict(),
+                "alpha": alpha, "reward_scale": trained.spec.reward_range, "rt": trained.config.to_dict()},
     )
 
 
-def _simulator_state_infos(data: Dataset, model_data: Dataset) -> dict[str, np.ndarray]:
-    """`infos/qpos`, `infos/qvel` for generated rows, when the data's observation is the simulator state.
-
-    D4RL-layout files keep the simulator state beside the observation (float64 in ours), and
-    the simulator audit restores real rows from it: without these keys on the generated rows
-    the concatenation would drop them for the real rows too, and the audit of those would fall
-    back to the float32 observations (errors up to 1e-5 instead of 1e-7). A generated row's
-    state is its observation. Other infos (goals, other reward types) have no generated value
-    and are left out, as before.
-    """
-    qpos, qvel = data.infos.get("qpos"), data.infos.get("qvel")
-    if qpos is None or qvel is None:
-        return {}
-    qpos, qvel = qpos.reshape(len(data), -1), qvel.reshape(len(data), -1)
-    nq = qpos.shape[1]
-    if nq + qvel.shape[1] != data.obs_dim:
-        return {}
-    state = np.concatenate([qpos, qvel], axis=1)
-    # D4RL's own maze files repeat an observation after each goal switch while the simulator
-    # moved on, so a few disagreeing rows do not mean the observation is something else.
-    if np.mean(np.abs(state - data.observations).max(axis=1) < 1e-4) < 0.99:
-        return {}
-    obs = model_data.observations
-    return {"qpos": obs[:, :nq].astype(qpos.dtype), "qvel": obs[:, nq:].astype(qvel.dtype)}
-
-
-def augment(data: Dataset, generated: Generated) -> Dataset:
-    """D = D_env ∪ D_model (Alg. 1 line 20), with the generator's config as provenance."""
-    model_data = generated.to_dataset(metadata={"generator": generated.config})
-    model_data = replace(model_data, infos=_simulator_state_infos(data, model_data))
-    out = data.concat(model_data)
-    out.metadata = {**data.metadata, "generator": generated.config, "alpha": generated.alpha}
+def summarize(generated: Generated, data: Dataset | None = None) -> dict:
+    """What a generation made: volume, truncation and lengths, Γ against α, generated rewards
+    beside the real ones (what `rtaug augment` prints and records)."""
+    g = generated
+    kept = g.kept
+    L = kept.shape[1]
+    lengths = g.lengths
+    penalised = g.penalised_rewards()[kept]
+    out = {
+        "trajectories": int(len(lengths)),
+        "generated_transitions": int(kept.sum()),
+        "max_length": int(L),
+        "mean_length": float(lengths.mean()) if len(lengths) else 0.0,
+        "length_histogram": np.bincount(lengths, minlength=L + 1).tolist(),
+        "truncated_fraction": float(np.mean(lengths < L)) if len(lengths) else 0.0,
+        "ended_by_terminal": int(g.terminals.sum()) if g.terminals is not None else 0,
+        "alpha": float(g.alpha),
+        "gamma_kept": [float(g.reliability[kept].min()), float(g.reliability[kept].max())] if kept.any() else None,
+        "gamma_all_max": float(g.reliability.max()) if g.reliability.size else None,
+        "real_gamma_max": float(np.max(g.real_reliability)) if g.real_reliability is not None else None,
+        "model_reward_mean": float(g.rewards[kept].mean()) if kept.any() else None,
+        "penalised_reward_mean": float(penalised.mean()) if kept.any() else None,
+        "penalty_mean": float((g.rewards[kept] - penalised).mean()) if kept.any() else None,
+    }
+    if data is not None:
+        out["real_reward_mean"] = float(data.rewards.mean())
     return out
+
+
+def format_summary(s: dict) -> str:
+    hist = ", ".join(f"{n}: {c}" for n, c in enumerate(s["length_histogram"]) if c)
+    lines = [
+        f"generated {s['generated_transitions']} transitions in {s['trajectories']} trajectories "
+        f"(mean length {s['mean_length']:.2f} of at most {s['max_length']})",
+        f"  truncated by Γ > α: {100 * s['truncated_fraction']:.1f}% of trajectories"
+        + (f"; {s['ended_by_terminal']} ended at a predicted episode end" if s["ended_by_terminal"] else ""),
+        f"  lengths: {hist}",
+        f"  α = {s['alpha']:.4g} (real trajectories' Γ up to {s['real_gamma_max']:.4g}); "
+        + (f"Γ of kept steps {s['gamma_kept'][0]:.4g} .. {s['gamma_kept'][1]:.4g}, of all generated up to "
+           f"{s['gamma_all_max']:.4g}" if s["gamma_kept"] else "no step kept"),
+    ]
+    if s["model_reward_mean"] is not None:
+        lines.append(f"  rewards: model {s['model_reward_mean']:.4g}, after the penalty {s['penalised_reward_mean']:.4g} "
+                     f"(mean penalty {s['penalty_mean']:.4g})"
+                     + (f"; real rows {s['real_reward_mean']:.4g}" if "real_reward_mean" in s else ""))
+    return "\n".join(lines)

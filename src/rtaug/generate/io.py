@@ -19,16 +19,24 @@ from rtaug.generate.model import RTConfig, RTModel
 from rtaug.generate.spec import Spec
 from rtaug.generate.train import TrainedRT, TrainedVAE, VAEConfig
 
-FORMAT = 1
+# 2: the reward head sees its transition, a forward model may predict episode ends, and the
+# dynamics ensemble may sit beside the sequence model (format 1 weights do not fit these heads)
+FORMAT = 2
 
 
 def _json(path: Path, obj) -> None:
     atomic_write_json(path, obj)
 
 
-def save_generator(out_dir, rt: TrainedRT, vae: TrainedVAE, mlp: TrainedBackwardMLP | None = None) -> Path:
-    """Write spec.json, rt.json + rt.msgpack, vae.json + vae.msgpack (and the MLP baseline if given)."""
+def save_generator(out_dir, rt: TrainedRT, vae: TrainedVAE, mlp: TrainedBackwardMLP | None = None,
+                   dynamics=None) -> Path:
+    """Write spec.json, rt.json + rt.msgpack, vae.json + vae.msgpack (and the MLP baseline and the
+    dynamics ensemble, dynamics.json + dynamics.msgpack, if given)."""
+    from rtaug.generate.dynamics import save_dynamics
+
     out = Path(out_dir)
+    if dynamics is not None:
+        save_dynamics(out, dynamics)
     _json(out / "spec.json", {"format": FORMAT, **rt.spec.to_dict()})
     _json(out / "rt.json", {"config": rt.config.to_dict(), "history": rt.history})
     atomic_write_bytes(out / "rt.msgpack", serialization.to_bytes(rt.params))
@@ -62,8 +70,12 @@ def load_generator(model_dir):
     """Return (TrainedRT, TrainedVAE, TrainedBackwardMLP | None) from a model directory."""
     d = Path(model_dir)
     spec_d = _read_json(d / "spec.json")
-    if spec_d.pop("format", None) != FORMAT:
-        raise ValueError(f"{d / 'spec.json'}: unknown format (expected {FORMAT})")
+    fmt = spec_d.pop("format", None)
+    if fmt != FORMAT:
+        if isinstance(fmt, int) and fmt < FORMAT:
+            raise ValueError(f"{d / 'spec.json'}: a model of format {fmt}, written by an older rtaug whose heads "
+                             f"differ (format {FORMAT} now): retrain it with `rtaug train-model`")
+        raise ValueError(f"{d / 'spec.json'}: unknown format {fmt!r} (expected {FORMAT})")
     spec = Spec.from_dict(spec_d)
     rt_meta = _read_json(d / "rt.json")
     rt_cfg = RTConfig(**rt_meta["config"])

@@ -51,10 +51,15 @@ class Spec:
     rew_values: list[float] = field(default_factory=list)
     rew_mean: float = 0.0
     rew_std: float = 1.0
+    rew_low: float = 0.0
+    rew_high: float = 0.0
     gamma: float = 0.99
     rtg_bins: int = 32
     rtg_lo: float = 0.0
     rtg_hi: float = 1.0
+    # The data marks true episode ends (BoxBall's goal): a forward model then predicts them, so
+    # that a forward rollout stops where the environment would (DESIGN §4, "Length").
+    has_terminals: bool = False
 
     # ---- construction -------------------------------------------------------------
     @classmethod
@@ -102,8 +107,10 @@ class Spec:
         if len(values) <= MAX_DISCRETE_REWARDS:
             spec.rew_kind = "discrete"
             spec.rew_values = values.astype(float).tolist()
+        spec.has_terminals = bool(np.any(data.terminals))
         spec.rew_mean = float(data.rewards.mean())
         spec.rew_std = float(max(data.rewards.std(), 1e-6))
+        spec.rew_low, spec.rew_high = float(data.rewards.min()), float(data.rewards.max())
         rtg = reward_to_go(data.rewards, data.episodes(), gamma)
         spec.rtg_lo = float(rtg.min())
         spec.rtg_hi = float(max(rtg.max(), rtg.min() + 1e-6))
@@ -129,6 +136,13 @@ class Spec:
     @property
     def n_rewards(self) -> int:
         return len(self.rew_values)
+
+    @property
+    def reward_range(self) -> float:
+        """max − min of the data's rewards: the scale the reliability penalty is measured in."""
+        if self.rew_values:
+            return float(max(max(self.rew_values) - min(self.rew_values), 1e-6))
+        return float(max(self.rew_high - self.rew_low, 1e-6)) if self.rew_high > self.rew_low else float(self.rew_std)
 
     # ---- encodings (jnp, usable inside jit) ---------------------------------------
     def obs_input(self, s):

@@ -37,10 +37,24 @@ class TrainedRT:
 
 
 def _windows(data: Dataset, rtg: np.ndarray, bounds, start_rows, K: int, direction: str):
+    """Windows of K steps in reading order, with each step's neighbouring state (its anchor).
+
+    Backward, a step's anchor is its successor, the row's own `next_observations`, so the first
+    step of a window has one too (it was once given its own state, a fake zero move). Forward,
+    the anchor is the state of the row before, which a window starting an episode lacks.
+    """
     rows, mask = window_rows(start_rows.reshape(-1), bounds, K, direction)
     shape = start_rows.shape + (K,)
-    take = lambda x: x[rows].reshape(shape + x.shape[1:])
-    return take(data.observations), take(data.actions), take(data.rewards), take(rtg), mask.reshape(shape)
+    take = lambda x, r=rows: x[r].reshape(shape + x.shape[1:])
+    if direction == "backward":
+        anchor, anchor_valid = take(data.next_observations), mask
+    else:
+        ep_start = bounds[np.searchsorted(bounds[:, 1], rows[:, 0], side="right"), 0]
+        prev = rows - 1
+        anchor_valid = mask & (prev >= ep_start[:, None])
+        anchor = take(data.observations, np.maximum(prev, 0))
+    return (take(data.observations), take(data.actions), take(data.rewards), take(rtg), mask.reshape(shape),
+            anchor, anchor_valid.reshape(shape), take(data.terminals))
 
 
 def _adam(lr, steps, warmup, weight_decay, grad_clip):
@@ -57,16 +71,15 @@ def train_sequence_model(data: Dataset, config: RTConfig, progress: bool = True,
     rng = np.random.default_rng(config.seed)
     K, B = config.context_steps, config.batch_size
 
-    s, a, r, R, m = _windows(data, rtg, bounds, rng.integers(0, len(data), (B,)), K, config.direction)
+    init_batch = _windows(data, rtg, bounds, rng.integers(0, len(data), (B,)), K, config.direction)
     # Jitted: an eager init dispatches the transformer op by op, seconds on every run.
-    params = jax.jit(model.init)(jax.random.PRNGKey(config.seed), s, a, r, R, m)
+    params = jax.jit(model.init)(jax.random.PRNGKey(config.seed), *init_batch)
     opt = _adam(config.lr, config.steps, config.warmup, config.weight_decay, config.grad_clip)
     opt_state = opt.init(params)
 
     def loss_fn(p, batch):
-        s, a, r, R, m = batch
-        lp = model.apply(p, s, a, r, R, m)  # (4, B, K)
-        n = jnp.maximum(m.sum(), 1)
+        lp = model.apply(p, *batch)  # (4, B, K)
+        n = jnp.maximum(batch[4].sum(), 1)
         nll = -lp.sum(axis=(1, 2)) / n  # per modality, per step
         return nll.sum(), nll
 

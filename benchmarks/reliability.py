@@ -1,0 +1,422 @@
+"""RT's own mechanisms against the simulator: does DIST see bad steps, does Γ truncate the right
+ones, does the tilt raise returns, are generated rewards right? (docs/reliability.md)
+
+    python benchmarks/reliability.py OUT_DIR --task boxball --seed 0 [--trajectories 2000]
+    python benchmarks/reliability.py OUT_DIR --task maze2d-medium-sparse --seed 0 [--trajectories 10000]
+        [--rows 2000000] [--rt-steps 2000] [--reuse] [--json OUT]
+    python benchmarks/reliability.py --report RUN.json [RUN.json ...]     # Markdown tables over seeds
+
+Collects the task's data (BoxBall: the quickstart's DQN; Maze2D: D4RL's protocol), trains RT
+(backward) and FT (forward) with the reliability VAE, the dynamics ensemble and the one-step
+backward MLP (BoxBall: the quickstart's sizes; Maze2D: the defaults of `rtaug train-model`),
+then rolls out `--trajectories` trajectories of L_max = 10 steps with each, untruncated, and
+replays as many real trajectories through the same models (what α is measured on). Every
+generated step is audited by the simulator (BoxBall: invalid under the true dynamics; Maze2D:
+error of the simulator's successor > 0.05), and, post hoc over the same rollouts:
+
+1. each DIST (vae, forward, disagreement) as a detector of a bad step (ROC AUC), and each form
+   of Γ × DIST as a detector of "the trajectory so far has a bad step";
+2. truncation at α = a quantile of the real Γ: trajectories truncated, length histogram, mean
+   error (or invalid rate) of dropped vs kept steps;
+3. the generators at equal volume per step: RT (default truncation), RT untruncated, RT-F3 and
+   RT-F5 (the first 3 / 5 steps of the same untruncated rollouts: generation does not look
+   ahead, so they are exactly what fixed-length generation with RT's context draws), FT, MLP;
+4. the tilt: true return of the generated prefix for κ = 0 vs the default κ, and its reliability;
+5. rewards (Maze2D): r̂ against the task's reward of the generated next state, and the penalty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+from rtaug.data.episodes import reward_to_go
+from rtaug.data.hdf5 import load_hdf5, save_hdf5
+from rtaug.generate.baselines import BackwardMLPConfig, generate_backward_mlp, train_backward_mlp
+from rtaug.generate.dynamics import DynamicsConfig, load_dynamics, train_dynamics
+from rtaug.generate.generation import (DIST_KINDS, RELIABILITY_FORMS, GenerationConfig, dist_function, rollout,
+                                       select_starts, transitions)
+from rtaug.generate.io import load_generator, save_generator
+from rtaug.generate.model import RTConfig
+from rtaug.generate.reliability import cumulative_reliability, truncate
+from rtaug.generate.spec import Spec
+from rtaug.generate.train import VAEConfig, train_sequence_model, train_vae
+
+QUANTILES = (1.0, 0.99, 0.95)
+
+
+def auc(pos, neg) -> float:
+    """P(score of a bad case > score of a good one), ties half (Mann-Whitney U)."""
+    pos, neg = np.asarray(pos, np.float64), np.asarray(neg, np.float64)
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    allv = np.concatenate([pos, neg])
+    _, inv, counts = np.unique(allv, return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inv]
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def _flat(x):
+    return x.reshape((-1,) + x.shape[2:])
+
+
+# ---- the task: data, models, audit, true reward ------------------------------------------
+class Task:
+    def __init__(self, name: str, seed: int, rows: int, rt_steps: int, small: bool = False):
+        self.name, self.seed = name, seed
+        self.boxball = name == "boxball"
+        if self.boxball:
+            from rtaug.experiments.quickstart import QuickstartConfig
+
+            q = QuickstartConfig(seed=seed)
+            self.rt = replace(q.rt, seed=seed)
+            self.vae, self.mlp = replace(q.vae, seed=seed), replace(q.mlp, seed=seed)
+            self.dyn = DynamicsConfig(seed=seed, hidden=(128, 128), steps=3000)
+            self.gen = replace(q.generation)
+        else:
+            from rtaug.envs.registry import get_task
+
+            self.task = get_task(name)
+            self.rt = RTConfig(steps=rt_steps, seed=seed)
+            if small:  # the quickstart's transformer: a quarter of the default's cost per update
+                self.rt = RTConfig(steps=rt_steps, seed=seed, context_steps=16, n_layer=2, d_model=64,
+                                   batch_size=32, lr=1e-3)
+            self.vae, self.mlp = VAEConfig(seed=seed), BackwardMLPConfig(seed=seed)
+            self.dyn = DynamicsConfig(seed=seed)
+            self.gen = GenerationConfig()
+        self.rows = rows
+
+    def collect(self):
+        if self.boxball:
+            from rtaug.collect.dqn import DQNConfig, collect_boxball
+
+            return collect_boxball(DQNConfig(seed=self.seed), progress=False)
+        from rtaug.collect.waypoint import collect_maze2d
+
+        return collect_maze2d(self.name, steps=self.rows, seed=self.seed, progress=False)
+
+    def audit(self, obs, act, nxt):
+        """(bad (N,), error-or-invalid (N,), wall (N,)) of transitions."""
+        if self.boxball:
+            from rtaug.envs.audit import audit_boxball_transitions
+
+            a = audit_boxball_transitions(obs, act, nxt)
+            bad = ~a["valid"]
+            return bad, bad.astype(np.float64), a["wall_crossing"]
+        from rtaug.envs.maze_audit import audit_maze_transitions
+
+        a = audit_maze_transitions(self.task, obs, act, nxt)
+        return a["error"] > 0.05, a["error"], a["wall_hit"]
+
+    def true_reward(self, nxt):
+        if self.boxball:
+            from rtaug.envs.boxball import GOAL
+
+            return np.all(np.round(nxt) == np.asarray(GOAL), axis=-1).astype(np.float64)
+        from rtaug.envs.maze2d import maze_reward
+
+        flat = nxt.reshape(-1, nxt.shape[-1])
+        return np.asarray(maze_reward(flat[:, :2], self.task.layout.eval_goal, self.task.reward_type),
+                          np.float64).reshape(nxt.shape[:-1])
+
+
+def _stage(times, name, t0):
+    times[name] = round(time.perf_counter() - t0, 1)
+    print(f"  [{name}: {times[name]:.1f} s]", flush=True)
+    return time.perf_counter()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out_dir", nargs="?")
+    ap.add_argument("--report", nargs="+", metavar="JSON", help="print Markdown tables of these runs' JSON")
+    ap.add_argument("--task", default="boxball", help="boxball or a maze2d task (default: %(default)s)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--trajectories", type=int, default=None, help="default: 2000 (boxball), 10000 (maze)")
+    ap.add_argument("--rows", type=int, default=2_000_000, help="maze: environment steps to collect")
+    ap.add_argument("--rt-steps", type=int, default=2000, help="maze: updates of RT and FT")
+    ap.add_argument("--small", action="store_true",
+                    help="maze: the quickstart's transformer size (2 layers, d 64, K 16, batch 32, lr 1e-3)")
+    ap.add_argument("--reuse", action="store_true", help="keep OUT_DIR's dataset and models if present")
+    ap.add_argument("--json", metavar="OUT")
+    args = ap.parse_args(argv)
+    if args.report:
+        return report([json.loads(Path(p).read_text()) for p in args.report])
+    if args.out_dir is None:
+        ap.error("OUT_DIR is required (or --report)")
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    task = Task(args.task, args.seed, args.rows, args.rt_steps, small=args.small)
+    n_traj = args.trajectories or (2000 if task.boxball else 10_000)
+    times: dict = {}
+    t_start = t0 = time.perf_counter()
+
+    data_path = out / "data.hdf5"
+    if not (args.reuse and data_path.exists()):
+        save_hdf5(task.collect(), data_path)
+        t0 = _stage(times, "collect", t0)
+    data = load_hdf5(data_path)
+    if not (args.reuse and (out / "models" / "ft" / "rt.msgpack").exists()):
+        spec = Spec.fit(data, gamma=task.rt.gamma, rtg_bins=task.rt.rtg_bins)
+        rt = train_sequence_model(data, replace(task.rt, direction="backward"), progress=False, spec=spec)
+        ft = train_sequence_model(data, replace(task.rt, direction="forward"), progress=False, spec=spec)
+        vae = train_vae(data, spec, task.vae, progress=False)
+        dyn = train_dynamics(data, spec, task.dyn, progress=False)
+        mlp = train_backward_mlp(data, spec, task.mlp, progress=False)
+        save_generator(out / "models" / "rt", rt, vae, mlp, dyn)
+        save_generator(out / "models" / "ft", ft, vae, None, dyn)
+        t0 = _stage(times, "train RT, FT, VAE, dynamics, MLP", t0)
+    rt, vae, mlp = load_generator(out / "models" / "rt")
+    ft, _, _ = load_generator(out / "models" / "ft")
+    dyn = load_dynamics(out / "models" / "rt", rt.spec)
+
+    cfg = replace(task.gen, num_trajectories=n_traj, max_length=10, seed=args.seed, truncation=False,
+                  alpha_trajectories=min(n_traj, 2000))
+    L = cfg.max_length
+    bounds = data.episodes()
+    rtg = reward_to_go(data.rewards, bounds, rt.config.gamma)
+    dists = {k: dist_function(k, vae, dyn) for k in DIST_KINDS}
+
+    def run(model, how, kappa=None):
+        c = cfg if kappa is None else replace(cfg, kappa=kappa)
+        starts = select_starts(data, n_traj, how, np.random.default_rng(args.seed))
+        s_new, a_new, r_new, _R, done, anchors, mass, n_win = rollout(data, model, c, starts, rtg, bounds, False)
+        obs, nxt = transitions(model.config.direction, s_new, anchors)
+        real_starts = select_starts(data, cfg.alpha_trajectories, how, np.random.default_rng(args.seed + 1))
+        fs, fa, _fr, _fR, _fd, fanc, fmass, fwin, fvalid = rollout(data, model, c, real_starts, rtg, bounds, True)
+        fobs, fnxt = transitions(model.config.direction, fs, fanc)
+        ended_before = np.cumsum(done, axis=1) - done
+        return {"obs": obs, "act": a_new, "nxt": nxt, "r": r_new, "mass": mass, "n_win": n_win,
+                "alive": ended_before == 0, "starts": starts,
+                "real": {"obs": fobs, "act": fa, "nxt": fnxt, "mass": fmass, "n_win": fwin, "valid": fvalid}}
+
+    rolls = {"rt": run(rt, "goal"), "rt-kappa0": run(rt, "goal", kappa=0.0), "forward": run(ft, "uniform")}
+    t0 = _stage(times, "roll out RT, RT κ=0, FT (and replay real trajectories)", t0)
+    g_mlp = generate_backward_mlp(data, mlp, vae, rolls["rt"]["starts"], np.full(n_traj, L), seed=args.seed)
+    rolls["backward-mlp"] = {"obs": g_mlp.observations, "act": g_mlp.actions, "nxt": g_mlp.next_observations,
+                             "r": g_mlp.rewards, "alive": np.ones((n_traj, L), bool)}
+
+    # audit every generated step, and DIST of generated and real steps
+    for name, ro in rolls.items():
+        shape = ro["obs"].shape[:2]
+        bad, err, wall = task.audit(_flat(ro["obs"]), _flat(ro["act"]), _flat(ro["nxt"]))
+        ro["bad"], ro["err"], ro["wall"] = bad.reshape(shape), err.reshape(shape), wall.reshape(shape)
+        ro["dist"] = {k: f(_flat(ro["obs"]), _flat(ro["act"]), _flat(ro["nxt"])).reshape(shape)
+                      for k, f in dists.items()}
+        if "real" in ro:
+            re = ro["real"]
+            re["dist"] = {k: np.where(re["valid"], f(_flat(re["obs"]), _flat(re["act"]), _flat(re["nxt"]))
+                                      .reshape(re["valid"].shape), 0.0) for k, f in dists.items()}
+    t0 = _stage(times, "audit + DIST", t0)
+
+    res = {"task": args.task, "seed": args.seed, "small": args.small, "trajectories": n_traj, "max_length": L,
+           "rows": len(data), "config": {"rt": asdict(rt.config), "generation": asdict(cfg)}}
+    # 1. detectors
+    det = {}
+    for name in ("rt", "forward", "backward-mlp"):
+        ro = rolls[name]
+        m = ro["alive"]
+        det[name] = {"bad_rate": float(ro["bad"][m].mean()),
+                     "auc_dist": {k: auc(v[m & ro["bad"]], v[m & ~ro["bad"]]) for k, v in ro["dist"].items()}}
+        if "mass" in ro:
+            so_far = np.maximum.accumulate(ro["bad"], axis=1)
+            det[name]["auc_gamma"] = {}
+            for k in DIST_KINDS:
+                for form in RELIABILITY_FORMS:
+                    g = cumulative_reliability(ro["mass"], ro["dist"][k], form, ro["n_win"])
+                    det[name]["auc_gamma"][f"{k}/{form}"] = auc(g[m & so_far], g[m & ~so_far])
+    res["detectors"] = det
+
+    # 2. truncation, every DIST × form × quantile
+    def trunc_stats(ro, k, form, q):
+        g = cumulative_reliability(ro["mass"], ro["dist"][k], form, ro["n_win"])
+        re = ro["real"]
+        real_g = cumulative_reliability(re["mass"], re["dist"][k], form, re["n_win"])[re["valid"]]
+        alpha = float(np.quantile(real_g, q))
+        kept = truncate(g, alpha)[1] & ro["alive"]
+        dropped = ~kept & ro["alive"]
+        lengths = kept.sum(1)
+        return {"alpha": alpha, "kept_steps": int(kept.sum()), "truncated_fraction": float(np.mean(lengths < ro["alive"].sum(1))),
+                "mean_length": float(lengths.mean()), "length_hist": np.bincount(lengths, minlength=L + 1).tolist(),
+                "err_kept": float(ro["err"][kept].mean()) if kept.any() else float("nan"),
+                "err_dropped": float(ro["err"][dropped].mean()) if dropped.any() else float("nan"),
+                "bad_kept": float(ro["bad"][kept].mean()) if kept.any() else float("nan"),
+                "wall_kept": float(ro["wall"][kept].mean()) if kept.any() else float("nan"),
+                "mean_gamma_kept": float(g[kept].mean()) if kept.any() else float("nan"), "_kept": kept}
+    res["truncation"] = {}
+    kept_default, kept_by = {}, {}
+    for name in ("rt", "forward", "rt-kappa0"):
+        res["truncation"][name] = {}
+        for k in DIST_KINDS:
+            for form in RELIABILITY_FORMS:
+                for q in QUANTILES:
+                    st = trunc_stats(rolls[name], k, form, q)
+                    kept = st.pop("_kept")
+                    if (k, form, q) == (cfg.dist, cfg.reliability, cfg.alpha_quantile):
+                        kept_default[name] = kept
+                    if name == "rt" and k == cfg.dist and q in (1.0, 0.99):
+                        kept_by[f"{k}/{form}/q{q:g}"] = kept
+                    res["truncation"][name][f"{k}/{form}/q{q:g}"] = st
+    t0 = _stage(times, "truncation", t0)
+
+    # 3. generators per step
+    def gen_stats(ro, mask):
+        n = int(mask.sum())
+        return {"steps": n, "bad_rate": float(ro["bad"][mask].mean()), "mean_error": float(ro["err"][mask].mean()),
+                "median_error": float(np.median(ro["err"][mask])), "wall_rate": float(ro["wall"][mask].mean()),
+                "wall_count": int(ro["wall"][mask].sum())}
+    u = np.arange(L)[None, :]
+    rt_ro = rolls["rt"]
+    res["generators"] = {
+        "rt": gen_stats(rt_ro, kept_default["rt"]),
+        "rt-no-truncation": gen_stats(rt_ro, rt_ro["alive"]),
+        "rt-f3": gen_stats(rt_ro, rt_ro["alive"] & (u < 3)),
+        "rt-f5": gen_stats(rt_ro, rt_ro["alive"] & (u < 5)),
+        "forward": gen_stats(rolls["forward"], rolls["forward"]["alive"]),
+        "forward-truncated": gen_stats(rolls["forward"], kept_default["forward"]),
+        "backward-mlp": gen_stats(rolls["backward-mlp"], rolls["backward-mlp"]["alive"]),
+    }
+
+    res["rt_by_reliability"] = {key: gen_stats(rt_ro, kept) for key, kept in kept_by.items()}
+
+    # 4. the tilt: true return of the generated prefix, κ = default vs 0
+    def returns(ro, mask):
+        r_true = task.true_reward(ro["nxt"])
+        disc = rt.config.gamma ** np.arange(L)[None, :]
+        prefix_return = np.sum(np.where(mask, r_true, 0.0), axis=1)
+        return {"true_return_prefix": float(prefix_return.mean()),
+                "reach_goal_rate": float(np.mean(np.any(mask & (r_true > 0.5), axis=1))) if task.boxball or
+                task.task.reward_type == "sparse" else float("nan"),
+                "true_reward_per_step": float(r_true[mask].mean()), "bad_rate": float(ro["bad"][mask].mean()),
+                "discounted": float(np.mean(np.sum(np.where(mask, r_true * disc, 0.0), axis=1)))}
+    res["tilt"] = {"kappa": cfg.kappa, "default": returns(rt_ro, rt_ro["alive"]),
+                   "kappa0": returns(rolls["rt-kappa0"], rolls["rt-kappa0"]["alive"]),
+                   "default_truncated": returns(rt_ro, kept_default["rt"]),
+                   "kappa0_truncated": returns(rolls["rt-kappa0"], kept_default["rt-kappa0"])}
+
+    # 5. rewards of RT's kept rows, and the penalty
+    kept = kept_default["rt"]
+    r_true = task.true_reward(rt_ro["nxt"])[kept]
+    r_hat = rt_ro["r"][kept]
+    sparse = task.boxball or task.task.reward_type == "sparse"
+    st = trunc_stats(rt_ro, cfg.dist, cfg.reliability, cfg.alpha_quantile)
+    g = cumulative_reliability(rt_ro["mass"], rt_ro["dist"][cfg.dist], cfg.reliability, rt_ro["n_win"])[kept]
+    penalty = cfg.beta * rt.spec.reward_range * g / st["alpha"]
+    res["rewards"] = {
+        "agreement": float(np.mean(np.abs(r_hat - r_true) < (0.5 if sparse else 0.01))),
+        "mean_abs_error": float(np.mean(np.abs(r_hat - r_true))),
+        "goal_rows": int(np.sum(r_true > 0.5)) if sparse else None,
+        "goal_rows_rhat_above_half": int(np.sum((r_true > 0.5) & (r_hat > 0.5))) if sparse else None,
+        "mean_rhat": float(r_hat.mean()), "mean_true": float(r_true.mean()),
+        "mean_penalty": float(penalty.mean()), "beta": cfg.beta, "reward_scale": rt.spec.reward_range,
+        "mean_real_reward": float(data.rewards.mean()),
+        "negative_after_penalty": float(np.mean(r_hat - penalty < 0)),
+    }
+    times["total"] = round(time.perf_counter() - t_start, 1)
+    res["seconds"] = times
+    _print(res)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2))
+    return res
+
+
+def _print(res):
+    print(f"\n{res['task']} seed {res['seed']}: {res['trajectories']} trajectories x {res['max_length']} steps, "
+          f"{res['rows']} real rows")
+    print("\nDetectors (ROC AUC): DIST for a bad step; Γ (DIST/form) for 'a bad step so far'")
+    for name, d in res["detectors"].items():
+        print(f"  {name:<13} bad {100 * d['bad_rate']:.2f}%  DIST " +
+              "  ".join(f"{k} {v:.3f}" for k, v in d["auc_dist"].items()))
+        for k, v in d.get("auc_gamma", {}).items():
+            print(f"      Γ {k:<26} {v:.3f}")
+    print("\nTruncation (RT): α quantile, truncated %, mean length, err kept / dropped")
+    for key, st in res["truncation"]["rt"].items():
+        ratio = st["err_dropped"] / st["err_kept"] if st["err_kept"] else float("nan")
+        print(f"  {key:<32} α {st['alpha']:9.4f}  trunc {100 * st['truncated_fraction']:5.1f}%  "
+              f"len {st['mean_length']:5.2f}  kept {st['err_kept']:.4f}  dropped {st['err_dropped']:.4f}  ×{ratio:.2f}")
+    print("\nGenerators per step: bad %, mean / median error, wall %")
+    for name, g in res["generators"].items():
+        print(f"  {name:<18} {g['steps']:>7}  bad {100 * g['bad_rate']:6.2f}%  err {g['mean_error']:.4f} / "
+              f"{g['median_error']:.4f}  wall {100 * g['wall_rate']:.3f}% ({g['wall_count']})")
+    for key, g in res.get("rt_by_reliability", {}).items():
+        print(f"  rt {key:<24} {g['steps']:>7}  bad {100 * g['bad_rate']:6.2f}%  err {g['mean_error']:.4f} / "
+              f"{g['median_error']:.4f}  wall {100 * g['wall_rate']:.3f}% ({g['wall_count']})")
+    print("\nTilt:", json.dumps(res["tilt"], indent=1))
+    print("Rewards:", json.dumps(res["rewards"], indent=1))
+
+
+def _mean(xs):
+    xs = [x for x in xs if x is not None and np.isfinite(x)]
+    return float(np.mean(xs)) if xs else float("nan")
+
+
+def _cells(runs, get, fmt="{:.3f}"):
+    vals = [get(r) for r in runs]
+    return " / ".join(fmt.format(v) for v in vals)
+
+
+def _goal_rows(r):
+    w = r["rewards"]
+    return "-" if w["goal_rows"] is None else f"{w['goal_rows']} ({w['goal_rows_rhat_above_half']})"
+
+
+def report(runs):
+    """Markdown tables over the seeds of one task (values per seed, separated by /)."""
+    runs = sorted(runs, key=lambda r: r["seed"])
+    r0 = runs[0]
+    seeds = ", ".join(str(r["seed"]) for r in runs)
+    print(f"### {r0['task']}: seeds {seeds}, {r0['trajectories']} trajectories × {r0['max_length']} steps, "
+          f"{r0['rows']} real rows (values per seed)\n")
+    print("DIST as a detector of a bad step (ROC AUC):\n")
+    print("| generator | bad steps % | vae | forward | disagreement |\n|---|---|---|---|---|")
+    for g in ("rt", "forward", "backward-mlp"):
+        print(f"| {g} | {_cells(runs, lambda r: 100 * r['detectors'][g]['bad_rate'], '{:.2f}')} | " + " | ".join(
+            _cells(runs, lambda r, k=k: r["detectors"][g]["auc_dist"][k]) for k in DIST_KINDS) + " |")
+    print("\nΓ of RT's steps as a detector of 'the trajectory so far has a bad step' (ROC AUC):\n")
+    print("| DIST | " + " | ".join(RELIABILITY_FORMS) + " |\n|---|" + "---|" * len(RELIABILITY_FORMS))
+    for k in DIST_KINDS:
+        print(f"| {k} | " + " | ".join(_cells(runs, lambda r, f=f: r["detectors"]["rt"]["auc_gamma"][f"{k}/{f}"])
+                                       for f in RELIABILITY_FORMS) + " |")
+    print("\nTruncation of RT at α = a quantile of Γ on replayed real trajectories: trajectories truncated %, "
+          "mean length, mean error (BoxBall: invalid rate) of kept / dropped steps:\n")
+    print("| DIST / form / α quantile | truncated % | mean length | kept | dropped |\n|---|---|---|---|---|")
+    for key in r0["truncation"]["rt"]:
+        t = lambda r: r["truncation"]["rt"][key]  # noqa: E731
+        print(f"| {key} | {_cells(runs, lambda r: 100 * t(r)['truncated_fraction'], '{:.1f}')} | "
+              f"{_cells(runs, lambda r: t(r)['mean_length'], '{:.2f}')} | {_cells(runs, lambda r: t(r)['err_kept'], '{:.4f}')}"
+              f" | {_cells(runs, lambda r: t(r)['err_dropped'], '{:.4f}')} |")
+    print("\nGenerators per step (BoxBall: bad = invalid under the true dynamics; Maze2D: simulator error > 0.05):\n")
+    print("| generator | steps | bad % | mean error | median error | wall % (count) |\n|---|---|---|---|---|---|")
+    rows = list(r0["generators"]) + [f"rt {k}" for k in r0.get("rt_by_reliability", {})]
+    for g in rows:
+        get = (lambda r, g=g: r["rt_by_reliability"][g[3:]]) if g.startswith("rt ") else (lambda r, g=g: r["generators"][g])
+        print(f"| {g} | {_cells(runs, lambda r: get(r)['steps'], '{:d}')} | {_cells(runs, lambda r: 100 * get(r)['bad_rate'], '{:.2f}')}"
+              f" | {_cells(runs, lambda r: get(r)['mean_error'], '{:.4f}')} | {_cells(runs, lambda r: get(r)['median_error'], '{:.4f}')}"
+              f" | {_cells(runs, lambda r: 100 * get(r)['wall_rate'], '{:.3f}')} ({_cells(runs, lambda r: get(r)['wall_count'], '{:d}')}) |")
+    print(f"\nThe return tilt (κ = {r0['tilt']['kappa']:g} vs 0), true rewards of the generated prefix recomputed from "
+          "its states:\n")
+    print("| rollouts | true return of the prefix | reaches the goal % | bad % |\n|---|---|---|---|")
+    for key, label in (("default", f"κ = {r0['tilt']['kappa']:g}, untruncated"), ("kappa0", "κ = 0, untruncated"),
+                       ("default_truncated", f"κ = {r0['tilt']['kappa']:g}, truncated"),
+                       ("kappa0_truncated", "κ = 0, truncated")):
+        t = lambda r: r["tilt"][key]  # noqa: E731
+        print(f"| {label} | {_cells(runs, lambda r: t(r)['true_return_prefix'], '{:.3f}')} | "
+              f"{_cells(runs, lambda r: 100 * t(r)['reach_goal_rate'], '{:.1f}')} | {_cells(runs, lambda r: 100 * t(r)['bad_rate'], '{:.2f}')} |")
+    print("\nRewards of RT's kept steps: r̂ against the task's reward of the generated next state; the penalty:\n")
+    w = lambda r: r["rewards"]  # noqa: E731
+    print("| agree % | goal rows (r̂ > 0.5) | mean r̂ / true | β | mean penalty | mean real reward |\n|---|---|---|---|---|---|")
+    print(f"| {_cells(runs, lambda r: 100 * w(r)['agreement'], '{:.2f}')} | "
+          f"{_cells(runs, _goal_rows, '{}')} | "
+          f"{_cells(runs, lambda r: w(r)['mean_rhat'], '{:.4f}')} vs {_cells(runs, lambda r: w(r)['mean_true'], '{:.4f}')} | "
+          f"{_cells(runs, lambda r: w(r)['beta'], '{:g}')} | {_cells(runs, lambda r: w(r)['mean_penalty'], '{:.5f}')} | "
+          f"{_cells(runs, lambda r: w(r)['mean_real_reward'], '{:.4f}')} |")
+    print("\nWall time per seed (s): " + _cells(runs, lambda r: r["seconds"]["total"], "{:.0f}"))
+
+
+if __name__ == "__main__":
+    main()
