@@ -1,8 +1,6 @@
 """Generation: shapes, chaining of generated steps into the real data, truncation, the
 fixed-length ablation, the α-pessimistic rewards and provenance of the written dataset."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 

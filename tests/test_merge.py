@@ -67,7 +67,6 @@ def _write_input(path, next_obs: bool, end: str = "timeout", seed=0):
 
 
 def _record(direction, starts, obs, nxt, actions, rewards, reliability, kept, terminals=None):
-    H = len(starts)
     kw = dict(direction=direction, observations=obs, actions=actions, rewards=rewards, next_observations=nxt,
               reliability=reliability, kept=kept, start_rows=np.asarray(starts), alpha=0.5, beta=0.3,
               config={"generator": "by-hand", "direction": direction}, terminals=terminals, reward_scale=2.0)

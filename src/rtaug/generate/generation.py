@@ -18,7 +18,7 @@ states through the same model and windows (teacher-forced), and takes a quantile
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import jax
