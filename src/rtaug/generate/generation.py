@@ -339,7 +339,7 @@ def _build_block(trained: TrainedRT, H: int, M: int, C: int):
 MOD_KEY = {S: "s", A: "a", R_: "r", G: "R"}
 
 
-def _token_steps(direction: str, K: int, slot_s, slot_a) -> np.ndarray:
+def _token_steps(slot_s, slot_a) -> np.ndarray:
     """(4K,) index of the generated step each token of the window belongs to (−1: real data).
 
     Backward a step is one slot (s, a, r, R). Forward a step is (a, r, R) of the slot it leaves
@@ -398,7 +398,7 @@ def _rollout_windows(trained: TrainedRT, config: GenerationConfig, ctx: dict, ke
                                             {k: jnp.asarray(v) for k, v in window.items()},
                                             jnp.asarray(use_forced), jnp.float32(0.0 if use_forced else config.kappa))]
         s_new, a_new, r_new, R_new, done, anchors, attn = out
-        tok = _token_steps(direction, K, slot_s, slot_a)
+        tok = _token_steps(slot_s, slot_a)
         onehot = (tok[:, None] == np.arange(n_blocks * NG)[None, :]).astype(np.float32)  # (4K, steps)
         masses.append(attn.astype(np.float32) @ onehot)  # (H, NG, steps)
         n_window.append(n_valid[:, None] + np.arange(1, NG + 1)[None, :])
