@@ -9,8 +9,9 @@ ones, does the tilt raise returns, are generated rewards right? (docs/reliabilit
 Collects the task's data (BoxBall: the quickstart's DQN; Maze2D: D4RL's protocol), trains RT
 (backward) and FT (forward) with the reliability VAE, the dynamics ensemble and the one-step
 backward MLP (BoxBall: the quickstart's sizes; Maze2D: the defaults of `rtaug train-model`),
-then rolls out `--trajectories` trajectories of L_max = 10 steps with each, untruncated, and
-replays as many real trajectories through the same models (what α is measured on). Every
+then rolls out `--trajectories` trajectories of L_max = 10 steps with each, untruncated (RT:
+M = 4 candidates per start state, as the whole-trajectory tilt draws them), and replays up to
+2,000 real trajectories through the same models (what α is measured on). Every
 generated step is audited by the simulator (BoxBall: invalid under the true dynamics; Maze2D:
 error of the simulator's successor > 0.05), and, post hoc over the same rollouts:
 
@@ -21,7 +22,9 @@ error of the simulator's successor > 0.05), and, post hoc over the same rollouts
 3. the generators at equal volume per step: RT (default truncation), RT untruncated, RT-F3 and
    RT-F5 (the first 3 / 5 steps of the same untruncated rollouts: generation does not look
    ahead, so they are exactly what fixed-length generation with RT's context draws), FT, MLP;
-4. the tilt: true return of the generated prefix for κ = 0 vs the default κ, and its reliability;
+4. the tilt: RT is the candidate kept with weight exp(κ·R̄) after the default truncation, RT
+   κ = 0 the first candidate; true return of the generated prefix over a sweep of κ, with its
+   reliability and length;
 5. rewards (Maze2D): r̂ against the task's reward of the generated next state, and the penalty.
 """
 
@@ -39,8 +42,8 @@ from rtaug.data.episodes import reward_to_go
 from rtaug.data.hdf5 import load_hdf5, save_hdf5
 from rtaug.generate.baselines import BackwardMLPConfig, generate_backward_mlp, train_backward_mlp
 from rtaug.generate.dynamics import DynamicsConfig, load_dynamics, train_dynamics
-from rtaug.generate.generation import (DIST_KINDS, RELIABILITY_FORMS, GenerationConfig, dist_function, rollout,
-                                       select_starts, transitions)
+from rtaug.generate.generation import (DIST_KINDS, RELIABILITY_FORMS, GenerationConfig, dist_function,
+                                       mean_reward, rollout, select_starts, tilt_choice, transitions)
 from rtaug.generate.io import load_generator, save_generator
 from rtaug.generate.model import RTConfig
 from rtaug.generate.reliability import cumulative_reliability, truncate
@@ -48,6 +51,7 @@ from rtaug.generate.spec import Spec
 from rtaug.generate.train import VAEConfig, train_sequence_model, train_vae
 
 QUANTILES = (1.0, 0.99, 0.95)
+KAPPAS = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0)
 
 
 def auc(pos, neg) -> float:
@@ -63,6 +67,27 @@ def auc(pos, neg) -> float:
 
 def _flat(x):
     return x.reshape((-1,) + x.shape[2:])
+
+
+def _select(ro, idx):
+    """The rollouts `idx` of a rollout dict (its real replay is shared)."""
+    out = {}
+    for k, v in ro.items():
+        if k == "real":
+            out[k] = v
+        elif isinstance(v, dict):
+            out[k] = {kk: vv[idx] for kk, vv in v.items()}
+        else:
+            out[k] = v[idx]
+    return out
+
+
+def _default_kept(ro, cfg):
+    """Steps kept by the configured truncation (DIST, form, α quantile) and predicted ends."""
+    g = cumulative_reliability(ro["mass"], ro["dist"][cfg.dist], cfg.reliability, ro["n_win"])
+    re = ro["real"]
+    real_g = cumulative_reliability(re["mass"], re["dist"][cfg.dist], cfg.reliability, re["n_win"])[re["valid"]]
+    return truncate(g, float(np.quantile(real_g, cfg.alpha_quantile)))[1] & ro["alive"]
 
 
 # ---- the task: data, models, audit, true reward ------------------------------------------
@@ -182,9 +207,13 @@ def main(argv=None):
     rtg = reward_to_go(data.rewards, bounds, rt.config.gamma)
     dists = {k: dist_function(k, vae, dyn) for k in DIST_KINDS}
 
-    def run(model, how, kappa=None):
-        c = cfg if kappa is None else replace(cfg, kappa=kappa)
-        starts = select_starts(data, n_traj, how, np.random.default_rng(args.seed))
+    M = cfg.candidates
+
+    def run(model, how, copies=1):
+        # as `generate` rolls out the whole-trajectory tilt's candidates: `copies` independent
+        # trajectories per start state, M rows per trajectory's share of a batch
+        c = replace(cfg, candidates=1, batch=cfg.batch * M, num_trajectories=n_traj * copies)
+        starts = np.repeat(select_starts(data, n_traj, how, np.random.default_rng(args.seed)), copies)
         s_new, a_new, r_new, _R, done, anchors, mass, n_win = rollout(data, model, c, starts, rtg, bounds, False)
         obs, nxt = transitions(model.config.direction, s_new, anchors)
         real_starts = select_starts(data, cfg.alpha_trajectories, how, np.random.default_rng(args.seed + 1))
@@ -195,9 +224,10 @@ def main(argv=None):
                 "alive": ended_before == 0, "starts": starts,
                 "real": {"obs": fobs, "act": fa, "nxt": fnxt, "mass": fmass, "n_win": fwin, "valid": fvalid}}
 
-    rolls = {"rt": run(rt, "goal"), "rt-kappa0": run(rt, "goal", kappa=0.0), "forward": run(ft, "uniform")}
-    t0 = _stage(times, "roll out RT, RT κ=0, FT (and replay real trajectories)", t0)
-    g_mlp = generate_backward_mlp(data, mlp, vae, rolls["rt"]["starts"], np.full(n_traj, L), seed=args.seed)
+    rolls = {"rt-candidates": run(rt, "goal", copies=M), "forward": run(ft, "uniform")}
+    t0 = _stage(times, f"roll out RT ({M} candidates per start state), FT (and replay real trajectories)", t0)
+    g_mlp = generate_backward_mlp(data, mlp, vae, rolls["rt-candidates"]["starts"][::M], np.full(n_traj, L),
+                                  seed=args.seed)
     rolls["backward-mlp"] = {"obs": g_mlp.observations, "act": g_mlp.actions, "nxt": g_mlp.next_observations,
                              "r": g_mlp.rewards, "alive": np.ones((n_traj, L), bool)}
 
@@ -216,6 +246,16 @@ def main(argv=None):
 
     res = {"task": args.task, "seed": args.seed, "small": args.small, "trajectories": n_traj, "max_length": L,
            "rows": len(data), "config": {"rt": asdict(rt.config), "generation": asdict(cfg)}}
+    # the tilt (GenerationConfig.tilt="trajectory"): of each start state's M candidates keep one
+    # with weight exp(κ·R̄), R̄ from the model's rewards of its steps kept by the default truncation;
+    # κ = 0 keeps the first (an ancestral sample, what generate draws at κ = 0)
+    cands = rolls.pop("rt-candidates")
+    kept_cands = _default_kept(cands, cfg)
+    r_bar = mean_reward(cands["r"], kept_cands, rt.spec)
+    tilt_rng = np.random.default_rng(args.seed + 2)
+    rolls["rt"] = _select(cands, tilt_choice(r_bar, M, cfg.kappa, tilt_rng))
+    rolls["rt-kappa0"] = _select(cands, np.arange(n_traj) * M)
+
     # 1. detectors
     det = {}
     for name in ("rt", "forward", "backward-mlp"):
@@ -294,10 +334,16 @@ def main(argv=None):
                 task.task.reward_type == "sparse" else float("nan"),
                 "true_reward_per_step": float(r_true[mask].mean()), "bad_rate": float(ro["bad"][mask].mean()),
                 "discounted": float(np.mean(np.sum(np.where(mask, r_true * disc, 0.0), axis=1)))}
-    res["tilt"] = {"kappa": cfg.kappa, "default": returns(rt_ro, rt_ro["alive"]),
+    res["tilt"] = {"kappa": cfg.kappa, "candidates": M, "default": returns(rt_ro, rt_ro["alive"]),
                    "kappa0": returns(rolls["rt-kappa0"], rolls["rt-kappa0"]["alive"]),
                    "default_truncated": returns(rt_ro, kept_default["rt"]),
-                   "kappa0_truncated": returns(rolls["rt-kappa0"], kept_default["rt-kappa0"])}
+                   "kappa0_truncated": returns(rolls["rt-kappa0"], kept_default["rt-kappa0"]),
+                   "sweep": {}}
+    for kappa in KAPPAS:  # truncated, as generate keeps them
+        pick = tilt_choice(r_bar, M, kappa, tilt_rng)
+        sel = _select(cands, pick)
+        res["tilt"]["sweep"][f"{kappa:g}"] = {**returns(sel, kept_cands[pick]),
+                                             "mean_length": float(kept_cands[pick].sum(1).mean())}
 
     # 5. rewards of RT's kept rows, and the penalty
     kept = kept_default["rt"]
@@ -407,6 +453,17 @@ def report(runs):
         t = lambda r: r["tilt"][key]  # noqa: E731
         print(f"| {label} | {_cells(runs, lambda r: t(r)['true_return_prefix'], '{:.3f}')} | "
               f"{_cells(runs, lambda r: 100 * t(r)['reach_goal_rate'], '{:.1f}')} | {_cells(runs, lambda r: 100 * t(r)['bad_rate'], '{:.2f}')} |")
+    if "sweep" in r0["tilt"]:
+        print(f"\nThe whole-trajectory tilt over κ (1 of {r0['tilt']['candidates']} candidates, truncated as generated):\n")
+        print("| κ | true return of the prefix | reaches the goal % | true reward per step | bad % | mean length |\n"
+              "|---|---|---|---|---|---|")
+        for key in r0["tilt"]["sweep"]:
+            t = lambda r: r["tilt"]["sweep"][key]  # noqa: E731
+            print(f"| {key} | {_cells(runs, lambda r: t(r)['true_return_prefix'], '{:.3f}')} | "
+                  f"{_cells(runs, lambda r: 100 * t(r)['reach_goal_rate'], '{:.1f}')} | "
+                  f"{_cells(runs, lambda r: t(r)['true_reward_per_step'], '{:.4f}')} | "
+                  f"{_cells(runs, lambda r: 100 * t(r)['bad_rate'], '{:.2f}')} | "
+                  f"{_cells(runs, lambda r: t(r)['mean_length'], '{:.2f}')} |")
     print("\nRewards of RT's kept steps: r̂ against the task's reward of the generated next state; the penalty:\n")
     w = lambda r: r["rewards"]  # noqa: E731
     print("| agree % | goal rows (r̂ > 0.5) | mean r̂ / true | β | mean penalty | mean real reward |\n|---|---|---|---|---|---|")

@@ -6,7 +6,7 @@ import pytest
 
 from rtaug.data.hdf5 import load_hdf5, save_hdf5
 from rtaug.generate.baselines import BackwardMLPConfig, generate_backward_mlp, train_backward_mlp
-from rtaug.generate.generation import GenerationConfig, generate, select_starts
+from rtaug.generate.generation import GenerationConfig, generate, select_starts, tilt_choice
 from rtaug.generate.merge import augment, merged_dataset
 from rtaug.generate.model import RTConfig
 from rtaug.generate.spec import Spec
@@ -55,11 +55,40 @@ def test_discrete_generation_stays_on_the_grid(grid_data):
     spec = Spec.fit(data, rtg_bins=8)
     rt = train_sequence_model(data, RTConfig(**TINY), progress=False, spec=spec)
     vae = train_vae(data, spec, VAEConfig(steps=10, hidden=(8,), latent_dim=2), progress=False)
-    g = generate(data, rt, vae, _cfg(num_trajectories=20), progress=False)
+    g = generate(data, rt, vae, _cfg(num_trajectories=20, reward="sample"), progress=False)
     assert np.all((g.observations >= 0) & (g.observations <= 9))
     assert np.all(g.observations == np.round(g.observations))
     assert set(np.unique(g.actions)) <= {0, 1, 2, 3}
     assert set(np.unique(g.rewards)) <= {0.0, 1.0}
+    # the default writes the reward head's expectation: between the data's rewards, not only at them
+    m = generate(data, rt, vae, _cfg(num_trajectories=20), progress=False)
+    assert np.all((m.rewards >= 0.0) & (m.rewards <= 1.0))
+    assert not set(np.unique(m.rewards)) <= {0.0, 1.0}
+
+
+def test_tilt_choice_prefers_high_return_and_kappa_zero_is_uniform():
+    rng = np.random.default_rng(0)
+    r_bar = np.tile([0.0, 0.1, 1.0, 0.2], 2000)  # 2000 trajectories × 4 candidates
+    pick = tilt_choice(r_bar, 4, 50.0, rng)
+    assert np.all(pick % 4 == 2) and np.array_equal(pick // 4, np.arange(2000))
+    flat = tilt_choice(r_bar, 4, 0.0, rng) % 4
+    assert np.all(np.abs(np.bincount(flat, minlength=4) / 2000 - 0.25) < 0.05)
+    # κ = 5: weights e^0, e^0.5, e^5, e^1 -> the best candidate ~94% of the time
+    share = np.mean(tilt_choice(r_bar, 4, 5.0, rng) % 4 == 2)
+    w = np.exp(5 * np.array([0.0, 0.1, 1.0, 0.2]))
+    assert abs(share - w[2] / w.sum()) < 0.03
+
+
+def test_trajectory_tilt_keeps_one_candidate_of_higher_return(trained):
+    data, spec, rt, _, vae = trained
+    g = generate(data, rt, vae, _cfg(kappa=50.0, truncation=False), progress=False)
+    assert g.observations.shape[0] == 7 and g.tilt["candidates"] == 3
+    assert g.tilt["chosen_mean_reward"] >= g.tilt["candidate_mean_reward"]
+    # the kept trajectories still chain into their start states
+    np.testing.assert_allclose(g.next_observations[:, 0], data.observations[g.start_rows], atol=1e-6)
+    assert generate(data, rt, vae, _cfg(kappa=0.0), progress=False).tilt is None
+    step = generate(data, rt, vae, _cfg(tilt="step"), progress=False)
+    assert step.tilt is None and step.observations.shape == g.observations.shape
 
 
 def test_same_seed_same_trajectories(trained):
@@ -72,13 +101,15 @@ def test_same_seed_same_trajectories(trained):
 
 def test_truncation_at_the_alpha_measured_on_real_trajectories(trained):
     data, _, rt, _, vae = trained
-    g = generate(data, rt, vae, _cfg(reliability="sum", alpha_quantile=0.5), progress=False)
+    # κ = 0: the tilt scores candidates after truncation, so with it on and off it may keep others
+    g = generate(data, rt, vae, _cfg(reliability="sum", alpha_quantile=0.5, kappa=0.0), progress=False)
     # α is the quantile of Γ over real trajectories replayed through the same model
     assert g.alpha == pytest.approx(float(np.quantile(g.real_reliability, 0.5)))
     # kept steps are exactly those before the first Γ > α
     first_bad = np.argmax(np.concatenate([g.reliability > g.alpha, np.ones((7, 1), bool)], 1), axis=1)
     np.testing.assert_array_equal(g.lengths, np.minimum(first_bad, 4))
-    off = generate(data, rt, vae, _cfg(reliability="sum", alpha_quantile=0.5, truncation=False), progress=False)
+    off = generate(data, rt, vae, _cfg(reliability="sum", alpha_quantile=0.5, truncation=False, kappa=0.0),
+                   progress=False)
     assert np.all(off.lengths == 4)
     np.testing.assert_allclose(off.reliability, g.reliability)
     # a cumulative Γ (here the running sum) grows along every trajectory, so it can pass α

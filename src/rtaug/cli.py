@@ -147,7 +147,7 @@ def _cmd_augment(args):
         kappa=args.kappa, beta=args.beta, start=args.start, truncation=not args.no_truncation,
         fixed_length=args.fixed_length, seed=args.seed, context=args.context, reliability=args.reliability,
         dist=args.dist, alpha_quantile=args.alpha_quantile, alpha_trajectories=args.alpha_trajectories,
-        merge=args.merge,
+        merge=args.merge, tilt=args.tilt, reward=args.reward,
     )
     augment_file(args.dataset, args.model, args.out, cfg, progress=not args.no_progress, generator=args.generator)
 
@@ -495,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, metavar="FILE", help="D4RL-layout HDF5 dataset (the model's data)")
     p.add_argument("--model", required=True, metavar="DIR", help="model directory from `rtaug train-model`")
     p.add_argument("--out", required=True, metavar="FILE", help="augmented HDF5 file to write")
-    from rtaug.generate.generation import DIST_KINDS, MERGES, RELIABILITY_FORMS, GenerationConfig
+    from rtaug.generate.generation import DIST_KINDS, MERGES, RELIABILITY_FORMS, REWARDS, TILTS, GenerationConfig
 
     gd = GenerationConfig()
     p.add_argument("--num-trajectories", type=int, default=1000, help="H, trajectories to generate (default: %(default)s)")
@@ -505,10 +505,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context", type=int, default=None, metavar="C",
                    help="real steps the model sees before generating, kept when its window slides; the same for "
                         "--fixed-length ablations (default: half the model's window)")
-    p.add_argument("--candidates", type=int, default=gd.candidates, help="M candidate steps per step (default: %(default)s)")
+    p.add_argument("--candidates", type=int, default=gd.candidates,
+                   help="M candidates the return tilt chooses among (default: %(default)s)")
     p.add_argument("--kappa", type=float, default=gd.kappa,
-                   help="κ of the return tilt: candidates are chosen with weight exp(κ·R̄), R̄ the candidate's "
-                        "reward-to-go (backward: the return of τ′ from it) scaled to [0, 1]; 0 = no tilt "
+                   help="κ of the return tilt: a candidate is kept with weight exp(κ·R̄); 0 = no tilt "
+                        "(default: %(default)s)")
+    p.add_argument("--tilt", choices=TILTS, default=gd.tilt,
+                   help="trajectory = M whole trajectories per start state, R̄ = the mean reward of each one's "
+                        "kept steps on [0, 1]; step = M candidates of every step, R̄ = the step's reward-to-go "
+                        "scaled to [0, 1] (backward its candidates share R_{t+1}, so it barely acts) "
+                        "(default: %(default)s)")
+    p.add_argument("--reward", choices=REWARDS, default=gd.reward,
+                   help="generated rewards: mean = the reward head's expectation; sample = a draw from it "
                         "(default: %(default)s)")
     p.add_argument("--beta", type=float, default=gd.beta,
                    help="β of the α-pessimistic reward r − β·s·Γ/α, s = the data's reward range "

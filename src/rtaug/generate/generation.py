@@ -5,12 +5,13 @@ state, creating the transition (ŝ, â, r̂) → the state already in the trajec
 (a, r, R) of the known state and then the next state ŝ', creating (s, â, r̂) → ŝ'. Both are
 one loop over the same model; they differ only in which modality a step starts with.
 
-Everything is batched: H trajectories × M candidates decode together, one token at a time,
-with keys and values of earlier tokens kept in a cache (never the whole window recomputed).
-After each step one candidate per trajectory is kept, chosen by exp(κ·R̄) (return-tilted
-sampling, DESIGN §5: the candidates are already draws from P(R)), and its cache is copied to
-the trajectory's other candidate slots. A trajectory may be longer than the model's window:
-when the window is full its last C steps become the next window's context.
+Everything is batched: trajectories decode together, one token at a time, with keys and values
+of earlier tokens kept in a cache (never the whole window recomputed). The return tilt (§3.2,
+DESIGN §5) draws M candidates and keeps one with weight exp(κ·R̄): by default M whole
+trajectories per start state, scored after truncation by their mean reward (`tilt_choice`);
+`tilt="step"` instead draws M candidates of every step, keeps one by its reward-to-go and copies
+its cache to the other slots. A trajectory may be longer than the model's window: when the
+window is full its last C steps become the next window's context.
 
 Γ and α are computed the same way: α replays real trajectories next to the same kind of start
 states through the same model and windows (teacher-forced), and takes a quantile of their Γ.
@@ -18,7 +19,7 @@ states through the same model and windows (teacher-forced), and takes a quantile
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import jax
@@ -27,7 +28,7 @@ from tqdm.auto import tqdm
 
 from rtaug.data import Dataset
 from rtaug.data.episodes import reward_to_go
-from rtaug.generate.model import A, G, R_, S, RTModel, sample
+from rtaug.generate.model import A, G, R_, S, RTModel, expected_reward, sample
 from rtaug.generate.reliability import cumulative_reliability, pessimistic_reward, truncate
 from rtaug.generate.train import TrainedRT, TrainedVAE
 from rtaug.nets.transformer import empty_cache
@@ -38,6 +39,8 @@ STEP_ORDER = {"backward": (S, A, R_, G), "forward": (A, R_, G, S)}
 RELIABILITY_FORMS = ("paper", "window", "renormalised", "sum")
 DIST_KINDS = ("vae", "forward", "disagreement")
 MERGES = ("suffix", "prefix")
+TILTS = ("trajectory", "step")
+REWARDS = ("mean", "sample")
 
 
 @dataclass
@@ -47,8 +50,14 @@ class GenerationConfig:
     # real steps the model sees before it generates, and keeps when its window slides (default:
     # half the window); RT-F3/F5 see the same, only their length differs
     context: int | None = None
-    candidates: int = 4  # M candidate steps drawn per step (M = 1: plain ancestral sampling)
+    candidates: int = 4  # M candidates per trajectory (M = 1 or κ = 0: plain ancestral sampling)
     kappa: float = 5.0  # κ of the return tilt exp(κ·R̄) (κ = 0: no tilt)
+    # what the tilt chooses among: "trajectory" draws M whole trajectories per start state and
+    # keeps one with weight exp(κ·R̄), R̄ its kept steps' mean reward on [0, 1]; "step" draws M
+    # candidates of every step and keeps one by its reward-to-go (the earlier reading, which
+    # cannot raise returns backward: candidates of one step share R_{t+1}, docs/reliability.md)
+    tilt: str = "trajectory"
+    reward: str = "mean"  # generated r̂: "mean" (the reward head's expectation) or "sample" (a draw)
     beta: float = 0.1  # β of the α-pessimistic reward r − β·s·Γ/α (Eq. 6), s = the data's reward range
     start: str = "auto"  # "goal" (state of maximal reward), "uniform", or "auto" (goal backward, uniform forward)
     truncation: bool = True  # U_t (Eq. 4); off for the fixed-length ablations RT-F3 / RT-F5
@@ -70,6 +79,10 @@ class GenerationConfig:
             raise ValueError(f"GenerationConfig.dist must be one of {DIST_KINDS}, got {self.dist!r}")
         if self.merge not in MERGES:
             raise ValueError(f"GenerationConfig.merge must be one of {MERGES}, got {self.merge!r}")
+        if self.tilt not in TILTS:
+            raise ValueError(f"GenerationConfig.tilt must be one of {TILTS}, got {self.tilt!r}")
+        if self.reward not in REWARDS:
+            raise ValueError(f"GenerationConfig.reward must be one of {REWARDS}, got {self.reward!r}")
         if self.fixed_length is not None:
             self.max_length = int(self.fixed_length)
             self.truncation = False
@@ -117,6 +130,9 @@ class Generated:
     reward_scale: float = 1.0
     # Γ of the real trajectories that α was measured on (α is its configured quantile)
     real_reliability: np.ndarray | None = None
+    # the whole-trajectory tilt: candidates per trajectory and R̄ (mean reward of kept steps on
+    # [0, 1]) over all candidates and over the chosen ones; None when nothing was chosen
+    tilt: dict | None = None
 
     def penalised_rewards(self) -> np.ndarray:
         """(H, L): r̂ − β·s·Γ/α (Eq. 6), s = `reward_scale`; only kept steps are meaningful."""
@@ -221,7 +237,7 @@ def _forced_steps(data: Dataset, rtg, bounds, start_rows, L: int, direction: str
             "done": data.terminals[rows] & valid}, valid
 
 
-def _build_block(trained: TrainedRT, H: int, M: int, C: int):
+def _build_block(trained: TrainedRT, H: int, M: int, C: int, reward_mode: str = "mean"):
     """A jitted function that generates one window's worth of steps (K − C) for H trajectories.
 
     (context slots, key, forced steps, use_forced, κ) -> per generated step: the chosen candidate's values, the
@@ -291,6 +307,8 @@ def _build_block(trained: TrainedRT, H: int, M: int, C: int):
                     out, done_logit = out
                 key, sub = jax.random.split(key)
                 drawn = sample(spec, mod, out, sub, anchor)
+                if mod == R_ and reward_mode == "mean":
+                    drawn = (expected_reward(spec, out), drawn[1])
                 real = rep(forced_steps[MOD_KEY[mod]][:, u]).astype(drawn[0].dtype)
                 values[mod] = (jnp.where(use_forced, real, drawn[0]), drawn[1])
                 if mod == G and direction == "backward":
@@ -365,10 +383,10 @@ def _rollout_windows(trained: TrainedRT, config: GenerationConfig, ctx: dict, ke
     NG = K - C
     H = ctx["s"].shape[0]
     M = config.candidates
-    cache_key = (H, M, C)
+    cache_key = (H, M, C, config.reward)
     blocks = trained.__dict__.setdefault("_generators", {})
     if cache_key not in blocks:
-        blocks[cache_key] = _build_block(trained, H, M, C)
+        blocks[cache_key] = _build_block(trained, H, M, C, config.reward)
     block = blocks[cache_key]
     use_forced = forced is not None
     if forced is None:  # a placeholder of the right shapes, never read
@@ -478,6 +496,24 @@ def transitions(direction, s_new, anchors):
     return (s_new, anchors) if direction == "backward" else (anchors, s_new)
 
 
+def mean_reward(rewards, kept, spec) -> np.ndarray:
+    """R̄ (n,) of trajectories: the mean over all L slots of the reward scaled to [0, 1] by the
+    data's reward range, a truncated slot counting as the lowest reward (no data is no return)."""
+    span = max(spec.reward_range, 1e-12)
+    return np.where(kept, np.clip((rewards - spec.rew_low) / span, 0.0, 1.0), 0.0).mean(axis=1)
+
+
+def tilt_choice(r_bar, n_cand: int, kappa: float, rng: np.random.Generator) -> np.ndarray:
+    """Which of each start state's `n_cand` consecutive candidates to keep: one drawn with weight
+    exp(κ·R̄) (§3.2, MGDT's P(H|R) ∝ exp(κ·R̄)). The candidates are draws from the model's P(τ),
+    so the kept one is a draw from P(τ)·exp(κ·R̄), self-normalised over M. Returns row indices."""
+    logits = kappa * np.asarray(r_bar, np.float64).reshape(-1, n_cand)
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    cdf = np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1)
+    choice = np.minimum((cdf < rng.random((len(p), 1))).sum(axis=1), n_cand - 1)
+    return np.arange(len(p)) * n_cand + choice
+
+
 def measure_alpha(data: Dataset, trained: TrainedRT, dist_fn, config: GenerationConfig, rtg, bounds, how: str):
     """α measured the way Γ is (DESIGN §4): real trajectories next to the same kind of start
     states, teacher-forced through the same model, windows and attention, Γ computed by the same
@@ -522,11 +558,19 @@ def generate(
     bounds = data.episodes()
     rtg = reward_to_go(data.rewards, bounds, trained.config.gamma)
     dist_fn = dist_function(config.dist, vae, dynamics)
-    alpha, real_gamma = measure_alpha(data, trained, dist_fn, config, rtg, bounds, how)
+    # The whole-trajectory tilt rolls out M independent trajectories per start state (M rows
+    # per call, as many as the per-step tilt's M candidates take) and keeps one of them.
+    n_cand = config.candidates if config.tilt == "trajectory" and config.kappa != 0 else 1
+    run_config = config
+    if config.tilt == "trajectory":
+        run_config = replace(config, candidates=1, batch=config.batch * config.candidates,
+                             num_trajectories=len(start_rows) * n_cand)
+    alpha, real_gamma = measure_alpha(data, trained, dist_fn, run_config, rtg, bounds, how)
 
-    bar = tqdm(total=len(start_rows), desc=f"generate ({direction})", disable=not progress, unit="traj")
+    rows = np.repeat(start_rows, n_cand)
+    bar = tqdm(total=len(rows), desc=f"generate ({direction})", disable=not progress, unit="traj")
     s_new, a_new, r_new, _R, done, anchors, mass, n_win = rollout(
-        data, trained, config, start_rows, rtg, bounds, forced=False, progress_bar=bar)
+        data, trained, run_config, rows, rtg, bounds, forced=False, progress_bar=bar)
     bar.close()
     obs, nxt = transitions(direction, s_new, anchors)
     flat = lambda x: x.reshape((-1,) + x.shape[2:])
@@ -536,6 +580,14 @@ def generate(
     # a predicted episode end is the trajectory's last step
     ended_before = np.cumsum(done, axis=1) - done
     kept &= ended_before == 0
+    r_bar = mean_reward(r_new, kept, trained.spec)
+    tilt_stats = None
+    if n_cand > 1:
+        pick = tilt_choice(r_bar, n_cand, config.kappa, np.random.default_rng(config.seed + 2))
+        tilt_stats = {"candidates": n_cand, "candidate_mean_reward": float(r_bar.mean()),
+                      "chosen_mean_reward": float(r_bar[pick].mean())}
+        obs, a_new, r_new, nxt, dist, gamma, kept, done = (
+            x[pick] for x in (obs, a_new, r_new, nxt, dist, gamma, kept, done))
     return Generated(
         direction=direction,
         observations=obs,
@@ -551,6 +603,7 @@ def generate(
         terminals=done & kept,
         reward_scale=trained.spec.reward_range,
         real_reliability=real_gamma,
+        tilt=tilt_stats,
         config={"generator": "rt" if direction == "backward" else "ft", **config.to_dict(),
                 "alpha": alpha, "reward_scale": trained.spec.reward_range, "rt": trained.config.to_dict()},
     )
@@ -579,6 +632,7 @@ def summarize(generated: Generated, data: Dataset | None = None) -> dict:
         "model_reward_mean": float(g.rewards[kept].mean()) if kept.any() else None,
         "penalised_reward_mean": float(penalised.mean()) if kept.any() else None,
         "penalty_mean": float((g.rewards[kept] - penalised).mean()) if kept.any() else None,
+        "tilt": g.tilt,
     }
     if data is not None:
         out["real_reward_mean"] = float(data.rewards.mean())
@@ -597,6 +651,10 @@ def format_summary(s: dict) -> str:
         + (f"Γ of kept steps {s['gamma_kept'][0]:.4g} .. {s['gamma_kept'][1]:.4g}, of all generated up to "
            f"{s['gamma_all_max']:.4g}" if s["gamma_kept"] else "no step kept"),
     ]
+    if s.get("tilt"):
+        t = s["tilt"]
+        lines.append(f"  return tilt: kept 1 of {t['candidates']} candidate trajectories by exp(κ·R̄); mean R̄ "
+                     f"{t['chosen_mean_reward']:.4g} (all candidates {t['candidate_mean_reward']:.4g})")
     if s["model_reward_mean"] is not None:
         lines.append(f"  rewards: model {s['model_reward_mean']:.4g}, after the penalty {s['penalised_reward_mean']:.4g} "
                      f"(mean penalty {s['penalty_mean']:.4g})"

@@ -20,8 +20,9 @@ from rtaug.generate.spec import Spec
 from rtaug.generate.train import TrainedRT, TrainedVAE, VAEConfig
 
 # 2: the reward head sees its transition, a forward model may predict episode ends, and the
-# dynamics ensemble may sit beside the sequence model (format 1 weights do not fit these heads)
-FORMAT = 2
+# dynamics ensemble may sit beside the sequence model (format 1 weights do not fit these heads);
+# 3: the reward head is a two-layer MLP
+FORMAT = 3
 
 
 def _json(path: Path, obj) -> None:
