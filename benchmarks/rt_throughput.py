@@ -52,9 +52,8 @@ def bench_training(data: Dataset, cfg: RTConfig, chunk=20, repeats=3) -> dict:
     opt = _adam(cfg.lr, 10_000, 100, cfg.weight_decay, cfg.grad_clip)
     opt_state = opt.init(params)
 
-    def loss_fn(p, b):
-        s, a, r, R, m = b
-        return -model.apply(p, s, a, r, R, m).sum() / jnp.maximum(m.sum(), 1)
+    def loss_fn(p, b):  # b: the windows of train._windows (mask at index 4), as training reads them
+        return -model.apply(p, *b).sum() / jnp.maximum(b[4].sum(), 1)
 
     def update(carry, b):
         p, o = carry
@@ -91,19 +90,22 @@ def bench_generation(data: Dataset, cfg: RTConfig, gcfg: GenerationConfig, H=256
     batch = _windows(data, rtg, bounds, np.arange(2), cfg.context_steps, cfg.direction)
     params = model.init(jax.random.PRNGKey(0), *batch)
     trained = TrainedRT(spec, cfg, params, [])
-    gcfg = dataclasses.replace(gcfg, num_trajectories=H, alpha_trajectories=H, batch=H)
-    starts = select_starts(data, H, "uniform", np.random.default_rng(0))
-    # the sampled rollout alone (sliding windows included); Γ and α are host-side numpy after it
+    # as `generate` runs the whole-trajectory tilt: M independent rollouts per trajectory, H·M rows
+    M = gcfg.candidates
+    gcfg = dataclasses.replace(gcfg, num_trajectories=H * M, alpha_trajectories=H * M, batch=H * M, candidates=1)
+    starts = np.repeat(select_starts(data, H, "uniform", np.random.default_rng(0)), M)
+    # the sampled rollout alone (sliding windows included); Γ, α and the tilt's choice are
+    # host-side numpy after it
     rollout(data, trained, gcfg, starts, rtg, bounds, False)
     best = float("inf")
     for i in range(repeats):
         t = time.perf_counter()
         rollout(data, trained, dataclasses.replace(gcfg, seed=i), starts, rtg, bounds, False)
         best = min(best, time.perf_counter() - t)
-    steps = H * gcfg.max_length
-    return {"trajectories": H, "candidates": gcfg.candidates, "max_length": gcfg.max_length,
+    steps = H * gcfg.max_length  # steps of the H trajectories kept, one of M each
+    return {"trajectories": H, "candidates": M, "max_length": gcfg.max_length,
             "seconds": best, "generated_steps_per_s": steps / best,
-            "candidate_tokens_per_s": steps * gcfg.candidates * 4 / best}
+            "candidate_tokens_per_s": steps * M * 4 / best}
 
 
 def main(argv=None):
