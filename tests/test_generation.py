@@ -196,3 +196,9 @@ def test_backward_mlp_uses_given_starts_and_lengths(trained):
     np.testing.assert_allclose(g.next_observations[:, 0], data.observations[starts], atol=1e-6)
     np.testing.assert_allclose(g.next_observations[:, 1:], g.observations[:, :-1], atol=1e-6)
     assert g.config["generator"] == "backward-mlp"
+
+
+@pytest.mark.parametrize("field, value", [("tilt", "episode"), ("reward", "median")])
+def test_unknown_tilt_or_reward_is_a_clear_error(field, value):
+    with pytest.raises(ValueError, match=f"GenerationConfig.{field} must be one of"):
+        GenerationConfig(**{field: value})
