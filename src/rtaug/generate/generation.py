@@ -580,9 +580,9 @@ def generate(
     # a predicted episode end is the trajectory's last step
     ended_before = np.cumsum(done, axis=1) - done
     kept &= ended_before == 0
-    r_bar = mean_reward(r_new, kept, trained.spec)
     tilt_stats = None
     if n_cand > 1:
+        r_bar = mean_reward(r_new, kept, trained.spec)
         pick = tilt_choice(r_bar, n_cand, config.kappa, np.random.default_rng(config.seed + 2))
         tilt_stats = {"candidates": n_cand, "candidate_mean_reward": float(r_bar.mean()),
                       "chosen_mean_reward": float(r_bar[pick].mean())}
