@@ -90,6 +90,25 @@ def _default_kept(ro, cfg):
     return truncate(g, float(np.quantile(real_g, cfg.alpha_quantile)))[1] & ro["alive"]
 
 
+def roll_out(data, model, cfg, n_traj, how, copies, seed, rtg, bounds):
+    """Untruncated rollouts of `n_traj` start states (`how`), `copies` independent trajectories
+    each, batched as `generate` batches the whole-trajectory tilt's candidates (M rows per
+    trajectory's share of a batch); and real trajectories next to the same kind of start states
+    replayed (teacher-forced) through the same model, what α is measured on."""
+    M = cfg.candidates
+    c = replace(cfg, candidates=1, batch=cfg.batch * M, num_trajectories=n_traj * copies)
+    starts = np.repeat(select_starts(data, n_traj, how, np.random.default_rng(seed)), copies)
+    s_new, a_new, r_new, _R, done, anchors, mass, n_win = rollout(data, model, c, starts, rtg, bounds, False)
+    obs, nxt = transitions(model.config.direction, s_new, anchors)
+    real_starts = select_starts(data, cfg.alpha_trajectories, how, np.random.default_rng(seed + 1))
+    fs, fa, _fr, _fR, _fd, fanc, fmass, fwin, fvalid = rollout(data, model, c, real_starts, rtg, bounds, True)
+    fobs, fnxt = transitions(model.config.direction, fs, fanc)
+    ended_before = np.cumsum(done, axis=1) - done
+    return {"obs": obs, "act": a_new, "nxt": nxt, "r": r_new, "mass": mass, "n_win": n_win,
+            "alive": ended_before == 0, "starts": starts,
+            "real": {"obs": fobs, "act": fa, "nxt": fnxt, "mass": fmass, "n_win": fwin, "valid": fvalid}}
+
+
 # ---- the task: data, models, audit, true reward ------------------------------------------
 class Task:
     def __init__(self, name: str, seed: int, rows: int, rt_steps: int, small: bool = False):
@@ -210,19 +229,7 @@ def main(argv=None):
     M = cfg.candidates
 
     def run(model, how, copies=1):
-        # as `generate` rolls out the whole-trajectory tilt's candidates: `copies` independent
-        # trajectories per start state, M rows per trajectory's share of a batch
-        c = replace(cfg, candidates=1, batch=cfg.batch * M, num_trajectories=n_traj * copies)
-        starts = np.repeat(select_starts(data, n_traj, how, np.random.default_rng(args.seed)), copies)
-        s_new, a_new, r_new, _R, done, anchors, mass, n_win = rollout(data, model, c, starts, rtg, bounds, False)
-        obs, nxt = transitions(model.config.direction, s_new, anchors)
-        real_starts = select_starts(data, cfg.alpha_trajectories, how, np.random.default_rng(args.seed + 1))
-        fs, fa, _fr, _fR, _fd, fanc, fmass, fwin, fvalid = rollout(data, model, c, real_starts, rtg, bounds, True)
-        fobs, fnxt = transitions(model.config.direction, fs, fanc)
-        ended_before = np.cumsum(done, axis=1) - done
-        return {"obs": obs, "act": a_new, "nxt": nxt, "r": r_new, "mass": mass, "n_win": n_win,
-                "alive": ended_before == 0, "starts": starts,
-                "real": {"obs": fobs, "act": fa, "nxt": fnxt, "mass": fmass, "n_win": fwin, "valid": fvalid}}
+        return roll_out(data, model, cfg, n_traj, how, copies, args.seed, rtg, bounds)
 
     rolls = {"rt-candidates": run(rt, "goal", copies=M), "forward": run(ft, "uniform")}
     t0 = _stage(times, f"roll out RT ({M} candidates per start state), FT (and replay real trajectories)", t0)
