@@ -76,6 +76,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0, help="the run's seed (default: %(default)s)")
     ap.add_argument("--trajectories", type=int, default=2000, help="start states per setting (default: %(default)s)")
     ap.add_argument("--max-length", type=int, default=10, help="L_max (default: %(default)s)")
+    ap.add_argument("--settings", nargs="+", choices=[n for n, _, _ in SETTINGS], default=[n for n, _, _ in SETTINGS],
+                    help="which generators and start states (default: all)")
     ap.add_argument("--json", metavar="OUT")
     args = ap.parse_args(argv)
     if args.report:
@@ -104,6 +106,8 @@ def main(argv=None):
            "candidates": M, "dist": cfg.dist, "reliability": cfg.reliability, "alpha_quantile": cfg.alpha_quantile,
            "settings": {}}
     for name, which, how in SETTINGS:
+        if name not in args.settings:
+            continue
         model = rt if which == "rt" else ft
         ro = roll_out(data, model, cfg, args.trajectories, how, M, args.seed, rtg, bounds)
         shape = ro["obs"].shape[:2]

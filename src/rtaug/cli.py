@@ -532,7 +532,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "over generated steps times their count; sum = running sum of DIST (default: %(default)s)")
     p.add_argument("--alpha-quantile", type=float, default=gd.alpha_quantile,
                    help="α = this quantile of Γ on real trajectories replayed through the model; 1.0 = their "
-                        "maximum, as in the paper (default: %(default)s)")
+                        "maximum, as in the paper, which a long tail of real Γ can put out of reach "
+                        "(default: %(default)s)")
     p.add_argument("--alpha-trajectories", type=int, default=gd.alpha_trajectories,
                    help="real trajectories replayed to measure α (default: %(default)s)")
     p.add_argument("--merge", choices=MERGES, default=gd.merge,
