@@ -65,6 +65,43 @@ def auc(pos, neg) -> float:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
+def candidate_dists(dyn, spec) -> dict:
+    """Other readings of the forward ensemble's check, tried here before any becomes a DIST
+    kind of the library (continuous states only; the library's `forward` is RMS_d(z − μ̄) in
+    units of the data's step-change std):
+
+    - forward-state: the same residual in units of the data's state std, RMS_d((s′ − ŝ′) / σ_s),
+      so a dimension that barely changes per step (a position) no longer outweighs the rest;
+    - forward-nll: the residual in units of the ensemble's own predicted std, RMS_d((z − μ̄) / σ̄),
+      the z-score of its Gaussian likelihood (CABI's check read as a likelihood).
+    """
+    if dyn is None or spec.obs_kind != "continuous":
+        return {}
+    import jax
+    import jax.numpy as jnp
+
+    dstd = jnp.asarray(spec.delta_std, jnp.float32)
+    ostd = jnp.asarray(spec.obs_std, jnp.float32)
+
+    def make(kind):
+        @jax.jit
+        def f(s, a, n):
+            mean, log_std = dyn.predict(s, a)
+            resid = spec.obs_to_delta(s, n) - jnp.mean(mean, axis=0)
+            if kind == "forward-state":
+                x = resid * dstd / ostd
+            else:
+                x = resid / jnp.mean(jnp.exp(log_std), axis=0)
+            return jnp.sqrt(jnp.mean(jnp.square(x), axis=-1))
+
+        def run(s, a, n):
+            out = [np.asarray(f(jnp.asarray(s[i:i + 65536], jnp.float32), jnp.asarray(a[i:i + 65536], jnp.float32),
+                                jnp.asarray(n[i:i + 65536], jnp.float32))) for i in range(0, len(s), 65536)]
+            return np.concatenate(out) if out else np.zeros(0, np.float32)
+        return run
+    return {k: make(k) for k in ("forward-state", "forward-nll")}
+
+
 def _flat(x):
     return x.reshape((-1,) + x.shape[2:])
 
@@ -107,6 +144,37 @@ def roll_out(data, model, cfg, n_traj, how, copies, seed, rtg, bounds):
     return {"obs": obs, "act": a_new, "nxt": nxt, "r": r_new, "mass": mass, "n_win": n_win,
             "alive": ended_before == 0, "starts": starts,
             "real": {"obs": fobs, "act": fa, "nxt": fnxt, "mass": fmass, "n_win": fwin, "valid": fvalid}}
+
+
+def save_rollouts(path, rolls):
+    """Every rollout's arrays in one .npz (keys "generator/name", "generator/real/name",
+    "generator/dist/kind"), so that later analyses (another DIST, the rewards' misses) reuse
+    the rollouts instead of drawing new ones; `load_rollouts` reads it back."""
+    flat = {}
+
+    def put(prefix, d):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                put(f"{prefix}/{k}", v)
+            else:
+                flat[f"{prefix}/{k}"] = np.asarray(v)
+    for name, ro in rolls.items():
+        put(name, ro)
+    tmp = Path(path).with_suffix(".tmp.npz")
+    np.savez(tmp, **flat)
+    tmp.replace(path)
+
+
+def load_rollouts(path) -> dict:
+    out: dict = {}
+    with np.load(path) as z:
+        for key in z.files:
+            *parents, leaf = key.split("/")
+            d = out
+            for p in parents:
+                d = d.setdefault(p, {})
+            d[leaf] = z[key]
+    return out
 
 
 # ---- the task: data, models, audit, true reward ------------------------------------------
@@ -186,11 +254,13 @@ def main(argv=None):
     ap.add_argument("--rt-steps", type=int, default=2000, help="maze: updates of RT and FT")
     ap.add_argument("--small", action="store_true",
                     help="maze: the quickstart's transformer size (2 layers, d 64, K 16, batch 32, lr 1e-3)")
-    ap.add_argument("--reuse", action="store_true", help="keep OUT_DIR's dataset and models if present")
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep OUT_DIR's dataset, models and rollouts if present (audit and analysis are redone)")
+    ap.add_argument("--report-dist", metavar="DIST", help="with --report: truncation rows of this DIST only")
     ap.add_argument("--json", metavar="OUT")
     args = ap.parse_args(argv)
     if args.report:
-        return report([json.loads(Path(p).read_text()) for p in args.report])
+        return report([json.loads(Path(p).read_text()) for p in args.report], args.report_dist)
     if args.out_dir is None:
         ap.error("OUT_DIR is required (or --report)")
     out = Path(args.out_dir)
@@ -225,18 +295,30 @@ def main(argv=None):
     bounds = data.episodes()
     rtg = reward_to_go(data.rewards, bounds, rt.config.gamma)
     dists = {k: dist_function(k, vae, dyn) for k in DIST_KINDS}
+    dists.update(candidate_dists(dyn, rt.spec))
 
     M = cfg.candidates
 
     def run(model, how, copies=1):
         return roll_out(data, model, cfg, n_traj, how, copies, args.seed, rtg, bounds)
 
-    rolls = {"rt-candidates": run(rt, "goal", copies=M), "forward": run(ft, "uniform")}
-    t0 = _stage(times, f"roll out RT ({M} candidates per start state), FT (and replay real trajectories)", t0)
-    g_mlp = generate_backward_mlp(data, mlp, vae, rolls["rt-candidates"]["starts"][::M], np.full(n_traj, L),
-                                  seed=args.seed)
-    rolls["backward-mlp"] = {"obs": g_mlp.observations, "act": g_mlp.actions, "nxt": g_mlp.next_observations,
-                             "r": g_mlp.rewards, "alive": np.ones((n_traj, L), bool)}
+    # the rollouts are what takes long: kept in OUT_DIR, and with --reuse read back (the audit,
+    # DIST and everything after are recomputed, so a new DIST or analysis costs no new rollouts)
+    keep = ("obs", "act", "nxt", "r", "mass", "n_win", "alive", "starts", "real")
+    roll_path = out / "rollouts.npz"
+    if args.reuse and roll_path.exists():
+        rolls = {name: {k: v for k, v in ro.items() if k in keep} for name, ro in load_rollouts(roll_path).items()}
+        if len(rolls["forward"]["obs"]) != n_traj:
+            ap.error(f"{roll_path}: holds {len(rolls['forward']['obs'])} trajectories, not --trajectories {n_traj}")
+        t0 = _stage(times, "read rollouts", t0)
+    else:
+        rolls = {"rt-candidates": run(rt, "goal", copies=M), "forward": run(ft, "uniform")}
+        t0 = _stage(times, f"roll out RT ({M} candidates per start state), FT (and replay real trajectories)", t0)
+        g_mlp = generate_backward_mlp(data, mlp, vae, rolls["rt-candidates"]["starts"][::M], np.full(n_traj, L),
+                                      seed=args.seed)
+        rolls["backward-mlp"] = {"obs": g_mlp.observations, "act": g_mlp.actions, "nxt": g_mlp.next_observations,
+                                 "r": g_mlp.rewards, "alive": np.ones((n_traj, L), bool)}
+        save_rollouts(roll_path, rolls)
 
     # audit every generated step, and DIST of generated and real steps
     for name, ro in rolls.items():
@@ -273,7 +355,7 @@ def main(argv=None):
         if "mass" in ro:
             so_far = np.maximum.accumulate(ro["bad"], axis=1)
             det[name]["auc_gamma"] = {}
-            for k in DIST_KINDS:
+            for k in dists:
                 for form in RELIABILITY_FORMS:
                     g = cumulative_reliability(ro["mass"], ro["dist"][k], form, ro["n_win"])
                     det[name]["auc_gamma"][f"{k}/{form}"] = auc(g[m & so_far], g[m & ~so_far])
@@ -299,7 +381,7 @@ def main(argv=None):
     kept_default, kept_by = {}, {}
     for name in ("rt", "forward", "rt-kappa0"):
         res["truncation"][name] = {}
-        for k in DIST_KINDS:
+        for k in dists:
             for form in RELIABILITY_FORMS:
                 for q in QUANTILES:
                     st = trunc_stats(rolls[name], k, form, q)
@@ -370,6 +452,22 @@ def main(argv=None):
         "mean_real_reward": float(data.rewards.mean()),
         "negative_after_penalty": float(np.mean(r_hat - penalty < 0)),
     }
+    if not task.boxball and sparse:
+        # where the misses lie: the distance of the generated next state from the goal, against
+        # the sparse reward's radius (a head that blurs the goal's edge misses only near it)
+        from rtaug.envs.maze2d import GOAL_RADIUS
+
+        d_goal = np.linalg.norm(rt_ro["nxt"][kept][:, :2] - np.asarray(task.task.layout.eval_goal), axis=1)
+        miss = np.abs(r_hat - r_true) >= 0.5
+        band = np.abs(d_goal - GOAL_RADIUS) < 0.05
+        res["rewards"].update({
+            "misses": int(miss.sum()),
+            "misses_within_0.05_of_edge": int((miss & band).sum()),
+            "rows_within_0.05_of_edge": int(band.sum()),
+            "agreement_outside_edge_band": float(1 - miss[~band].mean()) if (~band).any() else float("nan"),
+            "miss_goal_distance_quantiles": np.quantile(d_goal[miss], [0, 0.05, 0.5, 0.95, 1]).tolist()
+            if miss.any() else None,
+        })
     times["total"] = round(time.perf_counter() - t_start, 1)
     res["seconds"] = times
     _print(res)
@@ -418,34 +516,40 @@ def _goal_rows(r):
     return "-" if w["goal_rows"] is None else f"{w['goal_rows']} ({w['goal_rows_rhat_above_half']})"
 
 
-def report(runs):
+def report(runs, dist_filter=None):
     """Markdown tables over the seeds of one task (values per seed, separated by /)."""
     runs = sorted(runs, key=lambda r: r["seed"])
     r0 = runs[0]
     seeds = ", ".join(str(r["seed"]) for r in runs)
     print(f"### {r0['task']}: seeds {seeds}, {r0['trajectories']} trajectories × {r0['max_length']} steps, "
           f"{r0['rows']} real rows (values per seed)\n")
+    kinds = list(r0["detectors"]["rt"]["auc_dist"])  # the library's DIST kinds, and any candidates
     print("DIST as a detector of a bad step (ROC AUC):\n")
-    print("| generator | bad steps % | vae | forward | disagreement |\n|---|---|---|---|---|")
+    print("| generator | bad steps % | " + " | ".join(kinds) + " |\n|---|---|" + "---|" * len(kinds))
     for g in ("rt", "forward", "backward-mlp"):
         print(f"| {g} | {_cells(runs, lambda r: 100 * r['detectors'][g]['bad_rate'], '{:.2f}')} | " + " | ".join(
-            _cells(runs, lambda r, k=k: r["detectors"][g]["auc_dist"][k]) for k in DIST_KINDS) + " |")
+            _cells(runs, lambda r, k=k: r["detectors"][g]["auc_dist"][k]) for k in kinds) + " |")
     print("\nΓ of RT's steps as a detector of 'the trajectory so far has a bad step' (ROC AUC):\n")
     print("| DIST | " + " | ".join(RELIABILITY_FORMS) + " |\n|---|" + "---|" * len(RELIABILITY_FORMS))
-    for k in DIST_KINDS:
+    for k in kinds:
         print(f"| {k} | " + " | ".join(_cells(runs, lambda r, f=f: r["detectors"]["rt"]["auc_gamma"][f"{k}/{f}"])
                                        for f in RELIABILITY_FORMS) + " |")
     print("\nTruncation of RT at α = a quantile of Γ on replayed real trajectories: trajectories truncated %, "
           "mean length, mean error (BoxBall: invalid rate) of kept / dropped steps:\n")
-    print("| DIST / form / α quantile | truncated % | mean length | kept | dropped |\n|---|---|---|---|---|")
+    print("| DIST / form / α quantile | truncated % | mean length | kept | dropped | dropped / kept |\n"
+          "|---|---|---|---|---|---|")
     for key in r0["truncation"]["rt"]:
+        if dist_filter and not key.startswith(dist_filter + "/"):
+            continue
         t = lambda r: r["truncation"]["rt"][key]  # noqa: E731
+        ratio = lambda r: t(r)["err_dropped"] / t(r)["err_kept"] if t(r)["err_kept"] else float("nan")  # noqa: E731
         print(f"| {key} | {_cells(runs, lambda r: 100 * t(r)['truncated_fraction'], '{:.1f}')} | "
               f"{_cells(runs, lambda r: t(r)['mean_length'], '{:.2f}')} | {_cells(runs, lambda r: t(r)['err_kept'], '{:.4f}')}"
-              f" | {_cells(runs, lambda r: t(r)['err_dropped'], '{:.4f}')} |")
+              f" | {_cells(runs, lambda r: t(r)['err_dropped'], '{:.4f}')} | {_cells(runs, ratio, '{:.2f}')} |")
     print("\nGenerators per step (BoxBall: bad = invalid under the true dynamics; Maze2D: simulator error > 0.05):\n")
     print("| generator | steps | bad % | mean error | median error | wall % (count) |\n|---|---|---|---|---|---|")
-    rows = list(r0["generators"]) + [f"rt {k}" for k in r0.get("rt_by_reliability", {})]
+    rows = list(r0["generators"]) + [f"rt {k}" for k in r0.get("rt_by_reliability", {})
+                                     if not dist_filter or k.startswith(dist_filter + "/")]
     for g in rows:
         get = (lambda r, g=g: r["rt_by_reliability"][g[3:]]) if g.startswith("rt ") else (lambda r, g=g: r["generators"][g])
         print(f"| {g} | {_cells(runs, lambda r: get(r)['steps'], '{:d}')} | {_cells(runs, lambda r: 100 * get(r)['bad_rate'], '{:.2f}')}"

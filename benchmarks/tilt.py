@@ -140,10 +140,13 @@ def report(runs):
         print(f"**{name}**: the candidates of a start differ in true return on "
               f"{cell(lambda r: 100 * s(r)['starts_whose_candidates_differ'], '{:.1f}')}% of starts; where they "
               f"differ, the highest R̄ is a true best on {cell(lambda r: 100 * s(r)['r_bar_picks_a_true_best'], '{:.1f}')}%\n")
-        print("| κ | true return | reaches the goal % | bad % | mean length | mean R̄ |\n|---|---|---|---|---|---|")
+        print("| κ | true return | true reward per kept step | reaches the goal % | bad % | mean length | mean R̄ |\n"
+              "|---|---|---|---|---|---|---|")
         for key in list(r0["settings"][name]["sweep"]) + ["oracle"]:
             t = (lambda r: s(r)["oracle"]) if key == "oracle" else (lambda r, key=key: s(r)["sweep"][key])
+            # both are means over the same start states, so their ratio is the reward per kept step
             print(f"| {key} | {cell(lambda r: t(r)['true_return'], '{:.3f}')} | "
+                  f"{cell(lambda r: t(r)['true_return'] / max(t(r)['mean_length'], 1e-12), '{:.4f}')} | "
                   f"{cell(lambda r: 100 * t(r)['reach_goal_rate'], '{:.1f}')} | {cell(lambda r: 100 * t(r)['bad_rate'], '{:.2f}')} | "
                   f"{cell(lambda r: t(r)['mean_length'], '{:.2f}')} | {cell(lambda r: t(r)['mean_r_bar'], '{:.4f}')} |")
         print()

@@ -330,8 +330,9 @@ def _build_block(trained: TrainedRT, H: int, M: int, C: int, reward_mode: str = 
             key, sub = jax.random.split(key)
             choice = jax.random.categorical(sub, (kappa * r_bar).reshape(H, M))
             pick = jnp.arange(H) * M + choice  # (H,)
-            keep = jnp.repeat(pick, M)  # every candidate slot continues from the chosen one
-            cache = jax.tree_util.tree_map(lambda c: c[:, keep], cache)
+            if M > 1:  # every candidate slot continues from the chosen one (a copy of the cache)
+                keep = jnp.repeat(pick, M)
+                cache = jax.tree_util.tree_map(lambda c: c[keep], cache)
             chosen = {m: values[m][0][pick] for m in order}
             record = (chosen[S], chosen[A], chosen[R_], chosen[G], done[pick], anchor[pick], attn0[pick])
             new_anchor = jnp.repeat(chosen[S], M, axis=0)

@@ -20,15 +20,21 @@ _MASKED = -1e9
 
 
 class KVCache(NamedTuple):
-    """Keys and values of every layer for a batch of sequences: (layers, B, T, heads, head_dim)."""
+    """Keys and values of every layer for a batch of sequences: per layer (B, heads, T, head_dim).
 
-    k: jax.Array
-    v: jax.Array
+    One array per layer, not one stacked array: a decoded token then updates each layer's
+    buffer in place, where stacking the layers' new keys would copy the whole cache per token
+    (at RT's default size, a quarter of a gigabyte per token of a 1,024-row batch).
+    """
+
+    k: tuple
+    v: tuple
 
 
 def empty_cache(n_layer: int, batch: int, max_len: int, n_head: int, d_model: int) -> KVCache:
-    shape = (n_layer, batch, max_len, n_head, d_model // n_head)
-    return KVCache(jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32))
+    shape = (batch, n_head, max_len, d_model // n_head)
+    return KVCache(tuple(jnp.zeros(shape, jnp.float32) for _ in range(n_layer)),
+                   tuple(jnp.zeros(shape, jnp.float32) for _ in range(n_layer)))
 
 
 class SelfAttention(nn.Module):
@@ -39,26 +45,28 @@ class SelfAttention(nn.Module):
         """x: (B, t, d) new tokens at positions start..start+t-1.
 
         key_valid: (B, T) which positions may be attended to at all (left padding is not).
-        cache_kv: None (training: the keys are x's own) or (k, v) of shape (B, T, H, hd).
+        cache_kv: None (training: the keys are x's own) or (k, v) of shape (B, H, T, hd).
         Returns (output, attention (B, H, t, T_keys), new (k, v) or None).
         """
         b, t, d = x.shape
         hd = d // self.n_head
-        qkv = nn.Dense(3 * d, name="qkv")(x).reshape(b, t, 3, self.n_head, hd)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        # (B, heads, t, hd): heads lead, so both attention products are plain batched matmuls
+        # over (B, heads) and never transpose the cache
+        qkv = nn.Dense(3 * d, name="qkv")(x).reshape(b, t, 3, self.n_head, hd).transpose(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
         if cache_kv is None:
             keys, values, new_kv = k, v, None
         else:
-            keys = jax.lax.dynamic_update_slice_in_dim(cache_kv[0], k, start, axis=1)
-            values = jax.lax.dynamic_update_slice_in_dim(cache_kv[1], v, start, axis=1)
+            keys = jax.lax.dynamic_update_slice_in_dim(cache_kv[0], k, start, axis=2)
+            values = jax.lax.dynamic_update_slice_in_dim(cache_kv[1], v, start, axis=2)
             new_kv = (keys, values)
-        n_keys = keys.shape[1]
+        n_keys = keys.shape[2]
         q_pos = start + jnp.arange(t)
         k_pos = jnp.arange(n_keys)
         allowed = (k_pos[None, :] <= q_pos[:, None])[None, None] & key_valid[:, None, None, :n_keys]
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, keys) / jnp.sqrt(hd).astype(x.dtype)
+        logits = jnp.einsum("bhqd,bhkd->bhqk", q, keys) / jnp.sqrt(hd).astype(x.dtype)
         attn = jax.nn.softmax(jnp.where(allowed, logits, _MASKED), axis=-1)
-        out = jnp.einsum("bhqk,bkhd->bqhd", attn, values).reshape(b, t, d)
+        out = jnp.einsum("bhqk,bhkd->bqhd", attn, values).reshape(b, t, d)
         return nn.Dense(d, name="proj")(out), attn, new_kv
 
 
@@ -88,7 +96,7 @@ class GPT(nn.Module):
         """x: (B, t, d). Returns (hidden (B, t, d), last-layer attention (B, H, t, T), cache)."""
         b, t, _ = x.shape
         if key_valid is None:
-            n_keys = t if cache is None else cache.k.shape[2]
+            n_keys = t if cache is None else cache.k[0].shape[2]
             key_valid = jnp.ones((b, n_keys), bool)
         ks, vs = [], []
         attn = None
@@ -98,5 +106,5 @@ class GPT(nn.Module):
             if new_kv is not None:
                 ks.append(new_kv[0])
                 vs.append(new_kv[1])
-        new_cache = None if cache is None else KVCache(jnp.stack(ks), jnp.stack(vs))
+        new_cache = None if cache is None else KVCache(tuple(ks), tuple(vs))
         return nn.LayerNorm(name="ln_f")(x), attn, new_cache
