@@ -43,10 +43,12 @@ from rtaug.data.hdf5 import load_hdf5, save_hdf5
 from rtaug.generate.baselines import BackwardMLPConfig, generate_backward_mlp, train_backward_mlp
 from rtaug.generate.dynamics import DynamicsConfig, load_dynamics, train_dynamics
 from rtaug.generate.generation import (DIST_KINDS, RELIABILITY_FORMS, GenerationConfig, dist_function,
-                                       mean_reward, rollout, select_starts, tilt_choice, transitions)
+                                       mean_reward, resolve_reward, rollout, select_starts, tilt_choice,
+                                       transitions)
 from rtaug.generate.io import load_generator, save_generator
 from rtaug.generate.model import RTConfig
 from rtaug.generate.reliability import cumulative_reliability, truncate
+from rtaug.generate.reward import RewardConfig, load_reward, save_reward, train_reward
 from rtaug.generate.spec import Spec
 from rtaug.generate.train import VAEConfig, train_sequence_model, train_vae
 
@@ -190,6 +192,7 @@ class Task:
             self.vae, self.mlp = replace(q.vae, seed=seed), replace(q.mlp, seed=seed)
             self.dyn = DynamicsConfig(seed=seed, hidden=(128, 128), steps=3000)
             self.gen = replace(q.generation)
+            self.reward = RewardConfig(seed=seed)
         else:
             from rtaug.envs.registry import get_task
 
@@ -201,6 +204,7 @@ class Task:
             self.vae, self.mlp = VAEConfig(seed=seed), BackwardMLPConfig(seed=seed)
             self.dyn = DynamicsConfig(seed=seed)
             self.gen = GenerationConfig()
+            self.reward = RewardConfig(seed=seed)
         self.rows = rows
 
     def collect(self):
@@ -288,6 +292,12 @@ def main(argv=None):
     rt, vae, mlp = load_generator(out / "models" / "rt")
     ft, _, _ = load_generator(out / "models" / "ft")
     dyn = load_dynamics(out / "models" / "rt", rt.spec)
+    reward_model = load_reward(out / "models" / "rt", rt.spec)
+    if reward_model is None:
+        reward_model = train_reward(data, rt.spec, task.reward, progress=False)
+        save_reward(out / "models" / "rt", reward_model)
+        save_reward(out / "models" / "ft", reward_model)
+        t0 = _stage(times, f"train the reward model ({reward_model.config.inputs})", t0)
 
     cfg = replace(task.gen, num_trajectories=n_traj, max_length=10, seed=args.seed, truncation=False,
                   alpha_trajectories=min(n_traj, 2000))
@@ -331,6 +341,13 @@ def main(argv=None):
             re = ro["real"]
             re["dist"] = {k: np.where(re["valid"], f(_flat(re["obs"]), _flat(re["act"]), _flat(re["nxt"]))
                                       .reshape(re["valid"].shape), 0.0) for k, f in dists.items()}
+    # rewards as `generate` writes them (GenerationConfig.reward): the reward model's where it is
+    # used; the sequence model's own head values are kept as r_head
+    reward_used = resolve_reward(cfg.reward, reward_model)
+    for ro in rolls.values():
+        ro["r_head"] = ro["r"]
+        if reward_used == "model":
+            ro["r"] = reward_model.predict(_flat(ro["obs"]), _flat(ro["act"]), _flat(ro["nxt"])).reshape(ro["r"].shape)
     t0 = _stage(times, "audit + DIST", t0)
 
     res = {"task": args.task, "seed": args.seed, "small": args.small, "trajectories": n_traj, "max_length": L,
@@ -434,40 +451,44 @@ def main(argv=None):
         res["tilt"]["sweep"][f"{kappa:g}"] = {**returns(sel, kept_cands[pick]),
                                              "mean_length": float(kept_cands[pick].sum(1).mean())}
 
-    # 5. rewards of RT's kept rows, and the penalty
+    # 5. rewards of RT's kept rows: the sequence model's head and the reward model against the
+    # task's reward of the generated next state; the penalty on what is written
     kept = kept_default["rt"]
     r_true = task.true_reward(rt_ro["nxt"])[kept]
-    r_hat = rt_ro["r"][kept]
     sparse = task.boxball or task.task.reward_type == "sparse"
+    d_goal = None
+    if not task.boxball:
+        d_goal = np.linalg.norm(rt_ro["nxt"][kept][:, :2] - np.asarray(task.task.layout.eval_goal), axis=1)
+    step_of = np.broadcast_to(np.arange(L)[None, :], kept.shape)[kept]
+
+    def reward_stats(r_hat):
+        miss = np.abs(r_hat - r_true) >= (0.5 if sparse else 0.01)
+        out = {"agreement": float(1 - miss.mean()), "mean_abs_error": float(np.mean(np.abs(r_hat - r_true))),
+               "mean_rhat": float(r_hat.mean()), "misses": int(miss.sum()),
+               "miss_rate_by_step": [float(miss[step_of == u].mean()) for u in range(L)]}
+        if sparse:
+            out.update(goal_rows=int(np.sum(r_true > 0.5)), goal_rows_rhat_above_half=int(np.sum((r_true > 0.5) & (r_hat > 0.5))))
+        if d_goal is not None and miss.any():
+            # where the misses lie: the generated next state's distance from the goal (sparse
+            # reward radius 0.5)
+            out["miss_goal_distance_quantiles"] = np.quantile(d_goal[miss], [0, 0.05, 0.5, 0.95, 1]).tolist()
+        return out
+
     st = trunc_stats(rt_ro, cfg.dist, cfg.reliability, cfg.alpha_quantile)
     g = cumulative_reliability(rt_ro["mass"], rt_ro["dist"][cfg.dist], cfg.reliability, rt_ro["n_win"])[kept]
     penalty = cfg.beta * rt.spec.reward_range * g / st["alpha"]
+    r_written = rt_ro["r"][kept]
     res["rewards"] = {
-        "agreement": float(np.mean(np.abs(r_hat - r_true) < (0.5 if sparse else 0.01))),
-        "mean_abs_error": float(np.mean(np.abs(r_hat - r_true))),
-        "goal_rows": int(np.sum(r_true > 0.5)) if sparse else None,
-        "goal_rows_rhat_above_half": int(np.sum((r_true > 0.5) & (r_hat > 0.5))) if sparse else None,
-        "mean_rhat": float(r_hat.mean()), "mean_true": float(r_true.mean()),
+        "written": reward_used, "mean_true": float(r_true.mean()),
+        "goal_distance_quantiles": np.quantile(d_goal[r_true > 0.5], [0.05, 0.5, 0.95]).tolist()
+        if d_goal is not None and sparse and (r_true > 0.5).any() else None,
+        "head": reward_stats(rt_ro["r_head"][kept]),
+        "model": reward_stats(r_written) if reward_used == "model" else None,
+        "reward_model": {"inputs": reward_model.config.inputs, "fit": reward_model.fit} if reward_model else None,
         "mean_penalty": float(penalty.mean()), "beta": cfg.beta, "reward_scale": rt.spec.reward_range,
         "mean_real_reward": float(data.rewards.mean()),
-        "negative_after_penalty": float(np.mean(r_hat - penalty < 0)),
+        "negative_after_penalty": float(np.mean(r_written - penalty < 0)),
     }
-    if not task.boxball and sparse:
-        # where the misses lie: the distance of the generated next state from the goal, against
-        # the sparse reward's radius (a head that blurs the goal's edge misses only near it)
-        from rtaug.envs.maze2d import GOAL_RADIUS
-
-        d_goal = np.linalg.norm(rt_ro["nxt"][kept][:, :2] - np.asarray(task.task.layout.eval_goal), axis=1)
-        miss = np.abs(r_hat - r_true) >= 0.5
-        band = np.abs(d_goal - GOAL_RADIUS) < 0.05
-        res["rewards"].update({
-            "misses": int(miss.sum()),
-            "misses_within_0.05_of_edge": int((miss & band).sum()),
-            "rows_within_0.05_of_edge": int(band.sum()),
-            "agreement_outside_edge_band": float(1 - miss[~band].mean()) if (~band).any() else float("nan"),
-            "miss_goal_distance_quantiles": np.quantile(d_goal[miss], [0, 0.05, 0.5, 0.95, 1]).tolist()
-            if miss.any() else None,
-        })
     times["total"] = round(time.perf_counter() - t_start, 1)
     res["seconds"] = times
     _print(res)
@@ -509,11 +530,6 @@ def _mean(xs):
 def _cells(runs, get, fmt="{:.3f}"):
     vals = [get(r) for r in runs]
     return " / ".join(fmt.format(v) for v in vals)
-
-
-def _goal_rows(r):
-    w = r["rewards"]
-    return "-" if w["goal_rows"] is None else f"{w['goal_rows']} ({w['goal_rows_rhat_above_half']})"
 
 
 def report(runs, dist_filter=None):
@@ -575,13 +591,24 @@ def report(runs, dist_filter=None):
                   f"{_cells(runs, lambda r: t(r)['true_reward_per_step'], '{:.4f}')} | "
                   f"{_cells(runs, lambda r: 100 * t(r)['bad_rate'], '{:.2f}')} | "
                   f"{_cells(runs, lambda r: t(r)['mean_length'], '{:.2f}')} |")
-    print("\nRewards of RT's kept steps: r̂ against the task's reward of the generated next state; the penalty:\n")
+    print("\nRewards of RT's kept steps against the task's reward of the generated next state: the sequence "
+          "model's reward head and the reward model (`generate/reward.py`); the penalty on the written rewards:\n")
     w = lambda r: r["rewards"]  # noqa: E731
-    print("| agree % | goal rows (r̂ > 0.5) | mean r̂ / true | β | mean penalty | mean real reward |\n|---|---|---|---|---|---|")
-    print(f"| {_cells(runs, lambda r: 100 * w(r)['agreement'], '{:.2f}')} | "
-          f"{_cells(runs, _goal_rows, '{}')} | "
-          f"{_cells(runs, lambda r: w(r)['mean_rhat'], '{:.4f}')} vs {_cells(runs, lambda r: w(r)['mean_true'], '{:.4f}')} | "
-          f"{_cells(runs, lambda r: w(r)['beta'], '{:g}')} | {_cells(runs, lambda r: w(r)['mean_penalty'], '{:.5f}')} | "
+    print("| r̂ from | agree % | goal rows (r̂ > 0.5) | mean r̂ / true | misses at step 0 / 9 % |\n|---|---|---|---|---|")
+    for src in ("head", "model"):
+        if any(w(r).get(src) is None for r in runs):
+            continue
+        x = lambda r, src=src: w(r)[src]  # noqa: E731
+        goal = _cells(runs, lambda r: f"{x(r).get('goal_rows', '-')} ({x(r).get('goal_rows_rhat_above_half', '-')})", "{}")
+        by_step = _cells(runs, lambda r: "{:.1f} / {:.1f}".format(100 * x(r)["miss_rate_by_step"][0],
+                                                                  100 * x(r)["miss_rate_by_step"][-1]), "{}")
+        print(f"| {src} | {_cells(runs, lambda r: 100 * x(r)['agreement'], '{:.2f}')} | {goal} | "
+              f"{_cells(runs, lambda r: x(r)['mean_rhat'], '{:.4f}')} vs {_cells(runs, lambda r: w(r)['mean_true'], '{:.4f}')} | "
+              f"{by_step} |")
+    print("\n| written | β | mean penalty | negative after the penalty % | mean real reward |\n|---|---|---|---|---|")
+    print(f"| {_cells(runs, lambda r: w(r)['written'], '{}')} | {_cells(runs, lambda r: w(r)['beta'], '{:g}')} | "
+          f"{_cells(runs, lambda r: w(r)['mean_penalty'], '{:.5f}')} | "
+          f"{_cells(runs, lambda r: 100 * w(r)['negative_after_penalty'], '{:.1f}')} | "
           f"{_cells(runs, lambda r: w(r)['mean_real_reward'], '{:.4f}')} |")
     print("\nWall time per seed (s): " + _cells(runs, lambda r: r["seconds"]["total"], "{:.0f}"))
 

@@ -33,8 +33,9 @@ from reliability import KAPPAS, Task, _default_kept, _flat, roll_out
 from rtaug.data.episodes import reward_to_go
 from rtaug.data.hdf5 import load_hdf5
 from rtaug.generate.dynamics import load_dynamics
-from rtaug.generate.generation import dist_function, mean_reward, tilt_choice
+from rtaug.generate.generation import dist_function, mean_reward, resolve_reward, tilt_choice
 from rtaug.generate.io import load_generator
+from rtaug.generate.reward import load_reward
 
 SETTINGS = (("rt-goal", "rt", "goal"), ("rt-uniform", "rt", "uniform"), ("ft-uniform", "ft", "uniform"))
 
@@ -96,14 +97,16 @@ def main(argv=None):
     rt, vae, _ = load_generator(run / "models" / "rt")
     ft, _, _ = load_generator(run / "models" / "ft")
     dyn = load_dynamics(run / "models" / "rt", rt.spec)
+    reward_model = load_reward(run / "models" / "rt", rt.spec)
     cfg = replace(task.gen, num_trajectories=args.trajectories, max_length=args.max_length, seed=args.seed,
                   truncation=False, alpha_trajectories=min(args.trajectories, 2000))
     M = cfg.candidates
     bounds = data.episodes()
     rtg = reward_to_go(data.rewards, bounds, rt.config.gamma)
     dist = dist_function(cfg.dist, vae, dyn)
+    reward_used = resolve_reward(cfg.reward, reward_model)  # R̄ from the rewards `generate` writes
     res = {"task": args.task, "seed": args.seed, "trajectories": args.trajectories, "max_length": args.max_length,
-           "candidates": M, "dist": cfg.dist, "reliability": cfg.reliability, "alpha_quantile": cfg.alpha_quantile,
+           "candidates": M, "reward": reward_used, "dist": cfg.dist, "reliability": cfg.reliability, "alpha_quantile": cfg.alpha_quantile,
            "settings": {}}
     for name, which, how in SETTINGS:
         if name not in args.settings:
@@ -117,6 +120,8 @@ def main(argv=None):
         re = ro["real"]
         re["dist"] = {cfg.dist: np.where(re["valid"], dist(_flat(re["obs"]), _flat(re["act"]), _flat(re["nxt"]))
                                          .reshape(re["valid"].shape), 0.0)}
+        if reward_used == "model":
+            ro["r"] = reward_model.predict(_flat(ro["obs"]), _flat(ro["act"]), _flat(ro["nxt"])).reshape(shape)
         kept = _default_kept(ro, cfg)
         r_bar = mean_reward(ro["r"], kept, model.spec)
         res["settings"][name] = study(task, ro, kept, r_bar, M, KAPPAS, args.seed + 3)

@@ -10,7 +10,7 @@ from rtaug.data.hdf5 import load_hdf5
 
 TINY_TRAIN = ["--steps", "20", "--layers", "1", "--heads", "2", "--d-model", "16", "--context-steps", "8",
               "--vae-steps", "20", "--rtg-bins", "8", "--dynamics-steps", "20", "--dynamics-members", "2",
-              "--no-progress"]
+              "--reward-steps", "20", "--no-progress"]
 
 
 def _write_d4rl_maze2d(path, n=400, seg=50, seed=0):

@@ -31,7 +31,7 @@ TASK = "maze2d-umaze-sparse"
 ROWS, TRAJ, LENGTH = 1500, 16, 4
 TINY = ["--context-steps", "8", "--layers", "1", "--heads", "2", "--d-model", "16", "--batch-size", "8",
         "--steps", "20", "--rtg-bins", "8", "--vae-steps", "20", "--dynamics-steps", "20", "--dynamics-members", "2",
-        "--seed", "0"]
+        "--reward-steps", "20", "--seed", "0"]
 
 
 def _run(*argv):
@@ -55,6 +55,9 @@ def pipeline(tmp_path_factory):
 def test_audit_splits_generated_from_real(pipeline):
     d, audit = pipeline
     aug = load_hdf5(d / "aug.hdf5")
+    # a maze pays for the state after the step: the reward model reads s′ alone and writes the rewards
+    assert json.loads((d / "rt" / "reward.json").read_text())["config"]["inputs"] == "next_state"
+    assert aug.metadata["generator"]["reward_used"] == "model"
     n_gen = int(aug.generated.sum())
     copied = len(aug) - ROWS - n_gen  # the real suffixes joined to the generated prefixes (Eq. 11)
     assert n_gen == TRAJ * LENGTH and copied >= TRAJ

@@ -134,8 +134,14 @@ def _cmd_train_model(args):
         raise ValueError("--dynamics-steps must be >= 0 and --dynamics-members >= 1")
     dyn_cfg = (DynamicsConfig(members=args.dynamics_members, steps=args.dynamics_steps, seed=args.seed)
                if args.dynamics_steps else None)
+    from rtaug.generate.reward import RewardConfig
+
+    if args.reward_steps < 0:
+        raise ValueError("--reward-steps must be >= 0")
+    reward_cfg = (RewardConfig(inputs=args.reward_inputs, steps=args.reward_steps, seed=args.seed)
+                  if args.reward_steps else None)
     train_model(args.dataset, args.out, rt_cfg, vae_cfg, mlp_cfg, progress=not args.no_progress,
-                dynamics_config=dyn_cfg)
+                dynamics_config=dyn_cfg, reward_config=reward_cfg)
 
 
 def _cmd_augment(args):
@@ -452,10 +458,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_reference)
 
     p = sub.add_parser(
-        "train-model", help="train RT's sequence model, reliability VAE and dynamics ensemble on a dataset file",
+        "train-model", help="train RT's sequence model, reliability VAE, dynamics ensemble and reward model on a "
+                            "dataset file",
         description="Train the sequence model (backward = RT, forward = FT) by teacher forcing on windows of K "
-                    "steps, the reliability VAE (the paper's DIST, Eq. 8) and an ensemble of one-step forward "
-                    "dynamics models (the default DIST: its check of each generated step). α is measured at "
+                    "steps, the reliability VAE (the paper's DIST, Eq. 8), an ensemble of one-step forward "
+                    "dynamics models (the default DIST: its check of each generated step) and a reward model "
+                    "(the rewards written on generated steps). α is measured at "
                     "`rtaug augment` time, on real trajectories replayed through the model. Works on any "
                     "D4RL-layout HDF5 file; integer actions are treated as discrete.",
     )
@@ -481,6 +489,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dynamics-steps", type=int, default=3000,
                    help="updates of the dynamics ensemble; 0 = do not train one (then only --dist vae) "
                         "(default: %(default)s)")
+    p.add_argument("--reward-steps", type=int, default=4000,
+                   help="updates of the reward model, whose predictions are the rewards written on generated "
+                        "steps (augment --reward auto/model); 0 = do not train one (then the sequence model's "
+                        "reward head writes them) (default: %(default)s)")
+    p.add_argument("--reward-inputs", choices=["auto", "next_state", "transition"], default="auto",
+                   help="what the reward model reads: next_state = s′ alone (a reward paid for where the step "
+                        "leads: mazes, BoxBall); transition = (s, a, s′); auto = next_state when the dataset's "
+                        "recorded task pays for the next state, else transition (default: %(default)s)")
     p.add_argument("--backward-mlp", action="store_true", help="also train the one-step backward MLP baseline")
     p.add_argument("--seed", type=int, default=0)
     _add_progress(p)
@@ -516,8 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "scaled to [0, 1] (backward its candidates share R_{t+1}, so it barely acts) "
                         "(default: %(default)s)")
     p.add_argument("--reward", choices=REWARDS, default=gd.reward,
-                   help="generated rewards: mean = the reward head's expectation; sample = a draw from it "
-                        "(default: %(default)s)")
+                   help="generated rewards: model = the model directory's reward model (train-model "
+                        "--reward-steps); mean = the sequence model's reward head, its expectation; sample = a draw "
+                        "from that head; auto = model where the directory has one, else mean (default: %(default)s)")
     p.add_argument("--beta", type=float, default=gd.beta,
                    help="β of the α-pessimistic reward r − β·s·Γ/α, s = the data's reward range "
                         "(max − min), so β is a fraction of it (default: %(default)s)")

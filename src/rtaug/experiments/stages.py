@@ -15,6 +15,7 @@ from rtaug.generate.generation import GenerationConfig, format_summary, generate
 from rtaug.generate.io import load_generator, save_generator
 from rtaug.generate.merge import MERGES, write_augmented
 from rtaug.generate.model import RTConfig
+from rtaug.generate.reward import RewardConfig, load_reward, save_reward, train_reward
 from rtaug.generate.spec import Spec
 from rtaug.generate.train import VAEConfig, train_sequence_model, train_vae
 
@@ -28,10 +29,12 @@ def train_model(
     progress: bool = True,
     log=print,
     dynamics_config: DynamicsConfig | None = None,
+    reward_config: RewardConfig | None = None,
 ) -> Path:
-    """Train the sequence model, the reliability VAE and the dynamics ensemble (DIST, unless
-    `dynamics_config` is None; default: DynamicsConfig()), and optionally the MLP baseline, on
-    a dataset file; write them to `out_dir`."""
+    """Train the sequence model, the reliability VAE, the dynamics ensemble (DIST, unless
+    `dynamics_config` is None) and the reward model (the reward written on generated steps,
+    unless `reward_config` is None), and optionally the MLP baseline, on a dataset file; write
+    them to `out_dir`."""
     data = load_hdf5(dataset_path)
     spec = Spec.fit(data, gamma=rt_config.gamma, rtg_bins=rt_config.rtg_bins)
     log(f"{dataset_path}: {len(data)} transitions, {len(data.episodes())} episodes; "
@@ -40,7 +43,14 @@ def train_model(
     vae = train_vae(data, spec, vae_config, progress=progress)
     dynamics = train_dynamics(data, spec, dynamics_config, progress=progress) if dynamics_config else None
     mlp = train_backward_mlp(data, spec, mlp_config, progress=progress) if mlp_config else None
+    reward = None
+    if reward_config is not None:
+        reward = train_reward(data, spec, reward_config, progress=progress)
+        log(f"reward model r({'s′' if reward.config.inputs == 'next_state' else 's, a, s′'}): held-out fit "
+            + ", ".join(f"{k} {v:.4g}" for k, v in reward.fit.items() if k != "held_out_rows"))
     out = save_generator(out_dir, rt, vae, mlp, dynamics)
+    if reward is not None:
+        save_reward(out, reward)
     log(f"wrote {out} (final loss {rt.history[-1]['loss']:.4f}, α = {vae.alpha:.4g})")
     return out
 
@@ -65,6 +75,10 @@ def augment_file(dataset_path, model_dir, out_path, config: GenerationConfig, pr
     data = load_hdf5(dataset_path)
     rt, vae, mlp = load_generator(model_dir)
     dynamics = load_dynamics(model_dir, rt.spec)
+    reward_model = load_reward(model_dir, rt.spec)
+    if config.reward == "model" and reward_model is None:
+        raise ValueError(f"--reward model: {model_dir} has no reward model (reward.json); retrain it with `rtaug "
+                         "train-model` (without --reward-steps 0), or pass --reward mean")
     _check_compatible(data, rt.spec, dataset_path, model_dir)
     if config.dist != "vae" and dynamics is None:
         raise ValueError(f"--dist {config.dist}: {model_dir} has no dynamics ensemble (dynamics.json); retrain "
@@ -74,9 +88,9 @@ def augment_file(dataset_path, model_dir, out_path, config: GenerationConfig, pr
         if mlp is None:
             raise ValueError(f"{model_dir}: no backward MLP in this model directory (train one with "
                              "`rtaug train-model --backward-mlp`)")
-        gen = generate_backward_mlp_config(data, mlp, vae, config, dynamics=dynamics)
+        gen = generate_backward_mlp_config(data, mlp, vae, config, dynamics=dynamics, reward_model=reward_model)
     else:
-        gen = generate(data, rt, vae, config, progress=progress, dynamics=dynamics)
+        gen = generate(data, rt, vae, config, progress=progress, dynamics=dynamics, reward_model=reward_model)
     summary = summarize(gen, data)
     gen.config = {**gen.config, "summary": summary}
     log(format_summary(summary))

@@ -173,13 +173,15 @@ def generate_backward_mlp_config(
     config: GenerationConfig,
     start_rows: np.ndarray | None = None,
     dynamics=None,
+    reward_model=None,
 ) -> Generated:
     """The baseline under RT's generation settings, for `rtaug augment`: the same start states
     as `generate` draws with the same seed, `max_length` steps, the configured DIST, and, having
     no attention, Γ as the running sum of DIST; α is the same quantile of that sum over real
-    trajectories next to the same kind of start states, as for RT."""
+    trajectories next to the same kind of start states, as for RT. Rewards as `generate` writes
+    them (`config.reward`): the reward model's where it is used, else the MLP's own draw."""
     from rtaug.data.episodes import reward_to_go
-    from rtaug.generate.generation import _forced_steps, dist_function
+    from rtaug.generate.generation import _forced_steps, dist_function, resolve_reward
 
     how = "uniform" if config.start == "uniform" else "goal"
     if start_rows is None:
@@ -190,6 +192,10 @@ def generate_backward_mlp_config(
                               seed=config.seed, beta=config.beta)
     dist_fn = dist_function(config.dist, vae, dynamics)
     flat = lambda x: x.reshape((-1,) + x.shape[2:])
+    reward_used = resolve_reward(config.reward, reward_model)
+    if reward_used == "model":
+        g.rewards = reward_model.predict(flat(g.observations), flat(g.actions),
+                                         flat(g.next_observations)).reshape(g.kept.shape)
     g.dist = dist_fn(flat(g.observations), flat(g.actions), flat(g.next_observations)).reshape(g.kept.shape)
     g.reliability = np.cumsum(g.dist, axis=1)
     bounds = data.episodes()
@@ -205,5 +211,6 @@ def generate_backward_mlp_config(
     g.reward_scale = trained.spec.reward_range
     if config.truncation:
         g.kept = truncate(g.reliability, g.alpha)[1]
-    g.config = {**g.config, "generation": config.to_dict(), "alpha": g.alpha, "reward_scale": g.reward_scale}
+    g.config = {**g.config, "generation": config.to_dict(), "alpha": g.alpha, "reward_scale": g.reward_scale,
+                "reward_used": "model" if reward_used == "model" else "sample"}
     return g

@@ -40,7 +40,7 @@ RELIABILITY_FORMS = ("paper", "window", "renormalised", "sum")
 DIST_KINDS = ("vae", "forward", "disagreement")
 MERGES = ("suffix", "prefix")
 TILTS = ("trajectory", "step")
-REWARDS = ("mean", "sample")
+REWARDS = ("auto", "model", "mean", "sample")
 
 
 @dataclass
@@ -57,7 +57,10 @@ class GenerationConfig:
     # candidates of every step and keeps one by its reward-to-go (the earlier reading, which
     # cannot raise returns backward: candidates of one step share R_{t+1}, docs/reliability.md)
     tilt: str = "trajectory"
-    reward: str = "mean"  # generated r̂: "mean" (the reward head's expectation) or "sample" (a draw)
+    # generated r̂: "model" (the model directory's reward model, `generate/reward.py`), "mean" (the
+    # sequence model's reward head, its expectation), "sample" (a draw from the head), "auto"
+    # (the reward model where the directory has one, else the head's mean; docs/decisions.md)
+    reward: str = "auto"
     beta: float = 0.1  # β of the α-pessimistic reward r − β·s·Γ/α (Eq. 6), s = the data's reward range
     start: str = "auto"  # "goal" (state of maximal reward), "uniform", or "auto" (goal backward, uniform forward)
     truncation: bool = True  # U_t (Eq. 4); off for the fixed-length ablations RT-F3 / RT-F5
@@ -386,10 +389,13 @@ def _rollout_windows(trained: TrainedRT, config: GenerationConfig, ctx: dict, ke
     NG = K - C
     H = ctx["s"].shape[0]
     M = config.candidates
-    cache_key = (H, M, C, config.reward)
+    # the head's own reward tokens: a draw for reward="sample", else its expectation (a reward
+    # model's values replace the written rewards afterwards, not the tokens the model conditions on)
+    head_reward = "sample" if config.reward == "sample" else "mean"
+    cache_key = (H, M, C, head_reward)
     blocks = trained.__dict__.setdefault("_generators", {})
     if cache_key not in blocks:
-        blocks[cache_key] = _build_block(trained, H, M, C, config.reward)
+        blocks[cache_key] = _build_block(trained, H, M, C, head_reward)
     block = blocks[cache_key]
     use_forced = forced is not None
     if forced is None:  # a placeholder of the right shapes, never read
@@ -443,6 +449,17 @@ def _rollout_windows(trained: TrainedRT, config: GenerationConfig, ctx: dict, ke
     cat = [np.concatenate(p, axis=1)[:, :L] for p in zip(*parts)]
     mass = np.concatenate(masses, axis=1)[:, :L, :L]
     return cat, mass, np.concatenate(n_window, axis=1)[:, :L]
+
+
+def resolve_reward(reward: str, reward_model) -> str:
+    """What `GenerationConfig.reward` means for a model directory: "auto" is the reward model
+    where there is one, else the sequence model's head ("mean")."""
+    if reward == "auto":
+        return "model" if reward_model is not None else "mean"
+    if reward == "model" and reward_model is None:
+        raise ValueError("GenerationConfig.reward='model' needs the model directory's reward model (`rtaug "
+                         "train-model` trains it unless --reward-steps 0): use reward='mean' or retrain")
+    return reward
 
 
 def dist_function(dist: str, vae: TrainedVAE, dynamics):
@@ -548,8 +565,13 @@ def generate(
     start_rows: np.ndarray | None = None,
     progress: bool = True,
     dynamics=None,
+    reward_model=None,
 ) -> Generated:
-    """Generate `config.num_trajectories` trajectories from dataset states with RT (or FT)."""
+    """Generate `config.num_trajectories` trajectories from dataset states with RT (or FT).
+
+    reward_model: a `TrainedReward` (`generate/reward.py`); with `config.reward` "model" (or
+    "auto") the written rewards, and the tilt's R̄, are its predictions for the generated
+    transitions; the sequence model still conditions on its own reward tokens."""
     direction = trained.config.direction
     K = trained.config.context_steps
     config.context_steps(K)  # validates the context against the window
@@ -561,6 +583,7 @@ def generate(
     bounds = data.episodes()
     rtg = reward_to_go(data.rewards, bounds, trained.config.gamma)
     dist_fn = dist_function(config.dist, vae, dynamics)
+    reward_used = resolve_reward(config.reward, reward_model)
     # The whole-trajectory tilt rolls out M independent trajectories per start state (M rows
     # per call, as many as the per-step tilt's M candidates take) and keeps one of them.
     n_cand = config.candidates if config.tilt == "trajectory" and config.kappa != 0 else 1
@@ -577,6 +600,8 @@ def generate(
     bar.close()
     obs, nxt = transitions(direction, s_new, anchors)
     flat = lambda x: x.reshape((-1,) + x.shape[2:])
+    if reward_used == "model":
+        r_new = reward_model.predict(flat(obs), flat(a_new), flat(nxt)).reshape(r_new.shape)
     dist = dist_fn(flat(obs), flat(a_new), flat(nxt)).reshape(obs.shape[:2])
     gamma = cumulative_reliability(mass, dist, config.reliability, n_win)
     kept = truncate(gamma, alpha)[1] if config.truncation else np.ones_like(gamma, bool)
@@ -608,7 +633,7 @@ def generate(
         real_reliability=real_gamma,
         tilt=tilt_stats,
         config={"generator": "rt" if direction == "backward" else "ft", **config.to_dict(),
-                "alpha": alpha, "reward_scale": trained.spec.reward_range, "rt": trained.config.to_dict()},
+                "reward_used": reward_used, "alpha": alpha, "reward_scale": trained.spec.reward_range, "rt": trained.config.to_dict()},
     )
 
 
