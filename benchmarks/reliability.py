@@ -386,11 +386,17 @@ def main(argv=None):
         alpha = float(np.quantile(real_g, q))
         kept = truncate(g, alpha)[1] & ro["alive"]
         dropped = ~kept & ro["alive"]
+        # the step where Γ passed α (what truncation judged), and the steps after it, which
+        # generation never draws (RT stops there) but the untruncated rollout has
+        trigger = dropped & (np.cumsum(dropped, axis=1) == 1)
+        after = dropped & ~trigger
         lengths = kept.sum(1)
         return {"alpha": alpha, "kept_steps": int(kept.sum()), "truncated_fraction": float(np.mean(lengths < ro["alive"].sum(1))),
                 "mean_length": float(lengths.mean()), "length_hist": np.bincount(lengths, minlength=L + 1).tolist(),
                 "err_kept": float(ro["err"][kept].mean()) if kept.any() else float("nan"),
                 "err_dropped": float(ro["err"][dropped].mean()) if dropped.any() else float("nan"),
+                "err_trigger": float(ro["err"][trigger].mean()) if trigger.any() else float("nan"),
+                "err_after": float(ro["err"][after].mean()) if after.any() else float("nan"),
                 "bad_kept": float(ro["bad"][kept].mean()) if kept.any() else float("nan"),
                 "wall_kept": float(ro["wall"][kept].mean()) if kept.any() else float("nan"),
                 "mean_gamma_kept": float(g[kept].mean()) if kept.any() else float("nan"), "_kept": kept}
@@ -552,8 +558,8 @@ def report(runs, dist_filter=None):
                                        for f in RELIABILITY_FORMS) + " |")
     print("\nTruncation of RT at α = a quantile of Γ on replayed real trajectories: trajectories truncated %, "
           "mean length, mean error (BoxBall: invalid rate) of kept / dropped steps:\n")
-    print("| DIST / form / α quantile | truncated % | mean length | kept | dropped | dropped / kept |\n"
-          "|---|---|---|---|---|---|")
+    print("| DIST / form / α quantile | truncated % | mean length | kept | dropped | dropped / kept | "
+          "the step that passed α / kept | the steps after it / kept |\n|---|---|---|---|---|---|---|---|")
     for key in r0["truncation"]["rt"]:
         if dist_filter and not key.startswith(dist_filter + "/"):
             continue
@@ -561,7 +567,9 @@ def report(runs, dist_filter=None):
         ratio = lambda r: t(r)["err_dropped"] / t(r)["err_kept"] if t(r)["err_kept"] else float("nan")  # noqa: E731
         print(f"| {key} | {_cells(runs, lambda r: 100 * t(r)['truncated_fraction'], '{:.1f}')} | "
               f"{_cells(runs, lambda r: t(r)['mean_length'], '{:.2f}')} | {_cells(runs, lambda r: t(r)['err_kept'], '{:.4f}')}"
-              f" | {_cells(runs, lambda r: t(r)['err_dropped'], '{:.4f}')} | {_cells(runs, ratio, '{:.2f}')} |")
+              f" | {_cells(runs, lambda r: t(r)['err_dropped'], '{:.4f}')} | {_cells(runs, ratio, '{:.2f}')} | "
+              f"{_cells(runs, lambda r: t(r).get('err_trigger', float('nan')) / t(r)['err_kept'], '{:.2f}')} | "
+              f"{_cells(runs, lambda r: t(r).get('err_after', float('nan')) / t(r)['err_kept'], '{:.2f}')} |")
     print("\nGenerators per step (BoxBall: bad = invalid under the true dynamics; Maze2D: simulator error > 0.05):\n")
     print("| generator | steps | bad % | mean error | median error | wall % (count) |\n|---|---|---|---|---|---|")
     rows = list(r0["generators"]) + [f"rt {k}" for k in r0.get("rt_by_reliability", {})
