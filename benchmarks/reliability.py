@@ -131,16 +131,18 @@ def _default_kept(ro, cfg):
 
 def roll_out(data, model, cfg, n_traj, how, copies, seed, rtg, bounds):
     """Untruncated rollouts of `n_traj` start states (`how`), `copies` independent trajectories
-    each, batched as `generate` batches the whole-trajectory tilt's candidates (M rows per
-    trajectory's share of a batch); and real trajectories next to the same kind of start states
-    replayed (teacher-forced) through the same model, what α is measured on."""
-    M = cfg.candidates
-    c = replace(cfg, candidates=1, batch=cfg.batch * M, num_trajectories=n_traj * copies)
-    starts = np.repeat(select_starts(data, n_traj, how, np.random.default_rng(seed)), copies)
-    s_new, a_new, r_new, _R, done, anchors, mass, n_win = rollout(data, model, c, starts, rtg, bounds, False)
+    each, as `generate` rolls out the whole-trajectory tilt's candidates; and real trajectories
+    next to the same kind of start states replayed (teacher-forced) through the same model, what
+    α is measured on."""
+    c = replace(cfg, candidates=1, num_trajectories=n_traj)
+    first = select_starts(data, n_traj, how, np.random.default_rng(seed))
+    starts = np.repeat(first, copies)
+    s_new, a_new, r_new, _R, done, anchors, mass, n_win = rollout(data, model, c, first, rtg, bounds, False,
+                                                                  copies=copies)
     obs, nxt = transitions(model.config.direction, s_new, anchors)
     real_starts = select_starts(data, cfg.alpha_trajectories, how, np.random.default_rng(seed + 1))
-    fs, fa, _fr, _fR, _fd, fanc, fmass, fwin, fvalid = rollout(data, model, c, real_starts, rtg, bounds, True)
+    out = rollout(data, model, c, real_starts, rtg, bounds, True, copies=copies)
+    fs, fa, _fr, _fR, _fd, fanc, fmass, fwin, fvalid = (x[::copies] for x in out)
     fobs, fnxt = transitions(model.config.direction, fs, fanc)
     ended_before = np.cumsum(done, axis=1) - done
     return {"obs": obs, "act": a_new, "nxt": nxt, "r": r_new, "mass": mass, "n_win": n_win,

@@ -90,17 +90,18 @@ def bench_generation(data: Dataset, cfg: RTConfig, gcfg: GenerationConfig, H=256
     batch = _windows(data, rtg, bounds, np.arange(2), cfg.context_steps, cfg.direction)
     params = model.init(jax.random.PRNGKey(0), *batch)
     trained = TrainedRT(spec, cfg, params, [])
-    # as `generate` runs the whole-trajectory tilt: M independent rollouts per trajectory, H·M rows
+    # as `generate` runs the whole-trajectory tilt: M independent rollouts of each of H start
+    # states, H·M rows at once
     M = gcfg.candidates
-    gcfg = dataclasses.replace(gcfg, num_trajectories=H * M, alpha_trajectories=H * M, batch=H * M, candidates=1)
-    starts = np.repeat(select_starts(data, H, "uniform", np.random.default_rng(0)), M)
+    gcfg = dataclasses.replace(gcfg, num_trajectories=H, alpha_trajectories=H, batch=H, candidates=1)
+    starts = select_starts(data, H, "uniform", np.random.default_rng(0))
     # the sampled rollout alone (sliding windows included); Γ, α and the tilt's choice are
     # host-side numpy after it
-    rollout(data, trained, gcfg, starts, rtg, bounds, False)
+    rollout(data, trained, gcfg, starts, rtg, bounds, False, copies=M)
     best = float("inf")
     for i in range(repeats):
         t = time.perf_counter()
-        rollout(data, trained, dataclasses.replace(gcfg, seed=i), starts, rtg, bounds, False)
+        rollout(data, trained, dataclasses.replace(gcfg, seed=i), starts, rtg, bounds, False, copies=M)
         best = min(best, time.perf_counter() - t)
     steps = H * gcfg.max_length  # steps of the H trajectories kept, one of M each
     return {"trajectories": H, "candidates": M, "max_length": gcfg.max_length,

@@ -242,13 +242,15 @@ def _forced_steps(data: Dataset, rtg, bounds, start_rows, L: int, direction: str
             "done": data.terminals[rows] & valid}, valid
 
 
-def _build_block(trained: TrainedRT, H: int, M: int, C: int, reward_mode: str = "mean"):
-    """A jitted function that generates one window's worth of steps (K − C) for H trajectories.
+def _build_block(trained: TrainedRT, H: int, M: int, C: int, reward_mode: str = "mean", copies: int = 1):
+    """A jitted function that generates one window's worth of steps (K − C) for H contexts, each
+    rolled out `copies` times independently (the whole-trajectory tilt's candidates), each of
+    those with M candidates per step (the per-step tilt).
 
-    (context slots, key, forced steps, use_forced, κ) -> per generated step: the chosen candidate's values, the
-    state it is attached to (backward: its successor; forward: the state it leaves), the episode
-    end it predicted, and the last layer's head-averaged attention of the query at its final
-    token over the window's 4K tokens.
+    (context slots, key, forced steps, use_forced, κ) -> per generated step of the H·copies
+    trajectories: the chosen candidate's values, the state it is attached to (backward: its
+    successor; forward: the state it leaves), the episode end it predicted, and the last layer's
+    head-averaged attention of the query at its final token over the window's 4K tokens.
     """
     model: RTModel = trained.model
     spec, params, cfg = trained.spec, trained.params, trained.config
@@ -258,31 +260,36 @@ def _build_block(trained: TrainedRT, H: int, M: int, C: int, reward_mode: str = 
     NG = K - C  # steps generated per window
     P = 4 * C if direction == "backward" else 4 * (C - 1) + 1  # context tokens, the last one pending
     T = 4 * K
-    BM = H * M
+    HG = H * copies  # trajectories
+    BM = HG * M  # rows decoded at once
     gamma = cfg.gamma
     rtg_lo, rtg_span = spec.rtg_lo, spec.rtg_hi - spec.rtg_lo
 
-    def rep(x):
-        return jnp.repeat(x, M, axis=0)
+    def rep(x):  # one row per context -> one per decoded row
+        return jnp.repeat(x, copies * M, axis=0)
 
     def run(ctx, key, forced_steps, use_forced, kappa):
         # Replaying real steps (for α) and sampling share one compiled program: XLA compiles
         # this loop in tens of seconds, and α must see exactly the model's generation path.
-        s, a, r, R, valid = rep(ctx["s"]), rep(ctx["a"]), rep(ctx["r"]), rep(ctx["R"]), rep(ctx["valid"])
+        s, a, r, R, valid = ctx["s"], ctx["a"], ctx["r"], ctx["R"], ctx["valid"]
         n_valid = valid.sum(axis=1)
-        offset = C - n_valid  # left padding, in step slots
-        step_ctx = jnp.maximum(jnp.arange(C)[None, :] - offset[:, None], 0).astype(jnp.int32)
+        step_ctx = jnp.maximum(jnp.arange(C)[None, :] - (C - n_valid)[:, None], 0).astype(jnp.int32)
         token_valid = jnp.repeat(valid, 4, axis=1)[:, :P]
-        key_valid = jnp.concatenate([token_valid, jnp.ones((BM, T - P), bool)], axis=1)
-        cache = empty_cache(cfg.n_layer, BM, T, cfg.n_head, cfg.d_model)
+        key_valid = jnp.concatenate([token_valid, jnp.ones((H, T - P), bool)], axis=1)
+        cache = empty_cache(cfg.n_layer, H, T, cfg.n_head, cfg.d_model)
         if P > 1:
+            # the context is read once per context and its keys and values copied to every row
+            # that continues it: the rows differ only in what they draw afterwards
             cache = model.apply(params, s, a, r, R, step_ctx, key_valid, cache, P - 1, method=RTModel.prefill)
-        pending = R[:, -1] if direction == "backward" else s[:, -1]
-        anchor = s[:, -1]
-        R_next = R[:, -1]  # reward-to-go of the state the next backward step leads into
+        cache = jax.tree_util.tree_map(rep, cache)
+        key_valid = rep(key_valid)
+        offset = rep(C - n_valid)  # left padding, in step slots
+        pending = rep(R[:, -1] if direction == "backward" else s[:, -1])
+        anchor = rep(s[:, -1])
+        R_next = rep(R[:, -1])  # reward-to-go of the state the next backward step leads into
         # the state one step back in reading order: what a forward action head is conditioned on
-        prev_anchor = s[:, -2] if C >= 2 else s[:, -1]
-        prev_valid = valid[:, -2].astype(jnp.float32) if C >= 2 else jnp.zeros((BM,), jnp.float32)
+        prev_anchor = rep(s[:, -2] if C >= 2 else s[:, -1])
+        prev_valid = rep(valid[:, -2].astype(jnp.float32)) if C >= 2 else jnp.zeros((BM,), jnp.float32)
 
         def step_of(pos):
             return jnp.maximum(pos // 4 - offset, 0).astype(jnp.int32)
@@ -331,8 +338,8 @@ def _build_block(trained: TrainedRT, H: int, M: int, C: int, reward_mode: str = 
             # candidates are already draws from P(R), so the weight is the tilt alone.
             r_bar = (values[G][0] - rtg_lo) / rtg_span
             key, sub = jax.random.split(key)
-            choice = jax.random.categorical(sub, (kappa * r_bar).reshape(H, M))
-            pick = jnp.arange(H) * M + choice  # (H,)
+            choice = jax.random.categorical(sub, (kappa * r_bar).reshape(HG, M))
+            pick = jnp.arange(HG) * M + choice  # (HG,)
             if M > 1:  # every candidate slot continues from the chosen one (a copy of the cache)
                 keep = jnp.repeat(pick, M)
                 cache = jax.tree_util.tree_map(lambda c: c[keep], cache)
@@ -374,13 +381,14 @@ def _token_steps(slot_s, slot_a) -> np.ndarray:
     return out
 
 
-def _rollout_windows(trained: TrainedRT, config: GenerationConfig, ctx: dict, key, forced=None):
+def _rollout_windows(trained: TrainedRT, config: GenerationConfig, ctx: dict, key, forced=None, copies: int = 1):
     """Generate (or, with `forced`, replay real steps through the model) in sliding windows.
 
     Each window holds C context steps and K − C new ones; when it is full, its last C steps
     (generated ones included) become the next window's context, re-read from scratch so that
-    step positions stay those of training. Returns per-trajectory arrays over L = max_length
-    steps, the attention mass of each step's query on each earlier generated step (H, L, L) and
+    step positions stay those of training. Every context is rolled out `copies` times (rows
+    h·copies … h·copies + copies − 1). Returns per-trajectory arrays over L = max_length steps,
+    the attention mass of each step's query on each earlier generated step (H·copies, L, L) and
     how many steps its window held.
     """
     cfg = trained.config
@@ -392,11 +400,13 @@ def _rollout_windows(trained: TrainedRT, config: GenerationConfig, ctx: dict, ke
     # the head's own reward tokens: a draw for reward="sample", else its expectation (a reward
     # model's values replace the written rewards afterwards, not the tokens the model conditions on)
     head_reward = "sample" if config.reward == "sample" else "mean"
-    cache_key = (H, M, C, head_reward)
     blocks = trained.__dict__.setdefault("_generators", {})
-    if cache_key not in blocks:
-        blocks[cache_key] = _build_block(trained, H, M, C, head_reward)
-    block = blocks[cache_key]
+
+    def block_for(n_ctx, n_copies):
+        cache_key = (n_ctx, M, C, head_reward, n_copies)
+        if cache_key not in blocks:
+            blocks[cache_key] = _build_block(trained, n_ctx, M, C, head_reward, n_copies)
+        return blocks[cache_key]
     use_forced = forced is not None
     if forced is None:  # a placeholder of the right shapes, never read
         forced = {"s": ctx["s"][:, :1].repeat(L, 1), "a": ctx["a"][:, :1].repeat(L, 1),
@@ -416,7 +426,8 @@ def _rollout_windows(trained: TrainedRT, config: GenerationConfig, ctx: dict, ke
         else:
             slot_s = np.concatenate([slot_s, gen_idx])
             slot_a = np.concatenate([slot_a[:C - 1], gen_idx, [-1]])
-        n_valid = ctx["valid"].sum(axis=1)
+        n_valid = np.repeat(ctx["valid"].sum(axis=1), copies)
+        block = block_for(len(ctx["s"]), copies)
         key, sub = jax.random.split(key)
         window = {k: np.asarray(v[:, g0:g0 + NG]) if v.shape[1] >= g0 + NG else
                   np.concatenate([v[:, g0:], np.repeat(v[:, -1:], g0 + NG - v.shape[1], 1)], 1)
@@ -431,6 +442,10 @@ def _rollout_windows(trained: TrainedRT, config: GenerationConfig, ctx: dict, ke
         n_window.append(n_valid[:, None] + np.arange(1, NG + 1)[None, :])
         parts.append((s_new, a_new, r_new, R_new, done, anchors))
         if b + 1 < n_blocks:  # slide: the window's last C steps are the next context
+            if copies > 1:  # from here on each copy has a context of its own
+                ctx = {k: np.repeat(v, copies, axis=0) for k, v in ctx.items()}
+                forced = {k: np.repeat(v, copies, axis=0) for k, v in forced.items()}
+                copies = 1
             if direction == "backward":
                 win = {"s": np.concatenate([ctx["s"], s_new], 1), "a": np.concatenate([ctx["a"], a_new], 1),
                        "r": np.concatenate([ctx["r"], r_new], 1), "R": np.concatenate([ctx["R"], R_new], 1)}
@@ -440,7 +455,7 @@ def _rollout_windows(trained: TrainedRT, config: GenerationConfig, ctx: dict, ke
                        "a": pad(np.concatenate([ctx["a"][:, :C - 1], a_new], 1)),
                        "r": pad(np.concatenate([ctx["r"][:, :C - 1], r_new], 1)),
                        "R": pad(np.concatenate([ctx["R"][:, :C - 1], R_new], 1))}
-            win["valid"] = np.concatenate([ctx["valid"], np.ones((H, NG), bool)], 1)
+            win["valid"] = np.concatenate([ctx["valid"], np.ones((len(ctx["valid"]), NG), bool)], 1)
             ctx = {k: v[:, K - C:] for k, v in win.items()}
             slot_s, slot_a = slot_s[K - C:], slot_a[K - C:]
             if direction == "forward":
@@ -479,12 +494,14 @@ def dist_function(dist: str, vae: TrainedVAE, dynamics):
     return run
 
 
-def rollout(data, trained, config, start_rows, rtg, bounds, forced: bool, progress_bar=None):
-    """Roll out every start row in batches of `config.batch` (forced: replay the real steps next
-    to each start row instead of sampling). Returns per-step arrays over L = max_length:
-    new states, actions, r̂, R̂, predicted ends, the states they attach to (see `transitions`),
-    the attention mass (n, L, L) and window sizes (n, L) that Γ needs; forced adds `valid`
-    (n, L), False past the episode's edge. Truncation is not applied: Γ decides it afterwards."""
+def rollout(data, trained, config, start_rows, rtg, bounds, forced: bool, progress_bar=None, copies: int = 1):
+    """Roll out every start row `copies` times, independently (rows i·copies … i·copies +
+    copies − 1 start from start_rows[i]), in batches of `config.batch` start rows (forced:
+    replay the real steps next to each start row instead of sampling; the copies are then
+    identical). Returns per-step arrays over L = max_length: new states, actions, r̂, R̂,
+    predicted ends, the states they attach to (see `transitions`), the attention mass (n, L, L)
+    and window sizes (n, L) that Γ needs; forced adds `valid` (n, L), False past the episode's
+    edge. Truncation is not applied: Γ decides it afterwards."""
     direction = trained.config.direction
     C = config.context_steps(trained.config.context_steps)
     n = len(start_rows)
@@ -502,12 +519,12 @@ def rollout(data, trained, config, start_rows, rtg, bounds, forced: bool, progre
             f, valid = _forced_steps(data, rtg, bounds, rows_p, config.max_length, direction)
             f = {**f, "valid": valid}
         key, sub = jax.random.split(key)
-        out, mass, n_win = _rollout_windows(trained, config, ctx, sub,
+        out, mass, n_win = _rollout_windows(trained, config, ctx, sub, copies=copies,
                                     forced=None if f is None else {k: v for k, v in f.items() if k != "valid"})
-        extra = [f["valid"]] if forced else []
-        parts.append([x[: len(rows)] for x in (*out, mass, n_win, *extra)])
+        extra = [np.repeat(f["valid"], copies, axis=0)] if forced else []
+        parts.append([x[: len(rows) * copies] for x in (*out, mass, n_win, *extra)])
         if progress_bar is not None:
-            progress_bar.update(len(rows))
+            progress_bar.update(len(rows) * copies)
     return [np.concatenate(p) for p in zip(*parts)]
 
 
@@ -534,16 +551,20 @@ def tilt_choice(r_bar, n_cand: int, kappa: float, rng: np.random.Generator) -> n
     return np.arange(len(p)) * n_cand + choice
 
 
-def measure_alpha(data: Dataset, trained: TrainedRT, dist_fn, config: GenerationConfig, rtg, bounds, how: str):
+def measure_alpha(data: Dataset, trained: TrainedRT, dist_fn, config: GenerationConfig, rtg, bounds, how: str,
+                  copies: int = 1):
     """α measured the way Γ is (DESIGN §4): real trajectories next to the same kind of start
     states, teacher-forced through the same model, windows and attention, Γ computed by the same
     form; α is the configured quantile of those Γ (1.0: their maximum, the paper's "maximum
-    distribution error of the offline dataset"). Returns (α, the real Γ values)."""
+    distribution error of the offline dataset"). Returns (α, the real Γ values).
+
+    copies: as generation rolls out each start state (the replay then runs generation's compiled
+    program; its copies are identical and one of each is kept)."""
     rng = np.random.default_rng(config.seed + 1)
     starts = select_starts(data, config.alpha_trajectories, how, rng)
     direction = trained.config.direction
-    s_new, a_new, _r, _R, _d, anchors, mass, n_win, valid = rollout(
-        data, trained, config, starts, rtg, bounds, forced=True)
+    out = rollout(data, trained, config, starts, rtg, bounds, forced=True, copies=copies)
+    s_new, a_new, _r, _R, _d, anchors, mass, n_win, valid = (x[::copies] for x in out)
     obs, nxt = transitions(direction, s_new, anchors)
     flat = lambda x: x.reshape((-1,) + x.shape[2:])
     dist = dist_fn(flat(obs), flat(a_new), flat(nxt)).reshape(obs.shape[:2])
@@ -587,16 +608,12 @@ def generate(
     # The whole-trajectory tilt rolls out M independent trajectories per start state (M rows
     # per call, as many as the per-step tilt's M candidates take) and keeps one of them.
     n_cand = config.candidates if config.tilt == "trajectory" and config.kappa != 0 else 1
-    run_config = config
-    if config.tilt == "trajectory":
-        run_config = replace(config, candidates=1, batch=config.batch * config.candidates,
-                             num_trajectories=len(start_rows) * n_cand)
-    alpha, real_gamma = measure_alpha(data, trained, dist_fn, run_config, rtg, bounds, how)
+    run_config = replace(config, candidates=1) if config.tilt == "trajectory" else config
+    alpha, real_gamma = measure_alpha(data, trained, dist_fn, run_config, rtg, bounds, how, copies=n_cand)
 
-    rows = np.repeat(start_rows, n_cand)
-    bar = tqdm(total=len(rows), desc=f"generate ({direction})", disable=not progress, unit="traj")
+    bar = tqdm(total=len(start_rows) * n_cand, desc=f"generate ({direction})", disable=not progress, unit="traj")
     s_new, a_new, r_new, _R, done, anchors, mass, n_win = rollout(
-        data, trained, run_config, rows, rtg, bounds, forced=False, progress_bar=bar)
+        data, trained, run_config, start_rows, rtg, bounds, forced=False, progress_bar=bar, copies=n_cand)
     bar.close()
     obs, nxt = transitions(direction, s_new, anchors)
     flat = lambda x: x.reshape((-1,) + x.shape[2:])
@@ -661,6 +678,7 @@ def summarize(generated: Generated, data: Dataset | None = None) -> dict:
         "penalised_reward_mean": float(penalised.mean()) if kept.any() else None,
         "penalty_mean": float((g.rewards[kept] - penalised).mean()) if kept.any() else None,
         "tilt": g.tilt,
+        "reward_source": g.config.get("reward_used"),
     }
     if data is not None:
         out["real_reward_mean"] = float(data.rewards.mean())
@@ -684,7 +702,9 @@ def format_summary(s: dict) -> str:
         lines.append(f"  return tilt: kept 1 of {t['candidates']} candidate trajectories by exp(κ·R̄); mean R̄ "
                      f"{t['chosen_mean_reward']:.4g} (all candidates {t['candidate_mean_reward']:.4g})")
     if s["model_reward_mean"] is not None:
-        lines.append(f"  rewards: model {s['model_reward_mean']:.4g}, after the penalty {s['penalised_reward_mean']:.4g} "
+        source = {"model": "reward model", "mean": "reward head", "sample": "reward head, sampled"}.get(
+            s.get("reward_source"), "generated")
+        lines.append(f"  rewards ({source}): mean {s['model_reward_mean']:.4g}, after the penalty {s['penalised_reward_mean']:.4g} "
                      f"(mean penalty {s['penalty_mean']:.4g})"
                      + (f"; real rows {s['real_reward_mean']:.4g}" if "real_reward_mean" in s else ""))
     return "\n".join(lines)
