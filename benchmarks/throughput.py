@@ -1,25 +1,19 @@
-"""Offline RL learners on this CPU: updates/s of rtaug (JAX) next to d3rlpy 2.8.1 (PyTorch),
-per algorithm, at the D4RL network sizes with batch 256, and the FLOP/s rtaug achieves as a
-fraction of the measured float32 matmul peak.
+"""Offline RL learners on this CPU, rtaug's side: updates/s (one seed, and several seeds at once),
+GFLOP per update and the fraction of the measured float32 matmul peak, per algorithm, at the
+D4RL network sizes with batch 256. The comparison with d3rlpy lives in benchmarks/compare.py,
+which imports the functions here and runs the peers in an environment of their own.
 
-    pip install torch==2.13.0 && pip install d3rlpy==2.8.1   # the `bench` extra, CPU torch
-    python benchmarks/throughput.py [--algos bc td3bc iql cql bcq] [--seconds 10] [--json OUT]
+    python benchmarks/throughput.py [--algos bc td3bc iql cql bcq] [--seconds 10] [--seeds 2] [--json OUT]
 
 Data: 100k synthetic halfcheetah-shaped transitions (obs 17, act 6, episodes of 1000 steps).
 
 rtaug is timed exactly as `rtaug.train.train` runs it: the same compiled program (batch
-sampling + update, `lax.scan` over a chunk of updates), compile and the first run excluded.
-d3rlpy is timed through its public `algo.update(batch)` (what its `fit` loop calls per step),
-on batches sampled from its replay buffer beforehand, so the time of its batch sampling is
-*not* counted (in its favour), after warm-up updates. Both sides get every core of the machine
-(torch.get_num_threads() and XLA's CPU thread pool), and the sides run one after the other,
-never at the same time.
+sampling + update, `lax.scan` over a chunk of updates), compile and the first run excluded,
+with every core of the machine (XLA's CPU thread pool).
 
 FLOPs of one rtaug update are XLA's own count (cost analysis of the compiled single update,
 batch gather included), not a formula. The peak is the best of several large float32 matmuls
-timed here with the same threads. `--json OUT` writes, per algorithm, `rtaug_updates_per_s`,
-`d3rlpy_updates_per_s`, `ratio` (rtaug / d3rlpy, one seed each) and `peak_fraction`, plus the
-details (FLOPs, seeds-at-once throughput, machine).
+timed here with the same threads.
 """
 
 from __future__ import annotations
@@ -146,75 +140,6 @@ def rtaug_flops(name: str, data: Dataset) -> float:
     return flops
 
 
-# --------------------------------------------------------------------------------------- d3rlpy
-
-
-def _quiet_d3rlpy():
-    """d3rlpy logs every dataset build through structlog at info level; keep warnings only."""
-    import logging
-
-    import structlog
-
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-
-
-def d3rlpy_algo(name: str):
-    import d3rlpy
-    from d3rlpy.models.encoders import VectorEncoderFactory
-
-    def enc(*hidden):
-        return VectorEncoderFactory(hidden_units=list(hidden))
-
-    if name == "bc":
-        cfg = d3rlpy.algos.BCConfig(batch_size=BATCH, learning_rate=3e-4, policy_type="deterministic",
-                                    encoder_factory=enc(256, 256))
-    elif name == "td3bc":
-        cfg = d3rlpy.algos.TD3PlusBCConfig(batch_size=BATCH, actor_encoder_factory=enc(256, 256),
-                                           critic_encoder_factory=enc(256, 256), alpha=2.5,
-                                           update_actor_interval=2)
-    elif name == "iql":
-        cfg = d3rlpy.algos.IQLConfig(batch_size=BATCH, actor_encoder_factory=enc(256, 256),
-                                     critic_encoder_factory=enc(256, 256), value_encoder_factory=enc(256, 256),
-                                     expectile=0.7, weight_temp=3.0, max_weight=100.0)
-    elif name == "cql":
-        # Fixed α = 5 (alpha_learning_rate 0), 10 sampled actions, 256-256-256 networks: our defaults.
-        cfg = d3rlpy.algos.CQLConfig(batch_size=BATCH, actor_encoder_factory=enc(256, 256, 256),
-                                     critic_encoder_factory=enc(256, 256, 256), conservative_weight=5.0,
-                                     alpha_learning_rate=0.0, n_action_samples=10, actor_learning_rate=1e-4,
-                                     critic_learning_rate=3e-4)
-    elif name == "bcq":
-        cfg = d3rlpy.algos.BCQConfig(batch_size=BATCH, actor_encoder_factory=enc(400, 300),
-                                     critic_encoder_factory=enc(400, 300), imitator_encoder_factory=enc(750, 750),
-                                     n_action_samples=10, lam=0.75, action_flexibility=0.05)
-    else:
-        raise ValueError(name)
-    return cfg.create(device="cpu:0")
-
-
-def bench_d3rlpy(name: str, data: Dataset, seconds: float, n_batches: int = 32) -> dict:
-    import d3rlpy
-
-    dataset = d3rlpy.dataset.MDPDataset(
-        observations=data.observations, actions=data.actions, rewards=data.rewards[:, None],
-        terminals=data.terminals.astype(np.float32), timeouts=data.timeouts.astype(np.float32),
-        action_space=d3rlpy.ActionSpace.CONTINUOUS)
-    algo = d3rlpy_algo(name)
-    algo.build_with_dataset(dataset)
-    batches = [dataset.sample_transition_batch(BATCH) for _ in range(n_batches)]
-    for b in batches[:10]:  # warm-up
-        algo.update(b)
-    it = {"i": 0}
-    reps = 10
-
-    def some_updates():
-        for _ in range(reps):
-            algo.update(batches[it["i"] % n_batches])
-            it["i"] += 1
-
-    sec = _timed(some_updates, seconds)
-    return {"updates_per_s": reps / sec}
-
-
 # ------------------------------------------------------------------------------------------ main
 
 
@@ -224,46 +149,26 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=10.0, help="timed seconds per measurement (default 10)")
     ap.add_argument("--seeds", type=int, default=2,
                     help="also time this many seeds at once (vmapped) and report per-seed updates/s (default 2)")
-    ap.add_argument("--no-d3rlpy", action="store_true", help="time rtaug only")
     ap.add_argument("--json", metavar="OUT", help="write the results as JSON")
     args = ap.parse_args(argv)
 
     data = halfcheetah_shaped()
-    if not args.no_d3rlpy:
-        import torch
-
-        import d3rlpy  # noqa: F401  (fail early, before minutes of rtaug timing)
-
-        _quiet_d3rlpy()
-
-        torch_threads = torch.get_num_threads()
-    else:
-        torch_threads = None
     peak = matmul_peak()
-    machine = {"cpu_count": os.cpu_count(), "torch_threads": torch_threads, "platform": platform.platform(),
-               "python": sys.version.split()[0], "jax": jax.__version__,
-               "matmul_peak_gflops": peak / 1e9}
-    if not args.no_d3rlpy:
-        machine["torch"] = torch.__version__
-        machine["d3rlpy"] = d3rlpy.__version__
+    machine = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
+               "jax": jax.__version__, "matmul_peak_gflops": peak / 1e9, "load_average": os.getloadavg()}
     print(f"float32 matmul peak: {peak / 1e9:.1f} GFLOP/s ({os.cpu_count()} cores); "
           f"batch {BATCH}, {N} transitions, obs {OBS_DIM}, act {ACT_DIM}", flush=True)
 
     results = {}
-    header = (f"{'algo':6} {'rtaug/s':>9} {f'x{args.seeds}/seed':>9} {'d3rlpy/s':>9} {'ratio':>6} "
-              f"{'GFLOP/upd':>9} {'GFLOP/s':>8} {'peak':>6}")
+    header = f"{'algo':6} {'rtaug/s':>9} {f'x{args.seeds}/seed':>9} {'GFLOP/upd':>9} {'GFLOP/s':>8} {'peak':>6}"
     print(header, flush=True)
     for name in args.algos:
         one = bench_rtaug(name, data, args.seconds, 1)
         many = bench_rtaug(name, data, args.seconds, args.seeds) if args.seeds > 1 else None
         flops = rtaug_flops(name, data)
-        d3 = None if args.no_d3rlpy else bench_d3rlpy(name, data, args.seconds)
         ups = one["updates_per_s"]
-        d3_ups = d3["updates_per_s"] if d3 else float("nan")
         res = {
             "rtaug_updates_per_s": ups,
-            "d3rlpy_updates_per_s": d3_ups,
-            "ratio": ups / d3_ups if d3 else float("nan"),
             "peak_fraction": flops * ups / peak,
             "gflop_per_update": flops / 1e9,
             "achieved_gflops": flops * ups / 1e9,
@@ -272,8 +177,8 @@ def main(argv=None) -> int:
         }
         results[name] = res
         many_s = f"{many['per_seed_updates_per_s']:9.1f}" if many else f"{'-':>9}"
-        print(f"{name:6} {ups:9.1f} {many_s} {d3_ups:9.1f} {res['ratio']:6.2f} {flops / 1e9:9.3f} "
-              f"{res['achieved_gflops']:8.1f} {res['peak_fraction']:6.1%}", flush=True)
+        print(f"{name:6} {ups:9.1f} {many_s} {flops / 1e9:9.3f} {res['achieved_gflops']:8.1f} "
+              f"{res['peak_fraction']:6.1%}", flush=True)
 
     if args.json:
         payload = {"machine": machine, "batch_size": BATCH, "transitions": N, "obs_dim": OBS_DIM,
