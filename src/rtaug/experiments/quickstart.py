@@ -21,6 +21,7 @@ from rtaug.fileio import atomic_savefig, atomic_write_json
 from rtaug.generate.io import save_generator
 from rtaug.generate.baselines import BackwardMLPConfig, generate_backward_mlp, train_backward_mlp
 from rtaug.generate.dynamics import DynamicsConfig, train_dynamics
+from rtaug.generate.reward import RewardConfig, save_reward, train_reward
 from rtaug.generate.generation import GenerationConfig, Generated, generate
 from rtaug.generate.model import RTConfig
 from rtaug.generate.spec import Spec
@@ -42,6 +43,8 @@ class QuickstartConfig:
     vae: VAEConfig = field(default_factory=lambda: VAEConfig(steps=3000, hidden=(64, 64), latent_dim=4))
     mlp: BackwardMLPConfig = field(default_factory=lambda: BackwardMLPConfig(steps=3000, hidden=(128, 128)))
     dynamics: DynamicsConfig = field(default_factory=lambda: DynamicsConfig(steps=3000, hidden=(128, 128)))
+    # BoxBall pays on entering the goal cell: a reward of the next state, quick to fit
+    reward: RewardConfig = field(default_factory=lambda: RewardConfig(steps=1000, batch_size=256))
     generation: GenerationConfig = field(default_factory=lambda: GenerationConfig(
         num_trajectories=50, max_length=10, candidates=4, kappa=5.0,
     ))
@@ -185,8 +188,8 @@ def run_quickstart(config: QuickstartConfig | None = None, out: str | Path | Non
         f"{data.metadata.get('episodes_reaching_goal')} reach the goal")
     stage("collect")
 
-    log("[2/5] training RT (backward), FT (forward), the one-step backward MLP, the reliability VAE and the "
-        "dynamics ensemble")
+    log("[2/5] training RT (backward), FT (forward), the one-step backward MLP, the reliability VAE, the "
+        "dynamics ensemble and the reward model")
     spec = Spec.fit(data, gamma=cfg.rt.gamma, rtg_bins=cfg.rt.rtg_bins)
     rt = train_sequence_model(data, RTConfig(**{**asdict(cfg.rt), "direction": "backward", "seed": cfg.seed}),
                               progress=progress, spec=spec)
@@ -196,15 +199,18 @@ def run_quickstart(config: QuickstartConfig | None = None, out: str | Path | Non
     vae = train_vae(data, spec, cfg.vae, progress=progress)
     dynamics = train_dynamics(data, spec, DynamicsConfig(**{**asdict(cfg.dynamics), "seed": cfg.seed}),
                               progress=progress)
+    reward = train_reward(data, spec, RewardConfig(**{**asdict(cfg.reward), "seed": cfg.seed}), progress=progress)
     # kept so that every later look at these models (`rtaug augment`) uses exactly the ones behind the table
     save_generator(out_dir / "models" / "rt", rt, vae, mlp, dynamics)
     save_generator(out_dir / "models" / "ft", ft, vae, None, dynamics)
+    save_reward(out_dir / "models" / "rt", reward)
+    save_reward(out_dir / "models" / "ft", reward)
     stage("train")
 
     log(f"[3/5] generating {cfg.trajectories} trajectories per generator")
     gcfg = GenerationConfig(**{**asdict(cfg.generation), "num_trajectories": cfg.trajectories, "seed": cfg.seed})
-    gen_rt = generate(data, rt, vae, gcfg, progress=progress, dynamics=dynamics)
-    gen_ft = generate(data, ft, vae, gcfg, progress=progress, dynamics=dynamics)
+    gen_rt = generate(data, rt, vae, gcfg, progress=progress, dynamics=dynamics, reward_model=reward)
+    gen_ft = generate(data, ft, vae, gcfg, progress=progress, dynamics=dynamics, reward_model=reward)
     log(f"      α (Γ of real trajectories, {gcfg.reliability} form of {gcfg.dist} DIST): RT {gen_rt.alpha:.4g}, "
         f"FT {gen_ft.alpha:.4g}")
     gen_mlp = generate_backward_mlp(data, mlp, vae, gen_rt.start_rows, gen_rt.lengths, seed=cfg.seed, beta=gcfg.beta)
