@@ -535,6 +535,13 @@ def _mean(xs):
     return float(np.mean(xs)) if xs else float("nan")
 
 
+def _ratio(a, b):
+    """a / b, inf where a > 0 = b (BoxBall's kept steps are often all valid), nan where undefined."""
+    if b is None or a is None or not np.isfinite(a) or not np.isfinite(b):
+        return float("nan")
+    return a / b if b else (float("inf") if a > 0 else float("nan"))
+
+
 def _cells(runs, get, fmt="{:.3f}"):
     vals = [get(r) for r in runs]
     return " / ".join(fmt.format(v) for v in vals)
@@ -566,12 +573,12 @@ def report(runs, dist_filter=None):
         if dist_filter and not key.startswith(dist_filter + "/"):
             continue
         t = lambda r: r["truncation"]["rt"][key]  # noqa: E731
-        ratio = lambda r: t(r)["err_dropped"] / t(r)["err_kept"] if t(r)["err_kept"] else float("nan")  # noqa: E731
+        ratio = lambda r: _ratio(t(r)["err_dropped"], t(r)["err_kept"])  # noqa: E731
         print(f"| {key} | {_cells(runs, lambda r: 100 * t(r)['truncated_fraction'], '{:.1f}')} | "
               f"{_cells(runs, lambda r: t(r)['mean_length'], '{:.2f}')} | {_cells(runs, lambda r: t(r)['err_kept'], '{:.4f}')}"
               f" | {_cells(runs, lambda r: t(r)['err_dropped'], '{:.4f}')} | {_cells(runs, ratio, '{:.2f}')} | "
-              f"{_cells(runs, lambda r: t(r).get('err_trigger', float('nan')) / t(r)['err_kept'], '{:.2f}')} | "
-              f"{_cells(runs, lambda r: t(r).get('err_after', float('nan')) / t(r)['err_kept'], '{:.2f}')} |")
+              f"{_cells(runs, lambda r: _ratio(t(r).get('err_trigger', float('nan')), t(r)['err_kept']), '{:.2f}')} | "
+              f"{_cells(runs, lambda r: _ratio(t(r).get('err_after', float('nan')), t(r)['err_kept']), '{:.2f}')} |")
     print("\nGenerators per step (BoxBall: bad = invalid under the true dynamics; Maze2D: simulator error > 0.05):\n")
     print("| generator | steps | bad % | mean error | median error | wall % (count) |\n|---|---|---|---|---|---|")
     rows = list(r0["generators"]) + [f"rt {k}" for k in r0.get("rt_by_reliability", {})
@@ -604,13 +611,14 @@ def report(runs, dist_filter=None):
     print("\nRewards of RT's kept steps against the task's reward of the generated next state: the sequence "
           "model's reward head and the reward model (`generate/reward.py`); the penalty on the written rewards:\n")
     w = lambda r: r["rewards"]  # noqa: E731
-    print("| r̂ from | agree % | goal rows (r̂ > 0.5) | mean r̂ / true | misses at step 0 / 9 % |\n|---|---|---|---|---|")
+    print("| r̂ from | agree % | goal rows (r̂ > 0.5) | mean r̂ / true | misses at the first → last step % |\n"
+          "|---|---|---|---|---|")
     for src in ("head", "model"):
         if any(w(r).get(src) is None for r in runs):
             continue
         x = lambda r, src=src: w(r)[src]  # noqa: E731
         goal = _cells(runs, lambda r: f"{x(r).get('goal_rows', '-')} ({x(r).get('goal_rows_rhat_above_half', '-')})", "{}")
-        by_step = _cells(runs, lambda r: "{:.1f} / {:.1f}".format(100 * x(r)["miss_rate_by_step"][0],
+        by_step = _cells(runs, lambda r: "{:.1f} → {:.1f}".format(100 * x(r)["miss_rate_by_step"][0],
                                                                   100 * x(r)["miss_rate_by_step"][-1]), "{}")
         print(f"| {src} | {_cells(runs, lambda r: 100 * x(r)['agreement'], '{:.2f}')} | {goal} | "
               f"{_cells(runs, lambda r: x(r)['mean_rhat'], '{:.4f}')} vs {_cells(runs, lambda r: w(r)['mean_true'], '{:.4f}')} | "
