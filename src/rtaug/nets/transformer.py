@@ -51,9 +51,10 @@ class SelfAttention(nn.Module):
         b, t, d = x.shape
         hd = d // self.n_head
         # (B, heads, t, hd): heads lead, so both attention products are plain batched matmuls
-        # over (B, heads) and never transpose the cache
-        qkv = nn.Dense(3 * d, name="qkv")(x).reshape(b, t, 3, self.n_head, hd).transpose(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
+        # over (B, heads) and never transpose the cache. Split before the transpose: slicing one
+        # stacked (3, B, heads, t, hd) array costs its gradient a strided copy of the whole block
+        q, k, v = (z.reshape(b, t, self.n_head, hd).transpose(0, 2, 1, 3)
+                   for z in jnp.split(nn.Dense(3 * d, name="qkv")(x), 3, axis=-1))
         if cache_kv is None:
             keys, values, new_kv = k, v, None
         else:
