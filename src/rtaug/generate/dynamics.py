@@ -14,7 +14,6 @@ member axis, so one ensemble costs about one network's dispatch.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -231,24 +230,10 @@ def load_dynamics(out_dir, spec: Spec) -> TrainedDynamics | None:
     path = d / CONFIG_FILE
     if not path.exists():
         return None
-    try:
-        cfg = dict(json.loads(path.read_text())["config"])
-        cfg["hidden"] = tuple(cfg["hidden"])
-        config = DynamicsConfig(**cfg)
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: not a dynamics config ({type(e).__name__}: {e})") from None
+    from rtaug.generate.io import read_config, read_weights
+
+    config, _ = read_config(path, DynamicsConfig, "dynamics")
     # Only the structure is needed: eval_shape traces the vmapped init without running it.
     template = jax.eval_shape(_init_fn(ForwardModel(spec, config.hidden)), _member_keys(config), *_example_inputs(spec))
-    weights = d / WEIGHTS_FILE
-    try:
-        params = serialization.from_bytes(template, weights.read_bytes())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{weights}: missing (written beside {path} by save_dynamics)") from None
-    except Exception as e:  # msgpack / structure mismatch
-        raise ValueError(f"{weights}: cannot be read as weights of this ensemble ({e})") from None
-    # from_bytes checks the tree, not the shapes: weights fitted on another state space would
-    # load here and fail only when first applied
-    shapes = lambda tree: [tuple(x.shape) for x in jax.tree_util.tree_leaves(tree)]
-    if shapes(params) != shapes(template):
-        raise ValueError(f"{weights}: weight shapes do not match an ensemble of {config.members} for this spec")
+    params = read_weights(d / WEIGHTS_FILE, template, f"an ensemble of {config.members} for this spec")
     return TrainedDynamics(spec, config, params)

@@ -58,13 +58,38 @@ def _read_json(path: Path) -> dict:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
 
 
-def _restore(template, path: Path):
+def read_config(path: Path, cls, what: str, tuple_fields=("hidden",)):
+    """(cls(**meta["config"]), meta) of a component's JSON beside its weights, or a ValueError
+    naming the file; list fields in `tuple_fields` become tuples, as the dataclasses hold them."""
     try:
-        return serialization.from_bytes(template, path.read_bytes())
+        meta = json.loads(Path(path).read_text())
+        cfg = dict(meta["config"])
+        for name in tuple_fields:
+            if name in cfg:
+                cfg[name] = tuple(cfg[name])
+        return cls(**cfg), meta
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: not a {what} config ({type(e).__name__}: {e})") from None
+
+
+def read_weights(path: Path, template, what: str = "this model"):
+    """msgpack weights into `template`'s tree, or an error naming the file. from_bytes checks the
+    tree, not the shapes: weights fitted on another state space would load and fail only when
+    first applied, so the shapes are checked here."""
+    try:
+        params = serialization.from_bytes(template, Path(path).read_bytes())
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: missing") from None
     except Exception as e:  # msgpack / structure mismatch
-        raise ValueError(f"{path}: cannot be read as weights of this model ({e})") from None
+        raise ValueError(f"{path}: cannot be read as weights of {what} ({e})") from None
+    shapes = lambda tree: [tuple(x.shape) for x in jax.tree_util.tree_leaves(tree)]  # noqa: E731
+    if shapes(params) != shapes(template):
+        raise ValueError(f"{path}: weight shapes do not match {what}")
+    return params
+
+
+def _restore(template, path: Path):
+    return read_weights(path, template)
 
 
 def load_generator(model_dir):

@@ -18,7 +18,6 @@ prediction is its expectation; continuous rewards are regressed (squared error, 
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -185,25 +184,12 @@ def load_reward(out_dir, spec: Spec) -> TrainedReward | None:
     path = d / CONFIG_FILE
     if not path.exists():
         return None
-    try:
-        meta = json.loads(path.read_text())
-        cfg = dict(meta["config"])
-        cfg["hidden"] = tuple(cfg["hidden"])
-        config = RewardConfig(**cfg)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{path}: not a reward model config ({type(e).__name__}: {e})") from None
+    from rtaug.generate.io import read_config, read_weights
+
+    config, meta = read_config(path, RewardConfig, "reward model")
     x = jax.eval_shape(lambda: _features(spec, config.inputs, jnp.zeros((1, spec.obs_dim)),
                                          jnp.zeros((1,) if spec.act_kind == "discrete" else (1, spec.act_dim)),
                                          jnp.zeros((1, spec.obs_dim))))
     template = jax.eval_shape(_net(spec, config).init, jax.random.PRNGKey(0), jnp.zeros(x.shape, x.dtype))
-    weights = d / WEIGHTS_FILE
-    try:
-        params = serialization.from_bytes(template, weights.read_bytes())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{weights}: missing (written beside {path} by save_reward)") from None
-    except Exception as e:  # msgpack / structure mismatch
-        raise ValueError(f"{weights}: cannot be read as weights of this reward model ({e})") from None
-    shapes = lambda tree: [tuple(v.shape) for v in jax.tree_util.tree_leaves(tree)]
-    if shapes(params) != shapes(template):
-        raise ValueError(f"{weights}: weight shapes do not match this reward model and spec")
+    params = read_weights(d / WEIGHTS_FILE, template, "this reward model and spec")
     return TrainedReward(spec, config, params, meta.get("fit", {}))
