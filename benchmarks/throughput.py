@@ -35,6 +35,7 @@ from rtaug.algos.common import prepare
 from rtaug.data import Dataset
 from rtaug.train import _make_runner
 from peak import matmul_peak  # benchmarks/peak.py, beside this script
+from peers.d3rlpy_side import timed as _timed  # the same timing rule as the peers' side
 
 ALGOS = ("bc", "td3bc", "iql", "cql", "bcq")
 BATCH = 256
@@ -54,17 +55,6 @@ def halfcheetah_shaped(n=N, obs_dim=OBS_DIM, act_dim=ACT_DIM, ep_len=EP_LEN, see
     act = np.clip(rng.normal(0, 0.5, (n, act_dim)), -1, 1).astype(np.float32)
     return Dataset(observations=obs[:-1], actions=act, rewards=rng.normal(size=n).astype(np.float32),
                    terminals=np.zeros(n, bool), timeouts=timeouts, next_observations=nxt)
-
-
-def _timed(fn, seconds: float, min_reps: int = 3) -> float:
-    """Median seconds per call of `fn` over at least `min_reps` calls and about `seconds` total."""
-    times = []
-    start = time.perf_counter()
-    while len(times) < min_reps or time.perf_counter() - start < seconds:
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 # ---------------------------------------------------------------------------------------- rtaug

@@ -3,8 +3,8 @@ learner benchmarks.
 
 Runs in the peer environment (torch + d3rlpy, no jax, no rtaug), so it imports neither; the
 data reaches it as plain arrays. The configurations are those of rtaug's defaults at the D4RL
-network sizes, batch 256 — the same as `benchmarks/throughput.py` has used (whose copies of
-`d3rlpy_algo` / `bench_d3rlpy` should become an import from here, so that there is one).
+network sizes, batch 256, as `benchmarks/throughput.py` times rtaug's side (which takes
+`timed` from here: one timing rule for both sides).
 """
 
 from __future__ import annotations
