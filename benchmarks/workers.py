@@ -1,6 +1,7 @@
 """Throughput of the machine, not of one process: learners trained by Ray workers, one
 single-threaded XLA process per worker, against one process using every core.
 
+    pip install -e ".[ray]"
     python benchmarks/workers.py [--algos iql cql] [--workers 1 2 4] [--seconds 20] [--json OUT]
 
 For each algorithm (D4RL network sizes, batch 256, 100k halfcheetah-shaped transitions, as
@@ -98,6 +99,10 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if any(w < 1 for w in args.workers) or args.seconds <= 0:
         ap.error("--workers must be >= 1 and --seconds > 0")
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        ap.error("Ray is not installed: pip install -e '.[ray]'")
     sys.path.insert(0, str(HERE))
     from peak import matmul_peak
 
