@@ -11,8 +11,11 @@ benchmarks/throughput.py times them):
 - `one process, N seeds vmapped`: N seeds at once in one program (what `rtaug train-policy
   --seeds` does), all threads;
 - `Ray, W workers`: W Ray tasks at once (`ray.init(num_cpus=W)`, one CPU each), each a fresh
-  process whose XLA runs single-threaded (XLA_FLAGS set in the task's runtime environment), each
-  training its own seed. Every worker compiles and warms up, then all time their updates over
+  process pinned to one core (worker w to core w mod the cores) before XLA starts, each training
+  its own seed. XLA_FLAGS asking for one thread are set too, but jax 0.10's CPU runtime does not
+  keep to them (a float32 matmul under those flags ran at 153-165 GFLOP/s against 184 with all
+  threads and 94-103 pinned to one core, 2026-12-03): the pinning is what makes a worker
+  single-threaded. Every worker compiles and warms up, then all time their updates over
   the same wall-clock window, so the sum of their rates is what the machine did.
 
 Machine throughput = updates per second summed over everything running at once. Ray's own
@@ -31,9 +34,13 @@ HERE = Path(__file__).resolve().parent
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
-def timed_updates(algo: str, seconds: float, seed: int, start_at: float | None = None, n_seeds: int = 1) -> dict:
+def timed_updates(algo: str, seconds: float, seed: int, start_at: float | None = None, n_seeds: int = 1,
+                  core: int | None = None) -> dict:
     """Compile and warm up `algo`'s chunk program, wait until `start_at` (wall clock), then run
-    chunks for `seconds`; updates/s over that window (all seeds counted)."""
+    chunks for `seconds`; updates/s over that window (all seeds counted). With `core`, the
+    process is pinned to that core before XLA starts, so its thread pool has one core to use."""
+    if core is not None:
+        os.sched_setaffinity(0, {core})
     sys.path.insert(0, str(HERE))
     import jax
     import jax.numpy as jnp
@@ -78,7 +85,9 @@ def ray_workers(algo: str, workers: int, seconds: float, warmup_s: float) -> dic
     try:
         task = ray.remote(num_cpus=1)(timed_updates)
         start_at = time.time() + warmup_s
-        res = ray.get([task.remote(algo, seconds, 100 * w, start_at) for w in range(workers)])
+        cores = sorted(os.sched_getaffinity(0))
+        res = ray.get([task.remote(algo, seconds, 100 * w, start_at, core=cores[w % len(cores)])
+                       for w in range(workers)])
     finally:
         ray.shutdown()
     # the windows must overlap for the sum to be a rate of the machine: a worker still compiling
