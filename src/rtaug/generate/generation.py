@@ -413,6 +413,15 @@ def _rollout_windows(trained: TrainedRT, config: GenerationConfig, ctx: dict, ke
                   "r": ctx["r"][:, :1].repeat(L, 1), "R": ctx["R"][:, :1].repeat(L, 1),
                   "done": np.zeros((H, L), bool)}
     n_blocks = -(-L // NG)
+    if n_blocks > 1 and copies > 1:
+        # Past the first window every copy has a context of its own, which needs a program for
+        # H·copies contexts; running the first window on the copies' contexts too keeps it to
+        # one compiled program (compiling is most of a small run's time: 2 s per program at the
+        # quickstart size), at the cost of prefilling each context `copies` times. Outputs are
+        # the same either way.
+        ctx = {k: np.repeat(np.asarray(v), copies, axis=0) for k, v in ctx.items()}
+        forced = {k: np.repeat(v, copies, axis=0) for k, v in forced.items()}
+        H, copies = H * copies, 1
     slot_s = np.full(C, -1)
     slot_a = np.full(C, -1)
     ctx = {k: np.asarray(v) for k, v in ctx.items()}
