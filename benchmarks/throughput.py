@@ -67,14 +67,17 @@ def rtaug_config(name: str):
     return config
 
 
-def bench_rtaug(name: str, data: Dataset, seconds: float, n_seeds: int = 1) -> dict:
+def warm_chunk(name: str, data: Dataset, n_seeds: int = 1, seed: int = 0):
+    """(chunk, length): `chunk()` runs `length` updates of `name` for `n_seeds` seeds (seeds
+    `seed`, `seed` + 1, ...) with `rtaug.train.train`'s compiled program, already compiled and
+    warmed up, carrying the training state from call to call."""
     module = algos.get(name)
     config = rtaug_config(name)
     arrays, _, _ = prepare(data, config)
     device_data = {k: jnp.asarray(v) for k, v in arrays.items()}
-    states = [module.init(config, OBS_DIM, ACT_DIM, jax.random.PRNGKey(s)) for s in range(n_seeds)]
+    states = [module.init(config, OBS_DIM, ACT_DIM, jax.random.PRNGKey(seed + s)) for s in range(n_seeds)]
     state = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *states)
-    keys = jnp.stack([jax.random.PRNGKey(100 + s) for s in range(n_seeds)])
+    keys = jnp.stack([jax.random.PRNGKey(100 + seed + s) for s in range(n_seeds)])
     run = _make_runner(module, config, n_seeds, BATCH)
 
     # Chunk length: about 0.5 s of updates, so that per-chunk overhead is negligible.
@@ -93,6 +96,11 @@ def bench_rtaug(name: str, data: Dataset, seconds: float, n_seeds: int = 1) -> d
         jax.block_until_ready((s, m))
         carry["state"], carry["keys"] = s, k
 
+    return chunk, length
+
+
+def bench_rtaug(name: str, data: Dataset, seconds: float, n_seeds: int = 1) -> dict:
+    chunk, length = warm_chunk(name, data, n_seeds)
     sec = _timed(chunk, seconds)
     return {"updates_per_s": length * n_seeds / sec, "per_seed_updates_per_s": length / sec,
             "chunk": length, "seeds": n_seeds}

@@ -42,35 +42,14 @@ def timed_updates(algo: str, seconds: float, seed: int, start_at: float | None =
     if core is not None:
         os.sched_setaffinity(0, {core})
     sys.path.insert(0, str(HERE))
-    import jax
-    import jax.numpy as jnp
+    from throughput import halfcheetah_shaped, warm_chunk
 
-    from rtaug import algos
-    from rtaug.algos.common import prepare
-    from rtaug.train import _make_runner
-    from throughput import ACT_DIM, BATCH, OBS_DIM, halfcheetah_shaped, rtaug_config
-
-    module, config = algos.get(algo), rtaug_config(algo)
-    arrays, _, _ = prepare(halfcheetah_shaped(), config)
-    data = {k: jnp.asarray(v) for k, v in arrays.items()}
-    states = [module.init(config, OBS_DIM, ACT_DIM, jax.random.PRNGKey(seed + i)) for i in range(n_seeds)]
-    state = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *states)
-    keys = jnp.stack([jax.random.PRNGKey(1000 + seed + i) for i in range(n_seeds)])
-    run = _make_runner(module, config, n_seeds, BATCH)
-    state, keys, _ = run(state, keys, data, 10)  # compile
-    jax.block_until_ready(state)
-    t = time.perf_counter()
-    state, keys, _ = run(state, keys, data, 10)
-    jax.block_until_ready(state)
-    length = int(max(10, min(1000, round(0.25 / ((time.perf_counter() - t) / 10)))))
-    state, keys, _ = run(state, keys, data, length)  # compile the timed chunk length
-    jax.block_until_ready(state)
+    chunk, length = warm_chunk(algo, halfcheetah_shaped(), n_seeds, seed)
     if start_at is not None:
         time.sleep(max(0.0, start_at - time.time()))
     wall0, done, t0 = time.time(), 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        state, keys, _ = run(state, keys, data, length)
-        jax.block_until_ready(state)
+        chunk()
         done += length
     elapsed = time.perf_counter() - t0
     return {"updates_per_s": done * n_seeds / elapsed, "updates": done * n_seeds, "seconds": elapsed,

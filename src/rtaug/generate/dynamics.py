@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from rtaug.data import Dataset
 from rtaug.fileio import atomic_write_bytes, atomic_write_json
+from rtaug.generate.io import read_config, read_weights
 from rtaug.generate.model import LOG_STD_MAX, LOG_STD_MIN, S, log_prob
 from rtaug.generate.spec import Spec
 from rtaug.generate.train import CHUNK, _adam
@@ -230,8 +231,6 @@ def load_dynamics(out_dir, spec: Spec) -> TrainedDynamics | None:
     path = d / CONFIG_FILE
     if not path.exists():
         return None
-    from rtaug.generate.io import read_config, read_weights
-
     config, _ = read_config(path, DynamicsConfig, "dynamics")
     # Only the structure is needed: eval_shape traces the vmapped init without running it.
     template = jax.eval_shape(_init_fn(ForwardModel(spec, config.hidden)), _member_keys(config), *_example_inputs(spec))

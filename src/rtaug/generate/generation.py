@@ -450,11 +450,7 @@ def _rollout_windows(trained: TrainedRT, config: GenerationConfig, ctx: dict, ke
         masses.append(attn.astype(np.float32) @ onehot)  # (H, NG, steps)
         n_window.append(n_valid[:, None] + np.arange(1, NG + 1)[None, :])
         parts.append((s_new, a_new, r_new, R_new, done, anchors))
-        if b + 1 < n_blocks:  # slide: the window's last C steps are the next context
-            if copies > 1:  # from here on each copy has a context of its own
-                ctx = {k: np.repeat(v, copies, axis=0) for k, v in ctx.items()}
-                forced = {k: np.repeat(v, copies, axis=0) for k, v in forced.items()}
-                copies = 1
+        if b + 1 < n_blocks:  # slide: the window's last C steps are the next context (copies is 1 here)
             if direction == "backward":
                 win = {"s": np.concatenate([ctx["s"], s_new], 1), "a": np.concatenate([ctx["a"], a_new], 1),
                        "r": np.concatenate([ctx["r"], r_new], 1), "R": np.concatenate([ctx["R"], R_new], 1)}

@@ -88,10 +88,6 @@ def read_weights(path: Path, template, what: str = "this model"):
     return params
 
 
-def _restore(template, path: Path):
-    return read_weights(path, template)
-
-
 def load_generator(model_dir):
     """Return (TrainedRT, TrainedVAE, TrainedBackwardMLP | None) from a model directory."""
     d = Path(model_dir)
@@ -113,7 +109,7 @@ def load_generator(model_dir):
     # Only the parameters' structure is needed: eval_shape traces init without running it (an
     # eager init of the transformer costs seconds of op-by-op dispatch).
     template = jax.eval_shape(model.init, jax.random.PRNGKey(0), obs, act, z, z, np.ones((1, K), bool))
-    rt = TrainedRT(spec, rt_cfg, _restore(template, d / "rt.msgpack"), rt_meta.get("history", []))
+    rt = TrainedRT(spec, rt_cfg, read_weights(d / "rt.msgpack", template), rt_meta.get("history", []))
 
     vae_meta = _read_json(d / "vae.json")
     vcfg = vae_meta["config"]
@@ -123,7 +119,7 @@ def load_generator(model_dir):
     x = np.zeros((1, spec.transition_dim), np.float32)
     key = jax.random.PRNGKey(0)
     vtemplate = jax.eval_shape(vae_stub.model.init, key, x, key)
-    vae = TrainedVAE(spec, vae_cfg, _restore(vtemplate, d / "vae.msgpack"), float(vae_meta["alpha"]))
+    vae = TrainedVAE(spec, vae_cfg, read_weights(d / "vae.msgpack", vtemplate), float(vae_meta["alpha"]))
 
     mlp = None
     if (d / "backward_mlp.json").exists():
@@ -135,5 +131,5 @@ def load_generator(model_dir):
         a = np.zeros((1,), np.int64) if spec.act_kind == "discrete" else np.zeros((1, spec.act_dim), np.float32)
         r = np.zeros((1,), np.float32)
         mtemplate = jax.eval_shape(stub.model.init, key, s, a, r, s)
-        mlp = TrainedBackwardMLP(spec, mlp_cfg, _restore(mtemplate, d / "backward_mlp.msgpack"))
+        mlp = TrainedBackwardMLP(spec, mlp_cfg, read_weights(d / "backward_mlp.msgpack", mtemplate))
     return rt, vae, mlp

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from rtaug.data import Dataset
 from rtaug.fileio import atomic_write_bytes, atomic_write_json
+from rtaug.generate.io import read_config, read_weights
 from rtaug.generate.spec import Spec
 from rtaug.nets.mlp import MLP
 
@@ -184,8 +185,6 @@ def load_reward(out_dir, spec: Spec) -> TrainedReward | None:
     path = d / CONFIG_FILE
     if not path.exists():
         return None
-    from rtaug.generate.io import read_config, read_weights
-
     config, meta = read_config(path, RewardConfig, "reward model")
     x = jax.eval_shape(lambda: _features(spec, config.inputs, jnp.zeros((1, spec.obs_dim)),
                                          jnp.zeros((1,) if spec.act_kind == "discrete" else (1, spec.act_dim)),
