@@ -19,11 +19,22 @@ Typical use:
   rtaug augment --dataset data/boxball.hdf5 --model models/boxball --out data/boxball-rt.hdf5
   rtaug train-policy --dataset data/umaze.hdf5 --algo iql --seeds 0 1 2 --task maze2d-umaze-sparse
   rtaug eval --run runs/umaze-iql                   # D4RL protocol, IQM and 95% CI over seeds
+  rtaug run configs/cpu/table2.yaml task=maze2d-umaze-sparse generator.kind=rt   # one experiment
+  rtaug sweep configs/cpu/table2.yaml && rtaug report runs/table2                 # a grid on Ray
 """
 
 
 def _add_progress(p):
     p.add_argument("--no-progress", action="store_true", help="hide progress bars (logs still print)")
+
+
+def _add_config_args(p, metavar: str, what: str):
+    p.add_argument("config", metavar=metavar, help=what)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="override any config field (in every cell), e.g. learner.steps=50000 (value parsed as YAML)")
+    p.add_argument("--out", metavar="DIR", help="output directory (default: runs/<config name>)")
+    p.add_argument("--cache", metavar="DIR", default=None,
+                   help="stage cache, shared between runs (default: $RTAUG_CACHE or runs/cache)")
 
 
 def _cmd_quickstart(args):
@@ -395,6 +406,46 @@ def _cmd_minari_import(args):
           f"{m.get('dataset_id')}{how}")
 
 
+def _cmd_run(args):
+    from pathlib import Path
+
+    from rtaug.experiments.config import load
+    from rtaug.experiments.run import run_experiment
+
+    cfg = load(args.config, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    run_experiment(cfg, out, cache=args.cache, progress=not args.no_progress)
+
+
+def _cmd_sweep(args):
+    from pathlib import Path
+
+    from rtaug.experiments.sweep import load_sweep, run_sweep
+
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    if args.retries < 0:
+        raise ValueError(f"--retries must be >= 0, got {args.retries}")
+    cells = load_sweep(args.config, args.overrides)
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise ValueError("rtaug sweep runs on Ray, which is not installed: pip install 'rtaug[ray]'") from None
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    if args.dry_run:
+        for c in cells:
+            print(f"{c.name}: {c.overrides}")
+        print(f"{len(cells)} cells -> {out}")
+        return
+    run_sweep(cells, out, cache=args.cache, address=args.address, workers=args.workers, retries=args.retries)
+
+
+def _cmd_report(args):
+    from rtaug.experiments.report import write_report
+
+    write_report(args.dir, out=args.out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rtaug", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -416,6 +467,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trajectories", type=int, default=50, help="trajectories per generator (default: %(default)s)")
     _add_progress(p)
     p.set_defaults(func=_cmd_quickstart)
+
+    p = sub.add_parser(
+        "run", help="one experiment from a config file: task × generator × learner × seeds, every stage cached",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run one experiment: collect the task's data, train the generator's models, generate and\n"
+                    "merge (RT, FT, RT-F3/F5, the backward MLP, or none), audit the generated rows against the\n"
+                    "simulator, train the learner once per seed and evaluate each policy by the task's protocol.\n"
+                    "Every stage is cached under --cache by a hash of what it depends on: a re-run reuses what\n"
+                    "is finished, a killed run resumes, a changed field recomputes only what depends on it.\n"
+                    "Writes OUT/config.yaml (the config as run) and OUT/result.json.",
+        epilog="Config fields (YAML; see configs/ for the protocols' files):\n"
+               "  task, seeds, name, protocol\n"
+               "  data.{steps, seed, timeouts}\n"
+               "  generator.kind: none | rt | ft | rt-f3 | rt-f5 | backward-mlp\n"
+               "  generator.model.{sequence, vae, dynamics, reward, backward_mlp}.<field>   (train-model's)\n"
+               "  generator.generation.<field>                                            (augment's)\n"
+               "  learner.{algo, steps, eval_every, eval_episodes, chunk} and any field of the algorithm's\n"
+               "    Config, e.g. learner.expectile for IQL\n"
+               "  evaluation.{episodes, seed, audit}\n\n"
+               "Examples:\n"
+               "  rtaug run configs/cpu/table2.yaml task=maze2d-umaze-sparse generator.kind=rt\n"
+               "  rtaug run my.yaml learner.algo=iql learner.expectile=0.9 seeds=[0,1,2] --out runs/iql09",
+    )
+    _add_config_args(p, "CONFIG.yaml", "experiment config (YAML)")
+    _add_progress(p)
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser(
+        "sweep", help="a grid of experiments on Ray (one single-threaded worker per core by default)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run every cell of a sweep file: an experiment config with a `grid` section whose keys\n"
+                    "are config fields and whose values are lists; the cells are all their combinations.\n"
+                    "The stages of all cells form one graph (a stage shared by cells runs once) executed by Ray:\n"
+                    "locally one worker per core, each pinned to its core; --address for a cluster. Failed\n"
+                    "stages are retried; the summary says what ran, what was cached and what failed.\n"
+                    "Writes OUT/<task>/<method>/result.json per finished cell and OUT/sweep.json.",
+        epilog="Example:\n"
+               "  rtaug sweep configs/cpu/table2.yaml            # BCQ, FT+BCQ, RT+BCQ on the maze tasks\n"
+               "  rtaug report runs/table2",
+    )
+    _add_config_args(p, "SWEEP.yaml", "sweep file (an experiment config with a grid)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local Ray workers (default: one per core)")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray)")
+    p.add_argument("--retries", type=int, default=1, help="retries of a failed stage (default: %(default)s)")
+    p.add_argument("--dry-run", action="store_true", help="list the cells and stop")
+    p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser(
+        "report", help="tables, CSV and figures of the results under a directory",
+        description="Read every result.json under DIR (of `rtaug run` or `rtaug sweep`) and write report.md "
+                    "(per task: mean ± std, IQM with a bootstrap 95%% interval, D4RL-normalized mean, the paper's "
+                    "number; the evidence behind each run), results.csv, curves.png and scores.png.",
+    )
+    p.add_argument("dir", metavar="DIR", help="directory holding result.json files")
+    p.add_argument("--out", metavar="DIR", default=None, help="report directory (default: DIR/report)")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("collect", help="collect a dataset (D4RL-layout HDF5)",
                        description="Collect a dataset by the paper's protocol and write it as D4RL-layout HDF5. "

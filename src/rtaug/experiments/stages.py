@@ -56,7 +56,7 @@ def train_model(
 
 
 def augment_file(dataset_path, model_dir, out_path, config: GenerationConfig, progress: bool = True, log=print,
-                 generator: str = "sequence", merge: str | None = None) -> Path:
+                 generator: str = "sequence", merge: str | None = None) -> dict:
     """Generate with a trained model from a dataset's states and write D_env ∪ D_model.
 
     generator: "sequence" = the directory's sequence model (RT or FT, as trained); "backward-mlp"
@@ -102,7 +102,8 @@ def augment_file(dataset_path, model_dir, out_path, config: GenerationConfig, pr
         f"+ {written.copied_rows} real rows copied into merged episodes (merge={merge}; "
         f"{len(gen.lengths)} trajectories, mean length {gen.lengths.mean():.2f}, "
         f"{int(np.sum(gen.lengths < gen.kept.shape[1]))} truncated by Γ > α = {gen.alpha:.4g})")
-    return Path(out_path)
+    return {**summary, "merge": merge, "input_rows": int(written.input_rows),
+            "generated_rows": int(written.generated_rows), "copied_rows": int(written.copied_rows)}
 
 
 def _check_compatible(data: Dataset, spec: Spec, dataset_path, model_dir) -> None:

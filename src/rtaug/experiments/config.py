@@ -1,0 +1,327 @@
+"""One experiment as one typed config: task × generator × learner × seeds (`rtaug run`).
+
+A config is a tree of dataclasses. It is read from YAML, and every field, nested or not, is
+overridden the same way, `section.field=value` (the value parsed as YAML: `seeds=[0,1,2]`,
+`learner.expectile=0.9`, `generator.generation.beta=0`). Unknown keys and wrongly typed values
+are refused with the key's full path, before any work.
+
+The learner section holds the training loop's own fields and, beside them, any field of the
+chosen algorithm's Config (`learner.expectile` for IQL): they are checked against that class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from rtaug.generate.baselines import BackwardMLPConfig
+from rtaug.generate.dynamics import DynamicsConfig
+from rtaug.generate.generation import GenerationConfig
+from rtaug.generate.model import RTConfig
+from rtaug.generate.reward import RewardConfig
+from rtaug.generate.train import VAEConfig
+
+# The generators an experiment compares (paper §5): none = the real data alone; rt = backward
+# generation with reliability truncation; ft = the same machinery run forward; rt-f3 / rt-f5 =
+# RT's model with fixed lengths 3 / 5 and no truncation (Fig. 5); backward-mlp = a one-step
+# backward MLP rolled out by itself (Fig. 2).
+GENERATORS = ("none", "rt", "ft", "rt-f3", "rt-f5", "backward-mlp")
+FIXED_LENGTH = {"rt-f3": 3, "rt-f5": 5}
+
+
+class ConfigError(ValueError):
+    """A config that cannot be run; the message names the key."""
+
+
+@dataclass
+class DataConfig:
+    steps: int | None = None  # environment steps; None = the task's recipe (D4RL's 1M / 2M / 4M)
+    seed: int = 0
+    timeouts: str = "length"  # "length" (every episode length) or "goal" (D4RL's files' arrivals)
+
+
+@dataclass
+class ModelConfig:
+    """What `rtaug train-model` trains; the sequence model's direction comes from the generator."""
+
+    sequence: RTConfig = field(default_factory=RTConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    dynamics: DynamicsConfig | None = field(default_factory=DynamicsConfig)
+    reward: RewardConfig | None = field(default_factory=RewardConfig)
+    backward_mlp: BackwardMLPConfig = field(default_factory=BackwardMLPConfig)  # only for backward-mlp
+
+
+@dataclass
+class GeneratorConfig:
+    kind: str = "none"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    generation: GenerationConfig = field(default_factory=lambda: GenerationConfig(num_trajectories=10_000))
+
+
+@dataclass
+class LearnerConfig:
+    algo: str = "iql"
+    steps: int = 100_000
+    eval_every: int | None = 10_000  # learning-curve points (cheap evaluations); None = none
+    eval_episodes: int = 10  # episodes per learning-curve point
+    chunk: int = 1000  # updates per compiled chunk
+    params: dict = field(default_factory=dict)  # fields of the algorithm's Config, given flat in YAML
+
+
+@dataclass
+class EvaluationConfig:
+    episodes: int | None = None  # final evaluation per seed; None = the task's protocol (100)
+    seed: int = 0  # episode starts (shared by every seed and method)
+    audit: bool = True  # audit the generated rows against the simulator (evidence in the report)
+
+
+@dataclass
+class ExperimentConfig:
+    task: str = "maze2d-umaze-sparse"
+    seeds: list = field(default_factory=lambda: [0, 1, 2])
+    data: DataConfig = field(default_factory=DataConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    name: str = ""  # label in reports; "" = "<generator>+<algo>"
+    protocol: str = ""  # which protocol file this is (configs/<protocol>/), recorded in reports
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        gen = self.generator.kind
+        return self.learner.algo if gen == "none" else f"{gen}+{self.learner.algo}"
+
+
+# ---------------------------------------------------------------- dict <-> dataclass
+
+
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _is_optional(tp) -> tuple[bool, object]:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return True, rest[0] if len(rest) == 1 else typing.Union[tuple(rest)]
+    return False, tp
+
+
+_SCALARS = {  # YAML scalar -> field type: (accepts, what the message asks for); bools are not numbers
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    str: (lambda v: isinstance(v, str), "a string"),
+}
+
+
+def _coerce(value, tp, where: str):
+    optional, tp = _is_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{where}: may not be null")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return from_dict(tp, value, where)
+    origin = typing.get_origin(tp) or tp
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        item = args[0] if args else int
+        return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, int, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp in _SCALARS:
+        ok, what = _SCALARS[tp]
+        if not ok(value):
+            raise ConfigError(f"{where}: expected {what}, got {value!r}")
+        return float(value) if tp is float else value
+    return value
+
+
+def from_dict(cls, values: dict, where: str = ""):
+    """`cls(**values)` with every key and type checked (nested dataclasses from nested mappings)."""
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in values if k not in names]
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise ConfigError(f"{key}: unknown key (the fields of {cls.__name__} are {', '.join(names)})")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in values.items()}
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:  # a config class's own check (__post_init__)
+        raise ConfigError(f"{where or cls.__name__}: {exc}") from None
+
+
+def to_dict(obj) -> dict:
+    """A config as plain JSON/YAML values (tuples as lists); the learner's params flattened."""
+    out = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v):
+            v = to_dict(v)
+        elif isinstance(v, tuple):
+            v = [list(x) if isinstance(x, tuple) else x for x in v]
+        elif isinstance(v, dict):
+            v = json.loads(json.dumps(v))
+        out[f.name] = v
+    if isinstance(obj, LearnerConfig):
+        out.update(out.pop("params"))
+    return out
+
+
+# ---------------------------------------------------------------- loading and overriding
+
+
+def _set(tree: dict, dotted: str, value) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        if node.get(k) is None:
+            node[k] = {}
+        if not isinstance(node[k], dict):
+            raise ConfigError(f"{dotted}: {k} is not a section")
+        node = node[k]
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """`key.path=value` -> (key.path, value parsed as YAML)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"{text!r}: an override is key=value, e.g. learner.steps=50000")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{key}: the value {raw!r} is not valid YAML ({exc.problem})") from None
+    return key.strip(), value
+
+
+def _split_learner(values: dict, where: str) -> dict:
+    """Move the algorithm's own fields of the learner section into `params`, checking them."""
+    from rtaug import algos
+
+    values = dict(values or {})
+    own = {f.name for f in dataclasses.fields(LearnerConfig)} - {"params"}
+    extra = {k: values.pop(k) for k in list(values) if k not in own and k != "params"}
+    params = {**(values.pop("params", None) or {}), **extra}
+    algo = values.get("algo", LearnerConfig.algo)
+    try:
+        module = algos.get(algo)
+    except ValueError as exc:
+        raise ConfigError(f"{where}.algo: {exc}") from None
+    hints = _hints(module.Config)
+    for k, v in params.items():
+        if k not in hints:
+            names = sorted(own) + sorted(hints)
+            raise ConfigError(f"{where}.{k}: unknown key (learner fields: {', '.join(names)})")
+        params[k] = _coerce(v, hints[k], f"{where}.{k}")
+    values["params"] = params
+    return values
+
+
+def build(values: dict | None = None, overrides=(), source: str = "config") -> ExperimentConfig:
+    """An ExperimentConfig from a mapping (a YAML file's) and `key=value` overrides."""
+    tree = json.loads(json.dumps(values or {}))
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{source}: expected a mapping of config sections, got {type(values).__name__}")
+    for item in overrides:
+        key, value = item if isinstance(item, tuple) else parse_override(item)
+        _set(tree, key, value)
+    tree.pop("grid", None)  # a sweep's; `rtaug run` ignores it
+    tree["learner"] = _split_learner(tree.get("learner"), "learner")
+    cfg = from_dict(ExperimentConfig, tree)
+    validate(cfg)
+    return cfg
+
+
+def load(path, overrides=()) -> ExperimentConfig:
+    return build(read_yaml(path), overrides, source=str(path))
+
+
+def read_yaml(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping of config sections at the top")
+    return tree
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    from rtaug.envs.registry import get_task
+
+    try:
+        get_task(cfg.task)
+    except ValueError as exc:
+        raise ConfigError(f"task: {exc}") from None
+    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ConfigError(f"seeds: must be non-empty and distinct, got {cfg.seeds}")
+    if any(not 0 <= s < 2**31 for s in cfg.seeds):
+        raise ConfigError(f"seeds: must be in [0, 2^31), got {cfg.seeds}")
+    if cfg.generator.kind not in GENERATORS:
+        raise ConfigError(f"generator.kind: {cfg.generator.kind!r} is not one of {', '.join(GENERATORS)}")
+    if cfg.data.steps is not None and cfg.data.steps < 1:
+        raise ConfigError(f"data.steps: must be at least 1, got {cfg.data.steps}")
+    if cfg.data.timeouts not in ("length", "goal"):
+        raise ConfigError(f"data.timeouts: must be 'length' or 'goal', got {cfg.data.timeouts!r}")
+    lr = cfg.learner
+    if lr.steps < 1:
+        raise ConfigError(f"learner.steps: must be at least 1, got {lr.steps}")
+    if lr.eval_every is not None and lr.eval_every < 1:
+        raise ConfigError(f"learner.eval_every: must be at least 1 (or null), got {lr.eval_every}")
+    if lr.eval_episodes < 1 or lr.chunk < 1:
+        raise ConfigError("learner.eval_episodes and learner.chunk: must be at least 1")
+    if cfg.evaluation.episodes is not None and cfg.evaluation.episodes < 1:
+        raise ConfigError(f"evaluation.episodes: must be at least 1, got {cfg.evaluation.episodes}")
+    if cfg.generator.kind != "none":
+        window = cfg.generator.model.sequence.context_steps
+        try:
+            cfg.generator.generation.context_steps(window)
+        except ValueError as exc:
+            raise ConfigError(f"generator.generation.context: {exc}") from None
+    if cfg.generator.kind in FIXED_LENGTH and cfg.generator.generation.fixed_length not in (None, FIXED_LENGTH[cfg.generator.kind]):
+        raise ConfigError(f"generator.generation.fixed_length: {cfg.generator.kind} generates exactly "
+                          f"{FIXED_LENGTH[cfg.generator.kind]} steps, got {cfg.generator.generation.fixed_length}")
+
+
+def digest(obj) -> str:
+    """A stable hash of JSON-able content (a stage's key)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def dump_yaml(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+__all__ = ["ExperimentConfig", "DataConfig", "ModelConfig", "GeneratorConfig", "LearnerConfig",
+           "EvaluationConfig", "ConfigError", "GENERATORS", "build", "load", "read_yaml", "parse_override",
+           "from_dict", "to_dict", "digest", "dump_yaml"]

@@ -1,0 +1,217 @@
+"""`rtaug report DIR`: the paper's tables and figures from the `result.json` files under DIR.
+
+Writes DIR/report/ (or --out): `report.md` (a table per task: mean ± std over seeds, IQM with a
+bootstrap 95% interval, the D4RL-normalised mean, the paper's number where it has one; then the
+evidence behind every run: generated volume, lengths, truncation, Γ, the simulator audit of the
+generated rows, and the wall-clock of each stage), `results.csv` for scripts, `curves.png`
+(learning curves per task, Fig. 5 style) and `scores.png` (final scores per task and method,
+Figs. 1-2 style).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from rtaug.fileio import atomic_savefig, atomic_write_bytes
+
+# The paper's numbers (Tables 1 and 2: D4RL-normalised returns, 10 seeds), for comparison only.
+# Keys: (task, method label as rtaug names it).
+PAPER = {
+    ("maze2d-umaze-sparse", "bcq"): 49.3, ("maze2d-umaze-sparse", "ft+bcq"): 50.1,
+    ("maze2d-umaze-sparse", "rt+bcq"): 54.3, ("maze2d-medium-sparse", "bcq"): 18.2,
+    ("maze2d-medium-sparse", "ft+bcq"): 42.6, ("maze2d-medium-sparse", "rt+bcq"): 55.3,
+    ("maze2d-large-sparse", "bcq"): 32.6, ("maze2d-large-sparse", "ft+bcq"): 33.2,
+    ("maze2d-large-sparse", "rt+bcq"): 40.8, ("maze2d-umaze-dense", "bcq"): 50.1,
+    ("maze2d-umaze-dense", "ft+bcq"): 55.3, ("maze2d-umaze-dense", "rt+bcq"): 68.9,
+    ("maze2d-medium-dense", "bcq"): 41.3, ("maze2d-medium-dense", "ft+bcq"): 60.1,
+    ("maze2d-medium-dense", "rt+bcq"): 80.6, ("maze2d-large-dense", "bcq"): 75.2,
+    ("maze2d-large-dense", "ft+bcq"): 83.4, ("maze2d-large-dense", "rt+bcq"): 98.6,
+    ("maze2d-umaze-sparse", "cql"): 19.1, ("maze2d-umaze-sparse", "iql"): 20.1,
+    ("maze2d-medium-sparse", "cql"): 14.6, ("maze2d-medium-sparse", "iql"): 10.6,
+    ("maze2d-large-sparse", "cql"): 17.2, ("maze2d-large-sparse", "iql"): 19.3,
+}
+
+CSV_COLUMNS = ["task", "method", "n_seeds", "mean", "std", "iqm", "ci_low", "ci_high", "protocol", "commit",
+               "d4rl_mean", "paper_d4rl", "learner_steps"]
+METHOD_ORDER = ("none", "ft", "backward-mlp", "rt-f3", "rt-f5", "rt")
+
+
+def find_results(root) -> list[dict]:
+    """Every result.json under `root` (a sweep's output or a directory of runs), sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such directory")
+    rows = []
+    for path in sorted(root.rglob("result.json")):
+        try:
+            r = json.loads(path.read_text())
+        except ValueError as exc:
+            raise ValueError(f"{path}: invalid JSON ({exc})") from None
+        if "summary" not in r or "per_seed" not in r:
+            raise ValueError(f"{path}: key 'summary': missing (not a result of `rtaug run`)")
+        r["_path"] = str(path.parent)
+        rows.append(r)
+    if not rows:
+        raise FileNotFoundError(f"{root}: no result.json below it (run `rtaug run` or `rtaug sweep` first)")
+    rows.sort(key=lambda r: (r["task"], r["algo"], _method_rank(r["generator"]), r["label"]))
+    return rows
+
+
+def _method_rank(gen: str) -> int:
+    return METHOD_ORDER.index(gen) if gen in METHOD_ORDER else len(METHOD_ORDER)
+
+
+def table_rows(results: list[dict]) -> list[dict]:
+    out = []
+    for r in results:
+        s, d = r["summary"]["normalized"], r["summary"]["normalized_d4rl"]
+        ci = (s or {}).get("iqm_ci95") or [None, None]
+        out.append({"task": r["task"], "method": r["label"], "n_seeds": len(r["seeds"]),
+                    "mean": s and s["mean"], "std": s and s["std"], "iqm": s and s["iqm"],
+                    "ci_low": ci[0], "ci_high": ci[1], "protocol": r["config"].get("protocol", ""),
+                    "commit": r.get("commit"), "d4rl_mean": d and d["mean"],
+                    "paper_d4rl": PAPER.get((r["task"], r["label"])), "learner_steps": r["learner_steps"]})
+    return out
+
+
+def _f(x, spec=".1f"):
+    return "–" if x is None else format(x, spec)
+
+
+def to_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: ("" if row[k] is None else (round(row[k], 3) if isinstance(row[k], float) else row[k]))
+                    for k in CSV_COLUMNS})
+    return buf.getvalue()
+
+
+def to_markdown(results: list[dict], rows: list[dict], images: list[str]) -> str:
+    lines = ["# Results", "",
+             "Normalized score = 100·(R − random)/(expert − random) with the references measured in this "
+             "simulator (`rtaug tasks`); mean ± sample std over seeds; IQM with a percentile-bootstrap 95% "
+             "interval over seeds (with fewer than 4 seeds the IQM is the mean and the interval is too narrow). "
+             "D4RL-norm. = the same returns under D4RL's published references, the scale of the paper's "
+             "numbers (10 seeds, 1M updates).", ""]
+    for task in dict.fromkeys(r["task"] for r in rows):
+        lines += [f"## {task}", "",
+                  "| method | seeds | updates | normalized | IQM [95% CI] | D4RL-norm. | paper (D4RL-norm.) |",
+                  "|---|---|---|---|---|---|---|"]
+        for row in (r for r in rows if r["task"] == task):
+            spread = f" ± {row['std']:.1f}" if row["std"] is not None else ""
+            ci = f" [{row['ci_low']:.1f}, {row['ci_high']:.1f}]" if row["ci_low"] is not None else ""
+            lines.append(f"| {row['method']} | {row['n_seeds']} | {row['learner_steps']} | {_f(row['mean'])}{spread} "
+                         f"| {_f(row['iqm'])}{ci} | {_f(row['d4rl_mean'])} | {_f(row['paper_d4rl'])} |")
+        lines.append("")
+    lines += [f"![{Path(i).stem}]({i})" for i in images] + [""]
+    lines += ["## Evidence behind each run", "",
+              "Generated rows: transitions kept, mean length (of at most L), share of trajectories truncated by "
+              "Γ > α, α; audit: the simulator's error on generated transitions (reset to s, apply a, distance "
+              "to the written s′) and how many cross a wall. Stage times: this machine, the stage computed "
+              "(cached stages show the time of the run that built them).", "",
+              "| task | method | generated | mean length | truncated | α | sim. error (gen.) | wall rate (gen.) "
+              "| compute (s) | stages (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        g = (r.get("evidence") or {}).get("generation") or {}
+        a = ((r.get("evidence") or {}).get("audit") or {}).get("generated") or {}
+        stages = ", ".join(f"{s['stage']} {s['wall_s']:.0f}" for s in r["stages"] if s.get("wall_s") is not None)
+        lines.append(
+            f"| {r['task']} | {r['label']} | {g.get('generated_transitions', '–')} | "
+            f"{_f(g.get('mean_length'), '.2f')} of {g.get('max_length', '–')} | "
+            f"{_f(100 * g['truncated_fraction'] if 'truncated_fraction' in g else None)}% | {_f(g.get('alpha'), '.3g')} | "
+            f"{_f(a.get('mean_error'), '.3g')} | {_f(a.get('wall_rate'), '.3f')} | {_f(r.get('compute_s'), '.0f')} | {stages} |")
+    lines += ["", "Runs: " + ", ".join(f"`{r['_path']}` ({r.get('commit')})" for r in results), ""]
+    return "\n".join(lines)
+
+
+def plot_curves(results: list[dict], path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(r["task"] for r in results if any(v["curve"] for v in r["per_seed"].values())))
+    if not tasks:
+        return None
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for r in (r for r in results if r["task"] == task):
+            curves = [v["curve"] for v in r["per_seed"].values() if v["curve"]]
+            if not curves:
+                continue
+            n = min(len(c) for c in curves)
+            steps = [p["step"] for p in curves[0][:n]]
+            y = np.array([[p["normalized_mean"] for p in c[:n]] for c in curves], np.float64)
+            line, = ax.plot(steps, y.mean(0), label=r["label"])
+            if len(y) > 1:
+                ax.fill_between(steps, y.min(0), y.max(0), color=line.get_color(), alpha=0.15)
+        ax.set_title(task, fontsize=9)
+        ax.set_xlabel("updates")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("normalized score (cheap evaluations)")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    atomic_savefig(fig, path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_scores(rows: list[dict], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(tasks) * max(1, len(methods)) / 2), 3.8))
+    width = 0.8 / max(1, len(methods))
+    for j, m in enumerate(methods):
+        xs, ys, lo, hi = [], [], [], []
+        for i, t in enumerate(tasks):
+            row = next((r for r in rows if r["task"] == t and r["method"] == m), None)
+            if row is None or row["mean"] is None:
+                continue
+            xs.append(i + (j - (len(methods) - 1) / 2) * width)
+            ys.append(row["iqm"])
+            lo.append(row["iqm"] - (row["ci_low"] if row["ci_low"] is not None else row["iqm"]))
+            hi.append((row["ci_high"] if row["ci_high"] is not None else row["iqm"]) - row["iqm"])
+        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=m)
+    ax.set_xticks(range(len(tasks)), tasks, rotation=15, fontsize=8)
+    ax.set_ylabel("normalized score (IQM, 95% CI)")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    atomic_savefig(fig, path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(root, out=None, printer=print) -> Path:
+    """Tables, CSV and figures of every result under `root`; returns the Markdown file's path."""
+    results = find_results(root)
+    out = Path(out) if out is not None else Path(root) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    rows = table_rows(results)
+    atomic_write_bytes(out / "results.csv", to_csv(rows).encode())
+    images = []
+    if plot_curves(results, out / "curves.png"):
+        images.append("curves.png")
+    plot_scores(rows, out / "scores.png")
+    images.append("scores.png")
+    md = to_markdown(results, rows, images)
+    atomic_write_bytes(out / "report.md", md.encode())
+    printer(md.split("## Evidence")[0].rstrip())
+    printer(f"wrote {out / 'report.md'}, {out / 'results.csv'}, {', '.join(str(out / i) for i in images)}")
+    return out / "report.md"
+
+
+__all__ = ["write_report", "find_results", "table_rows", "to_csv", "to_markdown", "PAPER", "CSV_COLUMNS"]

@@ -1,0 +1,395 @@
+"""`rtaug run`: one experiment (task × generator × learner × seeds) as a chain of cached stages.
+
+    data ──> model ──> generated ──> policy (per seed) ──> evaluation (per seed)
+                            └──> audit
+
+Every stage's output lives in the cache under `<cache>/<stage>/<key>/`, the key a hash of
+everything the stage depends on: its own config section, the keys of the stages it reads, and
+the stage's version. So a re-run reuses every finished stage, a changed field recomputes exactly
+the stages downstream of it, and two experiments that share a stage (the same data, the same RT
+model for rt, rt-f3 and rt-f5) compute it once. A stage is built in `<key>.partial/` and renamed
+when whole (its `stage.json` is written last); a killed policy stage resumes from its checkpoint,
+any other killed stage starts over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from rtaug.experiments.config import FIXED_LENGTH, ExperimentConfig, digest, dump_yaml, to_dict
+from rtaug.fileio import atomic_write_bytes, atomic_write_json
+
+# Bump a stage's version when what it computes changes: its cached outputs are then recomputed.
+VERSIONS = {"data": 1, "model": 1, "generated": 1, "audit": 1, "policy": 1, "evaluation": 1}
+DONE = "stage.json"
+
+
+@dataclass
+class Stage:
+    name: str  # one of VERSIONS
+    key: str
+    spec: dict  # what the key hashes
+    deps: dict  # role -> Stage it reads
+    compute: Callable  # (work_dir: Path, inputs: {role: Path}, log) -> dict (recorded in stage.json)
+    label: str = ""  # shown in logs, e.g. "policy seed 1"
+    resumable: bool = False  # a killed run continues in its .partial directory
+
+    def path(self, cache: Path) -> Path:
+        return Path(cache) / self.name / self.key
+
+    def done(self, cache: Path) -> bool:
+        return (self.path(cache) / DONE).exists()
+
+
+def _stage(name: str, spec: dict, deps: dict, compute, label: str = "", resumable: bool = False) -> Stage:
+    spec = {"stage": name, "version": VERSIONS[name], **spec, **{f"{r}_key": d.key for r, d in deps.items()}}
+    return Stage(name, digest(spec), spec, deps, compute, label or name, resumable)
+
+
+# ------------------------------------------------------------------------- the stages
+
+
+def _data_stage(cfg: ExperimentConfig) -> Stage:
+    spec = {"task": cfg.task, **to_dict(cfg.data)}
+
+    def compute(work: Path, inputs, log):
+        from rtaug.collect.waypoint import collect_maze2d
+        from rtaug.data.hdf5 import save_hdf5
+
+        data = collect_maze2d(cfg.task, steps=cfg.data.steps, seed=cfg.data.seed, progress=log.progress,
+                              timeouts=cfg.data.timeouts)
+        save_hdf5(data, work / "data.hdf5")
+        return {"transitions": len(data), "episodes": int(len(data.episodes()))}
+
+    return _stage("data", spec, {}, compute, f"data ({cfg.task})")
+
+
+def _direction(kind: str) -> str:
+    return "forward" if kind == "ft" else "backward"
+
+
+def _model_stage(cfg: ExperimentConfig, data: Stage) -> Stage:
+    m = cfg.generator.model
+    sequence = replace(m.sequence, direction=_direction(cfg.generator.kind))
+    mlp = m.backward_mlp if cfg.generator.kind == "backward-mlp" else None
+    spec = {"sequence": to_dict(sequence), "vae": to_dict(m.vae),
+            "dynamics": to_dict(m.dynamics) if m.dynamics else None,
+            "reward": to_dict(m.reward) if m.reward else None, "backward_mlp": to_dict(mlp) if mlp else None}
+
+    def compute(work: Path, inputs, log):
+        from rtaug.experiments.stages import train_model
+
+        train_model(inputs["data"] / "data.hdf5", work / "model", sequence, m.vae, mlp, progress=log.progress,
+                    log=log, dynamics_config=m.dynamics, reward_config=m.reward)
+        return {}
+
+    return _stage("model", spec, {"data": data}, compute, f"model ({sequence.direction}"
+                  + (", backward MLP" if mlp else "") + ")")
+
+
+def generation_config(cfg: ExperimentConfig):
+    gen = cfg.generator.generation
+    if cfg.generator.kind in FIXED_LENGTH:
+        gen = replace(gen, fixed_length=FIXED_LENGTH[cfg.generator.kind])
+    return gen
+
+
+def _generated_stage(cfg: ExperimentConfig, data: Stage, model: Stage) -> Stage:
+    gen = generation_config(cfg)
+    kind = cfg.generator.kind
+    spec = {"kind": kind, "generation": to_dict(gen)}
+
+    def compute(work: Path, inputs, log):
+        from rtaug.experiments.stages import augment_file
+
+        made = augment_file(inputs["data"] / "data.hdf5", inputs["model"] / "model", work / "data.hdf5", gen,
+                            progress=log.progress, log=log,
+                            generator="backward-mlp" if kind == "backward-mlp" else "sequence")
+        return {"generation": made}
+
+    return _stage("generated", spec, {"data": data, "model": model}, compute, f"generated ({kind})")
+
+
+def _audit_stage(cfg: ExperimentConfig, generated: Stage) -> Stage:
+    def compute(work: Path, inputs, log):
+        from rtaug.envs.maze_audit import audit_maze_file
+
+        summary = audit_maze_file(inputs["generated"] / "data.hdf5", cfg.task, progress=log.progress)
+        atomic_write_json(work / "audit.json", summary)
+        return {"audit": summary}
+
+    return _stage("audit", {"task": cfg.task}, {"generated": generated}, compute, "audit of the generated rows")
+
+
+def learner_config(cfg: ExperimentConfig):
+    """The algorithm's Config as trained: the task domain's published settings, then the config's fields."""
+    from rtaug import algos
+    from rtaug.algos.common import with_domain
+    from rtaug.envs.registry import get_task
+
+    module = algos.get(cfg.learner.algo)
+    config = with_domain(module.Config(**cfg.learner.params), get_task(cfg.task).family)
+    if getattr(config, "decay_steps", 0) is None:
+        config = replace(config, decay_steps=cfg.learner.steps)
+    return config
+
+
+def _policy_stage(cfg: ExperimentConfig, dataset: Stage, seed: int) -> Stage:
+    lr = cfg.learner
+    config = learner_config(cfg)
+    spec = {"task": cfg.task, "algo": lr.algo, "config": json.loads(json.dumps(dataclasses.asdict(config))),
+            "steps": lr.steps, "chunk": lr.chunk, "eval_every": lr.eval_every, "eval_episodes": lr.eval_episodes,
+            "eval_seed": cfg.evaluation.seed, "seed": seed}
+
+    def compute(work: Path, inputs, log):
+        from rtaug.data.hdf5 import load_hdf5
+        from rtaug.evaluate import make_eval_fn
+        from rtaug.train import train
+
+        data = load_hdf5(inputs["dataset"] / "data.hdf5")
+        eval_fn = make_eval_fn(cfg.task, episodes=lr.eval_episodes, seed=cfg.evaluation.seed) if lr.eval_every else None
+        res = train(data, lr.algo, config, steps=lr.steps, seeds=[seed], out_dir=work / "run", eval_fn=eval_fn,
+                    eval_every=lr.eval_every, chunk=min(lr.chunk, lr.steps), progress=log.progress, resume=True)
+        curve = [{k: r[k] for k in ("step", "normalized_mean", "return_mean", "success_rate") if k in r}
+                 for r in res.evaluations[seed]]
+        last = res.metrics[seed][-1] if res.metrics[seed] else {}
+        return {"updates_per_s": res.updates_per_s, "curve": curve, "final_metrics": last}
+
+    return _stage("policy", spec, {"dataset": dataset}, compute, f"policy {lr.algo} seed {seed}", resumable=True)
+
+
+def _evaluation_stage(cfg: ExperimentConfig, policy: Stage, seed: int) -> Stage:
+    spec = {"task": cfg.task, "episodes": cfg.evaluation.episodes, "seed": cfg.evaluation.seed}
+
+    def compute(work: Path, inputs, log):
+        from rtaug.evaluate import evaluate_seeds, load_run
+
+        run = load_run(inputs["policy"] / "run")
+        report = evaluate_seeds(cfg.task, run.policies, episodes=cfg.evaluation.episodes, seed=cfg.evaluation.seed,
+                                progress=log.progress)
+        row = report["per_seed"][0]
+        atomic_write_json(work / "evaluation.json", report)
+        return {k: row[k] for k in ("episodes", "return_mean", "return_std", "normalized_mean",
+                                     "normalized_d4rl_mean", "success_rate")}
+
+    return _stage("evaluation", spec, {"policy": policy}, compute, f"evaluation seed {seed}")
+
+
+@dataclass
+class Plan:
+    config: ExperimentConfig
+    stages: list  # every stage, each after the ones it reads
+    policies: dict = field(default_factory=dict)  # seed -> policy Stage
+    evaluations: dict = field(default_factory=dict)  # seed -> evaluation Stage
+    generated: Stage | None = None
+    audit: Stage | None = None
+
+
+def plan(cfg: ExperimentConfig) -> Plan:
+    """The stages of one experiment, in an order that respects what each reads."""
+    data = _data_stage(cfg)
+    stages, dataset = [data], data
+    generated = audit = None
+    if cfg.generator.kind != "none":
+        model = _model_stage(cfg, data)
+        generated = _generated_stage(cfg, data, model)
+        stages += [model, generated]
+        dataset = generated
+        if cfg.evaluation.audit:
+            audit = _audit_stage(cfg, generated)
+            stages.append(audit)
+    p = Plan(cfg, stages, generated=generated, audit=audit)
+    for s in cfg.seeds:
+        p.policies[s] = _policy_stage(cfg, dataset, s)
+        p.evaluations[s] = _evaluation_stage(cfg, p.policies[s], s)
+        stages += [p.policies[s], p.evaluations[s]]
+    return p
+
+
+# ------------------------------------------------------------------------- executing a stage
+
+
+class Log:
+    """Where a stage's lines go; `progress` says whether bars are shown."""
+
+    def __init__(self, progress: bool = True, printer=None):
+        self.progress, self._print = progress, printer
+
+    def __call__(self, *parts):
+        line = " ".join(str(p) for p in parts)
+        if self._print is None:
+            print(line, flush=True)
+        else:
+            self._print(line)
+
+
+def commit() -> str | None:
+    """The git commit of the code that runs (None outside a checkout)."""
+    try:
+        root = Path(__file__).resolve().parents[3]
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+        if out.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """Hold an exclusive lock on `path` (two processes never build the same stage at once)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def read_stage(stage: Stage, cache) -> dict:
+    return json.loads((stage.path(cache) / DONE).read_text())
+
+
+def execute(stage: Stage, cache, log: Log) -> dict:
+    """Build `stage` unless the cache has it (its inputs must be built); return its stage.json."""
+    cache = Path(cache)
+    final = stage.path(cache)
+    if (final / DONE).exists():
+        record = read_stage(stage, cache)
+        return {**record, "cached": True}
+    with _locked(final.parent / f".{stage.key}.lock"):
+        if (final / DONE).exists():  # another process built it while we waited
+            return {**read_stage(stage, cache), "cached": True}
+        missing = [d.label for d in stage.deps.values() if not d.done(cache)]
+        if missing:
+            raise RuntimeError(f"{stage.label}: its inputs are not built ({', '.join(missing)})")
+        work = final.parent / f"{stage.key}.partial"
+        if work.exists() and not stage.resumable:
+            shutil.rmtree(work)  # left by a killed run: start over
+        work.mkdir(parents=True, exist_ok=True)
+        if final.exists():  # a directory without stage.json: an interrupted rename's leftovers
+            shutil.rmtree(final)
+        log(f"[{stage.name}] {stage.label}: computing -> {final}")
+        t0 = time.perf_counter()
+        info = stage.compute(work, {r: d.path(cache) for r, d in stage.deps.items()}, log)
+        wall = time.perf_counter() - t0
+        record = {"stage": stage.name, "key": stage.key, "label": stage.label, "spec": stage.spec,
+                  "wall_s": wall, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": commit(),
+                  "host_cpus": len(os.sched_getaffinity(0)), **info}
+        atomic_write_json(work / DONE, record)
+        os.replace(work, final)
+        log(f"[{stage.name}] {stage.label}: done in {wall:.0f} s")
+        return {**record, "cached": False}
+
+
+# ------------------------------------------------------------------------- one experiment
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("RTAUG_CACHE", "runs/cache"))
+
+
+def run_experiment(cfg: ExperimentConfig, out, cache=None, progress: bool = True, printer=None) -> dict:
+    """Run (or reuse) every stage of `cfg`, then write `out/result.json` and `out/config.yaml`.
+
+    This is what `rtaug run CONFIG` calls. Returns the result (see `collect_result`).
+    """
+    out = Path(out)
+    cache = Path(cache) if cache is not None else default_cache()
+    log = Log(progress, printer)
+    p = plan(cfg)
+    _prepare_out(out, cfg)
+    log(f"{cfg.label} on {cfg.task}, seeds {cfg.seeds}: {len(p.stages)} stages, cache {cache}")
+    t0 = time.perf_counter()
+    records = {}
+    for stage in p.stages:
+        rec = execute(stage, cache, log)
+        if rec["cached"]:
+            log(f"[{stage.name}] {stage.label}: cached ({stage.path(cache)})")
+        records[stage.key] = rec
+    result = collect_result(p, cache, records, wall_s=time.perf_counter() - t0)
+    write_result(out, result)
+    log(format_result(result))
+    log(f"wrote {out / 'result.json'}")
+    return result
+
+
+def _prepare_out(out: Path, cfg: ExperimentConfig) -> None:
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "config.yaml", dump_yaml(cfg).encode())
+
+
+def collect_result(p: Plan, cache, records: dict | None = None, wall_s: float | None = None) -> dict:
+    """The experiment's numbers and the evidence behind them, from its finished stages."""
+    from rtaug.evaluate import summarize_seeds
+
+    cache = Path(cache)
+    records = records or {}
+
+    def rec(stage):
+        return records.get(stage.key) or {**read_stage(stage, cache), "cached": True}
+
+    cfg = p.config
+    per_seed = {}
+    for s in cfg.seeds:
+        ev, pol = rec(p.evaluations[s]), rec(p.policies[s])
+        per_seed[str(s)] = {**{k: ev[k] for k in ("return_mean", "normalized_mean", "normalized_d4rl_mean",
+                                                  "success_rate", "episodes")},
+                            "curve": pol.get("curve", []), "updates_per_s": pol.get("updates_per_s")}
+    summary = {}
+    for key in ("normalized_mean", "normalized_d4rl_mean", "return_mean"):
+        values = [per_seed[str(s)][key] for s in cfg.seeds]
+        summary[key.removesuffix("_mean")] = None if any(v is None for v in values) else summarize_seeds(values)
+    evidence = {}
+    if p.generated is not None:
+        evidence["generation"] = rec(p.generated).get("generation")
+    if p.audit is not None:
+        evidence["audit"] = rec(p.audit).get("audit")
+    stages = [{"stage": s.name, "label": s.label, "key": s.key, "path": str(s.path(cache)),
+               "cached": rec(s).get("cached", True), "wall_s": rec(s).get("wall_s")} for s in p.stages]
+    return {"label": cfg.label, "task": cfg.task, "generator": cfg.generator.kind, "algo": cfg.learner.algo,
+            "seeds": list(cfg.seeds), "learner_steps": cfg.learner.steps, "config": to_dict(cfg),
+            "commit": commit(), "per_seed": per_seed, "summary": summary, "evidence": evidence,
+            "stages": stages, "wall_s": wall_s,
+            "compute_s": sum(r["wall_s"] or 0.0 for r in stages)}
+
+
+def write_result(out, result: dict) -> None:
+    atomic_write_json(Path(out) / "result.json", result)
+
+
+def format_result(result: dict) -> str:
+    s = result["summary"]["normalized"]
+    lines = [f"{result['label']} on {result['task']} ({len(result['seeds'])} seeds, {result['learner_steps']} updates):"]
+    for seed, row in result["per_seed"].items():
+        lines.append(f"  seed {seed}: normalized {row['normalized_mean']:.1f}, D4RL-normalized "
+                     f"{row['normalized_d4rl_mean']:.1f}, success {row['success_rate']:.2f}")
+    if s is not None:
+        spread = f" ± {s['std']:.1f}" if s["std"] is not None else ""
+        ci = (f", IQM {s['iqm']:.1f} [{s['iqm_ci95'][0]:.1f}, {s['iqm_ci95'][1]:.1f}]"
+              if s["iqm_ci95"] else "")
+        lines.append(f"  normalized {s['mean']:.1f}{spread}{ci}")
+    built = [x for x in result["stages"] if not x["cached"]]
+    lines.append(f"  stages: {len(result['stages']) - len(built)} cached, {len(built)} computed"
+                 + (f" ({sum(x['wall_s'] for x in built):.0f} s)" if built else ""))
+    return "\n".join(lines)
+
+
+__all__ = ["Stage", "Plan", "plan", "execute", "run_experiment", "collect_result", "write_result",
+           "format_result", "learner_config", "generation_config", "default_cache", "commit", "VERSIONS"]

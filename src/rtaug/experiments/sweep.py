@@ -1,0 +1,181 @@
+"""`rtaug sweep`: a grid of experiments whose stages run as Ray tasks.
+
+A sweep file is an experiment config (`rtaug run`'s) with a `grid` section: each key a dotted
+field, each value the list it takes; the cells are every combination. Every cell's stages go
+into one graph, a stage shared by several cells (the data, RT's model for rt / rt-f3 / rt-f5,
+the `none` baseline's policies) once, each stage a Ray task that waits for the stages it reads.
+Ray schedules them: locally one single-threaded worker per core by default (each worker pinned
+to its core: one thread per core beats one process with all threads here, docs/performance.md),
+or on a cluster with `address`. A failed stage is retried; its dependents are then reported as
+failed upstream, and every other cell still finishes. Finished stages are cached (run.py), so a
+re-run continues where a killed sweep stopped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rtaug.experiments.config import ConfigError, build, read_yaml
+from rtaug.experiments.run import Log, Stage, collect_result, default_cache, execute, format_result, plan, write_result
+from rtaug.fileio import atomic_write_json
+
+
+@dataclass
+class Cell:
+    name: str  # the cell's directory under the sweep's output, e.g. "maze2d-umaze-sparse/rt+bcq"
+    overrides: dict
+    config: object  # ExperimentConfig
+
+
+def expand(tree: dict, overrides=(), source: str = "sweep") -> list[Cell]:
+    """The cells of a sweep file's mapping: every combination of its `grid` values."""
+    grid = dict(tree.get("grid") or {})
+    base = {k: v for k, v in tree.items() if k != "grid"}
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"grid.{key}: expected a non-empty list of values, got {values!r}")
+    cells, names = [], set()
+    for combo in itertools.product(*grid.values()) if grid else [()]:
+        chosen = dict(zip(grid, combo))
+        cfg = build(base, [*overrides, *chosen.items()], source=source)
+        name = f"{cfg.task}/{cfg.label}"
+        extra = [f"{k.rsplit('.', 1)[-1]}={v}" for k, v in chosen.items()
+                 if k not in ("task", "generator.kind", "learner.algo", "name")]
+        if extra:
+            name += "-" + "-".join(extra)
+        if name in names:
+            raise ConfigError(f"grid: two cells are both named {name!r}; give the grid a field that tells them apart")
+        names.add(name)
+        cells.append(Cell(name, chosen, cfg))
+    return cells
+
+
+def load_sweep(path, overrides=()) -> list[Cell]:
+    return expand(read_yaml(path), overrides, source=str(path))
+
+
+def _pin_to_free_core(slots_dir: str, cores: list[int]):
+    """Take the first free worker slot (a lock file) and pin every thread of this process to its
+    core. XLA's one-thread flags are not honoured by this jax, so the core is the limit."""
+    import fcntl
+
+    for slot in range(len(os.listdir(slots_dir))):
+        fh = open(os.path.join(slots_dir, f"{slot}.slot"), "a")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            continue
+        core = cores[slot % len(cores)]
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                os.sched_setaffinity(int(tid), {core})
+            except OSError:
+                pass
+        return fh  # held until the task's process exits
+    return None
+
+
+def _ray_stage(stage: Stage, cache: str, slots_dir: str | None, cores: list[int], *_deps):
+    """One stage in a Ray worker (a fresh process per task: `max_calls=1`)."""
+    held = _pin_to_free_core(slots_dir, cores) if slots_dir else None
+    try:
+        rec = execute(stage, cache, Log(progress=False))
+    finally:
+        if held is not None:
+            held.close()
+    return {"key": stage.key, "cached": rec["cached"], "wall_s": rec.get("wall_s")}
+
+
+def run_sweep(cells: list[Cell], out, cache=None, address: str | None = None, workers: int | None = None,
+              retries: int = 1, printer=None) -> dict:
+    """Run every cell's stages on Ray; write `out/<cell>/result.json` for the cells that finished
+    and `out/sweep.json` (what ran, what was cached, what failed). What `rtaug sweep` calls."""
+    import ray
+
+    out = Path(out)
+    cache = Path(cache) if cache is not None else default_cache()
+    log = Log(False, printer)
+    plans = {c.name: plan(c.config) for c in cells}
+    unique: dict[str, Stage] = {}
+    for p in plans.values():
+        for st in p.stages:
+            unique.setdefault(st.key, st)
+    todo = [st for st in unique.values() if not st.done(cache)]
+    log(f"sweep: {len(cells)} cells, {len(unique)} distinct stages ({len(unique) - len(todo)} cached, "
+        f"{len(todo)} to run), cache {cache}")
+    out.mkdir(parents=True, exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    status: dict[str, dict] = {k: {"status": "cached"} for k in unique if unique[k].done(cache)}
+    t0 = time.perf_counter()
+    if todo:
+        local = address is None
+        cores = sorted(os.sched_getaffinity(0))
+        n = workers or len(cores)
+        if not ray.is_initialized():
+            if local:
+                ray.init(num_cpus=n, include_dashboard=False, log_to_driver=True,
+                         runtime_env={"env_vars": {"RTAUG_RAY_WORKER": "1"}})
+            else:
+                ray.init(address=address, log_to_driver=True)
+        with tempfile.TemporaryDirectory(prefix="rtaug-slots-") as slots:
+            if local:
+                for i in range(n):
+                    Path(slots, f"{i}.slot").touch()
+            task = ray.remote(num_cpus=1, max_calls=1, max_retries=retries, retry_exceptions=True)(_ray_stage)
+            refs = {}
+            for st in unique.values():  # plans list stages after what they read, so deps come first
+                if st.key in status:
+                    continue
+                deps = [refs[d.key] for d in st.deps.values() if d.key in refs]
+                refs[st.key] = task.options(name=f"{st.name}:{st.label}").remote(
+                    st, str(cache), slots if local else None, cores, *deps)
+            pending = dict(refs)
+            while pending:
+                ready, _ = ray.wait(list(pending.values()), num_returns=1)
+                key = next(k for k, r in pending.items() if r == ready[0])
+                del pending[key]
+                st = unique[key]
+                try:
+                    rec = ray.get(ready[0])
+                    status[key] = {"status": "cached" if rec["cached"] else "ran", "wall_s": rec["wall_s"]}
+                    log(f"[{st.name}] {st.label}: {status[key]['status']}"
+                        + (f" in {rec['wall_s']:.0f} s" if rec["wall_s"] and not rec["cached"] else "")
+                        + f" ({len(pending)} left)")
+                except Exception as exc:  # noqa: BLE001 - a failed stage is reported, the sweep goes on
+                    upstream = [d for d in st.deps.values() if status.get(d.key, {}).get("status", "").startswith("fail")]
+                    why = "failed upstream" if upstream else "failed"
+                    status[key] = {"status": why, "error": str(exc).strip().splitlines()[-1][:300]}
+                    log(f"[{st.name}] {st.label}: {why}: {status[key]['error']}")
+        if local:
+            ray.shutdown()
+    summary = {"cells": {}, "wall_s": time.perf_counter() - t0}
+    for c in cells:
+        p = plans[c.name]
+        states = {st.key: status[st.key]["status"] for st in p.stages}
+        failed = [st.label for st in p.stages if states[st.key].startswith("fail")]
+        entry = {"overrides": c.overrides, "ran": sum(s == "ran" for s in states.values()),
+                 "cached": sum(s == "cached" for s in states.values()), "failed": failed}
+        if not failed:
+            result = collect_result(p, cache)
+            write_result(out / c.name, result)
+            entry["normalized"] = result["summary"]["normalized"]
+            log(format_result(result))
+        else:
+            entry["errors"] = {unique[k].label: status[k].get("error") for k in states if "error" in status[k]}
+        summary["cells"][c.name] = entry
+    atomic_write_json(out / "sweep.json", summary)
+    done = sum(not e["failed"] for e in summary["cells"].values())
+    log(f"sweep done in {summary['wall_s']:.0f} s: {done} of {len(cells)} cells finished; "
+        f"{sum(s['status'] == 'ran' for s in status.values())} stages ran, "
+        f"{sum(s['status'] == 'cached' for s in status.values())} cached, "
+        f"{sum(s['status'].startswith('fail') for s in status.values())} failed; wrote {out / 'sweep.json'}")
+    return summary
+
+
+__all__ = ["Cell", "expand", "load_sweep", "run_sweep"]

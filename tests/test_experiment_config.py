@@ -1,0 +1,113 @@
+"""Experiment configs: YAML + `key=value` overrides into typed dataclasses, checked by key path;
+stage keys that change exactly when what a stage depends on changes; sweep grids."""
+
+import pytest
+
+from rtaug.experiments.config import ConfigError, build, dump_yaml, load, to_dict
+from rtaug.experiments.run import plan
+from rtaug.experiments.sweep import expand
+
+
+def test_overrides_reach_every_level_and_are_typed():
+    cfg = build({"task": "maze2d-medium-dense", "learner": {"algo": "iql"}},
+                ["learner.expectile=0.9", "generator.generation.beta=0", "seeds=[3, 4]", "generator.kind=rt",
+                 "generator.model.sequence.n_layer=2", "learner.hidden=[64, 64]"])
+    assert cfg.learner.params == {"expectile": 0.9, "hidden": (64, 64)}
+    assert isinstance(cfg.generator.generation.beta, float) and cfg.generator.generation.beta == 0.0
+    assert cfg.seeds == [3, 4] and cfg.generator.model.sequence.n_layer == 2
+    assert cfg.label == "rt+iql"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["learner.expectile=0.9", "learner.algo=bc"], "learner.expectile: unknown key"),
+    (["generator.generation.betta=0.1"], "generator.generation.betta: unknown key"),
+    (["generator.model.sequence.n_layer=two"], "generator.model.sequence.n_layer: expected an integer"),
+    (["generator.kind=rt-f7"], "generator.kind: 'rt-f7' is not one of"),
+    (["task=maze2d-tiny"], "task:"),
+    (["seeds=[1, 1]"], "seeds: must be non-empty and distinct"),
+    (["learner.steps=0"], "learner.steps: must be at least 1"),
+    (["generator.generation.reliability=mean"], "generator.generation:"),
+    (["learner.algo=sac"], "learner.algo:"),
+    (["nokey"], "an override is key=value"),
+    (["generator.kind=rt", "generator.generation.context=30"], "generator.generation.context:"),
+])
+def test_bad_fields_are_refused_by_their_path(overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        build({}, overrides)
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = build({"generator": {"kind": "ft"}, "learner": {"algo": "iql", "expectile": 0.8}}, ["seeds=[0]"])
+    path = tmp_path / "c.yaml"
+    path.write_text(dump_yaml(cfg))
+    again = load(path)
+    assert to_dict(again) == to_dict(cfg)
+    assert [s.key for s in plan(again).stages] == [s.key for s in plan(cfg).stages]
+
+
+def test_bad_files_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="list.yaml: expected a mapping"):
+        load(tmp_path / "list.yaml")
+    (tmp_path / "bad.yaml").write_text("task: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load(tmp_path / "bad.yaml")
+
+
+def _keys(cfg):
+    p = plan(cfg)
+    return {s.label: s.key for s in p.stages}
+
+
+def test_a_changed_field_changes_exactly_the_stages_downstream():
+    base = build({"generator": {"kind": "rt"}}, ["seeds=[0, 1]"])
+    k = _keys(base)
+    learner = _keys(build({"generator": {"kind": "rt"}}, ["seeds=[0, 1]", "learner.steps=5000"]))
+    assert [n for n in k if k[n] != learner[n]] == ["policy iql seed 0", "evaluation seed 0",
+                                                    "policy iql seed 1", "evaluation seed 1"]
+    gen = _keys(build({"generator": {"kind": "rt"}}, ["seeds=[0, 1]", "generator.generation.beta=0.5"]))
+    assert {n for n in k if k[n] != gen[n]} == set(k) - {"data (maze2d-umaze-sparse)", "model (backward)"}
+    model = _keys(build({"generator": {"kind": "rt"}}, ["seeds=[0, 1]", "generator.model.vae.steps=10"]))
+    assert {n for n in k if k[n] != model[n]} == set(k) - {"data (maze2d-umaze-sparse)"}
+    # labels and the protocol's name are not inputs of any stage
+    named = _keys(build({"generator": {"kind": "rt"}}, ["seeds=[0, 1]", "name=mine", "protocol=cpu"]))
+    assert named == k
+
+
+def test_rt_and_its_fixed_length_ablations_share_one_model_and_ft_does_not():
+    models = {}
+    for kind in ("rt", "rt-f3", "rt-f5", "ft"):
+        p = plan(build({}, [f"generator.kind={kind}", "seeds=[0]"]))
+        models[kind] = next(s.key for s in p.stages if s.name == "model")
+        gen = next(s for s in p.stages if s.name == "generated")
+        assert gen.spec["generation"]["fixed_length"] == {"rt-f3": 3, "rt-f5": 5}.get(kind)
+    assert models["rt"] == models["rt-f3"] == models["rt-f5"] != models["ft"]
+    # the baseline has no generator stages, and its policies read the real data
+    p = plan(build({}, ["seeds=[0]"]))
+    assert [s.name for s in p.stages] == ["data", "policy", "evaluation"]
+
+
+def test_grid_cells_are_every_combination_with_distinct_names():
+    cells = expand({"task": "maze2d-umaze-sparse", "learner": {"algo": "bcq"},
+                    "grid": {"task": ["maze2d-umaze-sparse", "maze2d-umaze-dense"],
+                             "generator.kind": ["none", "ft", "rt"]}})
+    assert [c.name for c in cells] == [f"{t}/{m}" for t in ("maze2d-umaze-sparse", "maze2d-umaze-dense")
+                                       for m in ("bcq", "ft+bcq", "rt+bcq")]
+    cells = expand({"grid": {"learner.expectile": [0.7, 0.9]}})
+    assert [c.name for c in cells] == ["maze2d-umaze-sparse/iql-expectile=0.7", "maze2d-umaze-sparse/iql-expectile=0.9"]
+    with pytest.raises(ConfigError, match="grid.seeds: expected a non-empty list"):
+        expand({"grid": {"seeds": 3}})
+
+
+def test_every_protocol_file_loads():
+    from pathlib import Path
+
+    from rtaug.experiments.sweep import load_sweep
+
+    files = sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml"))
+    assert len(files) >= 6
+    for f in files:
+        cells = load_sweep(f)
+        assert cells and all(c.config.protocol == f.parent.name for c in cells), f
