@@ -14,6 +14,8 @@ from rtaug import algos
 from rtaug.data import Dataset
 from rtaug.train import train
 
+pytestmark = pytest.mark.slow  # trains every learner: outside the fast subset (-m "not slow")
+
 
 def best_action(obs):
     return np.stack([0.6 * np.tanh(obs[:, 0]), np.full(len(obs), -0.5)], 1).astype(np.float32)

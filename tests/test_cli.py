@@ -38,12 +38,14 @@ def model_dir(tmp_path_factory):
     return d
 
 
+@pytest.mark.slow
 def test_train_model_writes_a_loadable_model(model_dir):
     for name in ("spec.json", "rt.json", "rt.msgpack", "vae.json", "vae.msgpack", "dynamics.json",
                  "dynamics.msgpack"):
         assert (model_dir / "model" / name).is_file()
 
 
+@pytest.mark.slow
 def test_augment_on_d4rl_file(model_dir):
     out = model_dir / "aug.hdf5"
     code = main(["augment", "--dataset", str(model_dir / "maze.hdf5"), "--model", str(model_dir / "model"),
@@ -73,6 +75,7 @@ def test_augment_on_d4rl_file(model_dir):
         np.testing.assert_array_equal(f["infos/goal"][:n], g["infos/goal"][()])
 
 
+@pytest.mark.slow
 def test_augment_fixed_length_ablation(model_dir):
     out = model_dir / "aug_f3.hdf5"
     assert main(["augment", "--dataset", str(model_dir / "maze.hdf5"), "--model", str(model_dir / "model"),

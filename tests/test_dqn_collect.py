@@ -55,6 +55,7 @@ def test_episodes_delimited(data):
     assert (data.observations[bounds[:, 0], 1] == 0).all()
 
 
+@pytest.mark.slow
 def test_same_seed_same_data(data):
     again = collect_boxball(CONFIG, progress=False)
     for key in ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations"):

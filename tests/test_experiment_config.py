@@ -111,3 +111,10 @@ def test_every_protocol_file_loads():
     for f in files:
         cells = load_sweep(f)
         assert cells and all(c.config.protocol == f.parent.name for c in cells), f
+
+
+def test_a_grid_axis_is_overridden_from_the_command_line():
+    tree = {"grid": {"task": ["maze2d-umaze-sparse", "maze2d-large-dense"], "generator.kind": ["none", "rt"]}}
+    cells = expand(tree, ["grid.task=[maze2d-medium-dense]", "learner.steps=500"])
+    assert [c.name for c in cells] == ["maze2d-medium-dense/iql", "maze2d-medium-dense/rt+iql"]
+    assert all(c.config.learner.steps == 500 for c in cells)

@@ -10,6 +10,8 @@ import yaml
 
 pytest.importorskip("gymnasium_robotics")
 
+pytestmark = pytest.mark.slow  # trains models: outside the fast subset (-m "not slow")
+
 from rtaug.cli import main  # noqa: E402
 from rtaug.experiments.config import build  # noqa: E402
 from rtaug.experiments.run import Log, execute, plan, run_experiment  # noqa: E402
@@ -88,6 +90,7 @@ def test_report_writes_the_table_csv_and_figures(tiny_run, capsys):
     assert rows[0]["protocol"] == "test"
     md = (d / "report" / "report.md").read_text()
     assert "| rt+bc | 2 | 30 |" in md and "![curves](curves.png)" in md
+    assert (d / "report" / "generated-maze2d-umaze-sparse-rt-bc.png").stat().st_size > 1000  # over the walls
     assert (d / "report" / "curves.png").stat().st_size > 1000 and (d / "report" / "scores.png").stat().st_size > 1000
 
 
@@ -101,3 +104,19 @@ def test_bad_requests_are_refused_before_any_work(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "no result.json" in capsys.readouterr().err
     assert not (tmp_path / "cache").exists()
+
+
+def test_a_sweep_runs_on_ray_reusing_the_cache_and_writes_every_cell(tiny_run):
+    pytest.importorskip("ray")
+    from rtaug.experiments.sweep import expand, run_sweep
+
+    d, result, _ = tiny_run
+    cells = expand({**TINY, "grid": {"generator.kind": ["none", "rt"]}})
+    lines = []
+    summary = run_sweep(cells, d / "sweep", cache=d / "cache", workers=2, printer=lines.append)
+    rt = summary["cells"]["maze2d-umaze-sparse/rt+bc"]
+    none = summary["cells"]["maze2d-umaze-sparse/bc"]
+    assert (rt["ran"], rt["failed"]) == (0, []) and rt["normalized"]["mean"] == result["summary"]["normalized"]["mean"]
+    assert none["ran"] == 4 and none["cached"] == 1 and none["failed"] == []  # 2 policies + 2 evaluations; the data
+    assert json.loads((d / "sweep" / "maze2d-umaze-sparse" / "bc" / "result.json").read_text())["generator"] == "none"
+    assert "2 of 2 cells finished" in lines[-1]

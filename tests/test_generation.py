@@ -12,6 +12,8 @@ from rtaug.generate.model import RTConfig
 from rtaug.generate.spec import Spec
 from rtaug.generate.train import VAEConfig, train_sequence_model, train_vae
 
+pytestmark = pytest.mark.slow  # trains sequence models: outside the fast subset (-m "not slow")
+
 TINY = dict(context_steps=8, n_layer=1, n_head=2, d_model=16, batch_size=8, steps=20, rtg_bins=8)
 
 

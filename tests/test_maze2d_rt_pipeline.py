@@ -15,6 +15,8 @@ import pytest
 
 pytest.importorskip("gymnasium_robotics")
 
+pytestmark = pytest.mark.slow  # trains models: outside the fast subset (-m "not slow")
+
 from rtaug.cli import main  # noqa: E402
 from rtaug.data import Dataset, load_hdf5  # noqa: E402
 from rtaug.envs.maze_audit import audit_maze_file  # noqa: E402

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from rtaug.collect.dqn import DQNConfig
 from rtaug.experiments.quickstart import GENERATORS, QuickstartConfig, run_quickstart
 from rtaug.generate.baselines import BackwardMLPConfig
@@ -9,6 +11,8 @@ from rtaug.generate.dynamics import DynamicsConfig
 from rtaug.generate.generation import GenerationConfig
 from rtaug.generate.model import RTConfig
 from rtaug.generate.train import VAEConfig
+
+pytestmark = pytest.mark.slow  # every stage of the quickstart: outside the fast subset (-m "not slow")
 
 
 def test_quickstart_smoke(tmp_path):

@@ -84,6 +84,7 @@ def test_inputs_follow_the_recorded_task():
         RewardConfig(inputs="s")
 
 
+@pytest.mark.slow
 def test_generate_writes_the_reward_models_predictions(disc):
     data, spec, model = disc
     tiny = dict(context_steps=6, n_layer=1, n_head=2, d_model=16, batch_size=8, steps=10, rtg_bins=8)

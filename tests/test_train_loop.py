@@ -35,6 +35,7 @@ def _steps_in(path):
         return [int(float(r["step"])) for r in csv.DictReader(f)]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_identical_parameters(continuous_data, tmp_path):
     kw = dict(config=TINY, steps=100, seeds=(0, 1), chunk=20, checkpoint_every=20, progress=False)
     full = train(continuous_data, "td3bc", out_dir=tmp_path / "full", **kw)
@@ -63,6 +64,7 @@ def test_killed_run_resumes_to_identical_parameters(continuous_data, tmp_path):
     assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == [CHECKPOINT, "run.json", "seed_0", "seed_1"]
 
 
+@pytest.mark.slow
 def test_sigkilled_process_resumes_to_identical_parameters(continuous_data, tmp_path):
     """A real SIGKILL of a training process, wherever it happens to be, then a resume."""
     script = textwrap.dedent(f"""

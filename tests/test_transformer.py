@@ -16,6 +16,7 @@ def _gpt_and_params(d=32, n_layer=2, n_head=4, t=12):
     return gpt, gpt.init(jax.random.PRNGKey(1), x), x
 
 
+@pytest.mark.slow
 def test_gpt_later_token_never_changes_earlier_output():
     gpt, params, x = _gpt_and_params()
     h, _, _ = gpt.apply(params, x)
@@ -35,6 +36,7 @@ def test_gpt_attention_is_causal_and_normalised():
     np.testing.assert_allclose(np.asarray(attn).sum(-1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_gpt_incremental_decoding_matches_full_pass():
     gpt, params, x = _gpt_and_params()
     h_full, attn_full, _ = gpt.apply(params, x)
@@ -80,6 +82,7 @@ def _windows(spec, b=2, k=6, seed=0):
     return s, a, r, R, np.ones((b, k), bool)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make_spec", [_grid_spec, _continuous_spec])
 def test_rt_changing_a_later_token_never_changes_an_earlier_prediction(make_spec):
     spec = make_spec()
@@ -97,6 +100,7 @@ def test_rt_changing_a_later_token_never_changes_an_earlier_prediction(make_spec
     assert not np.allclose(lp2[1:, :, 3:], lp[1:, :, 3:], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_rt_padding_is_ignored():
     spec = _grid_spec()
     cfg = RTConfig(context_steps=6, n_layer=1, n_head=2, d_model=16)

@@ -195,6 +195,51 @@ def plot_scores(rows: list[dict], path: Path) -> Path:
     return path
 
 
+def plot_generated(data_path, task, path, max_transitions: int = 3000, seed: int = 0) -> Path | None:
+    """The maze's walls and a sample of the generated transitions (s → s′ as segments, D4RL's
+    frame), those whose s′ lies inside a wall in red: what the audit's wall rate counts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import patches
+    from matplotlib.collections import LineCollection
+
+    from rtaug.data.hdf5 import load_hdf5
+    from rtaug.envs.maze2d import BODY_OFFSET
+    from rtaug.envs.registry import get_task
+
+    data = load_hdf5(data_path)
+    if data.generated is None or not data.generated.any():
+        return None
+    layout = get_task(task).layout
+    rows = np.flatnonzero(data.generated)
+    rows = np.sort(np.random.default_rng(seed).choice(rows, min(max_transitions, len(rows)), replace=False))
+    s = data.observations[rows, :2] + BODY_OFFSET
+    s2 = data.next_observations[rows, :2] + BODY_OFFSET
+    bad = layout.in_wall(data.next_observations[rows, :2])
+    h, w = layout.shape
+    fig, ax = plt.subplots(figsize=(0.6 * w + 1, 0.6 * h + 1))
+    for i, j in np.argwhere(layout.walls):
+        ax.add_patch(patches.Rectangle((j - 0.5, i - 0.5), 1, 1, color="0.3"))
+    for mask, color, label in ((~bad, "tab:blue", "generated s → s′"), (bad, "tab:red", "s′ inside a wall")):
+        if mask.any():
+            segs = np.stack([s[mask][:, ::-1], s2[mask][:, ::-1]], axis=1)
+            ax.add_collection(LineCollection(segs, colors=color, linewidths=0.6, alpha=0.6,
+                                                                    label=f"{label} ({int(mask.sum())})"))
+    gi, gj = layout.goal_cell
+    ax.plot([gj], [gi], marker="*", color="gold", markersize=14, markeredgecolor="k", label="goal")
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    ax.set_aspect("equal")
+    ax.set_title(f"{task}: {len(rows)} of {int(data.generated.sum())} generated transitions", fontsize=8)
+    ax.legend(fontsize=6, loc="upper right")
+    fig.tight_layout()
+    atomic_savefig(fig, path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
 def write_report(root, out=None, printer=print) -> Path:
     """Tables, CSV and figures of every result under `root`; returns the Markdown file's path."""
     results = find_results(root)
@@ -207,6 +252,13 @@ def write_report(root, out=None, printer=print) -> Path:
         images.append("curves.png")
     plot_scores(rows, out / "scores.png")
     images.append("scores.png")
+    for r in results:  # each run's picture of its generated transitions, made by its audit stage
+        audit = next((x for x in r["stages"] if x["stage"] == "audit"), None)
+        pic = Path(audit["path"]) / "generated.png" if audit else None
+        if pic is not None and pic.is_file():
+            name = f"generated-{r['task']}-{r['label']}.png".replace("+", "-")
+            atomic_write_bytes(out / name, pic.read_bytes())
+            images.append(name)
     md = to_markdown(results, rows, images)
     atomic_write_bytes(out / "report.md", md.encode())
     printer(md.split("## Evidence")[0].rstrip())

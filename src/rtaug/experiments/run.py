@@ -30,7 +30,7 @@ from rtaug.experiments.config import FIXED_LENGTH, ExperimentConfig, digest, dum
 from rtaug.fileio import atomic_write_bytes, atomic_write_json
 
 # Bump a stage's version when what it computes changes: its cached outputs are then recomputed.
-VERSIONS = {"data": 1, "model": 1, "generated": 1, "audit": 1, "policy": 1, "evaluation": 1}
+VERSIONS = {"data": 1, "model": 1, "generated": 1, "audit": 2, "policy": 1, "evaluation": 1}
 DONE = "stage.json"
 
 
@@ -124,8 +124,11 @@ def _audit_stage(cfg: ExperimentConfig, generated: Stage) -> Stage:
     def compute(work: Path, inputs, log):
         from rtaug.envs.maze_audit import audit_maze_file
 
+        from rtaug.experiments.report import plot_generated
+
         summary = audit_maze_file(inputs["generated"] / "data.hdf5", cfg.task, progress=log.progress)
         atomic_write_json(work / "audit.json", summary)
+        plot_generated(inputs["generated"] / "data.hdf5", cfg.task, work / "generated.png")
         return {"audit": summary}
 
     return _stage("audit", {"task": cfg.task}, {"generated": generated}, compute, "audit of the generated rows")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rtaug.experiments.config import ConfigError, build, read_yaml
-from rtaug.experiments.run import Log, Stage, collect_result, default_cache, execute, format_result, plan, write_result
+from rtaug.experiments.run import VERSIONS, Log, Stage, collect_result, default_cache, execute, format_result, plan, write_result
 from rtaug.fileio import atomic_write_json
 
 
@@ -33,9 +33,20 @@ class Cell:
 
 
 def expand(tree: dict, overrides=(), source: str = "sweep") -> list[Cell]:
-    """The cells of a sweep file's mapping: every combination of its `grid` values."""
+    """The cells of a sweep file's mapping: every combination of its `grid` values. An override
+    `grid.KEY=[...]` replaces (or adds) a grid axis; any other override applies to every cell."""
+    from rtaug.experiments.config import parse_override
+
     grid = dict(tree.get("grid") or {})
     base = {k: v for k, v in tree.items() if k != "grid"}
+    rest = []
+    for item in overrides:
+        key, value = item if isinstance(item, tuple) else parse_override(item)
+        if key.startswith("grid."):
+            grid[key[len("grid."):]] = value
+        else:
+            rest.append((key, value))
+    overrides = rest
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"grid.{key}: expected a non-empty list of values, got {values!r}")
@@ -129,7 +140,10 @@ def run_sweep(cells: list[Cell], out, cache=None, address: str | None = None, wo
                     Path(slots, f"{i}.slot").touch()
             task = ray.remote(num_cpus=1, max_calls=1, max_retries=retries, retry_exceptions=True)(_ray_stage)
             refs = {}
-            for st in unique.values():  # plans list stages after what they read, so deps come first
+            # Stage kinds in pipeline order: what they read is submitted first, and the models
+            # (the long chain: model -> generated -> policies) go ahead of the baseline's policies.
+            order = list(VERSIONS)
+            for st in sorted(unique.values(), key=lambda st: order.index(st.name)):
                 if st.key in status:
                     continue
                 deps = [refs[d.key] for d in st.deps.values() if d.key in refs]
