@@ -169,182 +169,21 @@ def _cmd_augment(args):
     augment_file(args.dataset, args.model, args.out, cfg, progress=not args.no_progress, generator=args.generator)
 
 
-def _policy_task(args, data):
-    """The maze task whose simulator evaluates the policy: --task, else the dataset's metadata
-    `task` when it names a registered task, else None (no simulator: offline checks only)."""
-    from rtaug.envs.registry import get_task, task_names
-
-    if args.task is not None:
-        return get_task(args.task), "--task"
-    named = (data.metadata or {}).get("task")
-    if isinstance(named, str) and named in task_names():
-        return get_task(named), "the dataset's metadata"
-    return None, None
-
-
 def _cmd_train_policy(args):
-    import json
-    from pathlib import Path
+    from rtaug.experiments.policy import TrainPolicyRequest, train_policy
 
-    import numpy as np
-
-    from rtaug import algos
-    from rtaug.algos.common import infer_domain, offline_action_eval
-    from rtaug.data.hdf5 import load_hdf5
-    from rtaug.envs.registry import get_task
-    from rtaug.fileio import atomic_write_bytes
-    from rtaug.train import CHECKPOINT, train
-
-    if args.steps < 1:
-        raise ValueError(f"--steps must be at least 1, got {args.steps}")
-    if args.eval_every is not None and args.eval_every < 1:
-        raise ValueError(f"--eval-every must be at least 1, got {args.eval_every}")
-    if args.eval_episodes is not None and args.eval_episodes < 1:
-        raise ValueError(f"--eval-episodes must be at least 1, got {args.eval_episodes}")
-    if args.eval_episodes is not None and not args.eval_every:
-        raise ValueError("--eval-episodes needs --eval-every N: without it there is no periodic evaluation")
-    if len(set(args.seeds)) != len(args.seeds):
-        raise ValueError(f"--seeds must be distinct, got {args.seeds}")
-    if args.task is not None:
-        get_task(args.task)  # an unknown task is an error before the dataset is read
-    data = load_hdf5(args.dataset)
-    if data.discrete_actions:
-        raise ValueError(f"{args.dataset}: discrete actions ({data.num_actions} choices); train-policy's "
-                         f"learners ({', '.join(algos.ALGOS)}) need continuous (Box) actions")
-    task, task_from = _policy_task(args, data)
-    if task is not None:
-        task.check_dataset(data)
-    elif args.eval_episodes is not None:
-        raise ValueError("--eval-episodes sets the simulator evaluation's episodes, which needs a task: pass "
-                         f"--task (one of `rtaug tasks`); {args.dataset} names none in its metadata")
-    if args.domain != "auto":
-        domain = args.domain
-    else:
-        domain = task.family if task is not None else infer_domain(data)
-    out = Path(args.out) if args.out else Path("runs") / f"{Path(args.dataset).stem}-{args.algo}"
-    if (out / CHECKPOINT).exists() and not args.resume:
-        raise ValueError(f"{out} already holds a run ({CHECKPOINT}); pass --resume to continue it "
-                         "or choose another --out")
-    n_gen = int(data.generated.sum()) if data.generated is not None else 0
-    print(f"{args.algo} on {args.dataset}: {len(data)} transitions ({n_gen} generated), obs {data.obs_dim}, "
-          f"act {data.act_dim}, domain {domain}, seeds {list(args.seeds)}, {args.steps} updates -> {out}")
-
-    eval_fn, eval_episodes = None, None
-    if args.eval_every and task is not None:
-        from rtaug.evaluate import make_eval_fn
-
-        eval_episodes = args.eval_episodes or 10
-        eval_fn = make_eval_fn(task, episodes=eval_episodes, seed=0)
-        print(f"evaluation: {task.name} (from {task_from}) in the simulator, {eval_episodes} episodes every "
-              f"{args.eval_every} updates; for the final score use `rtaug eval --run {out}` "
-              f"({task.evaluation.episodes} episodes)")
-    elif args.eval_every:
-        eval_fn = offline_action_eval(data)
-        print("evaluation: action MSE to the dataset's actions (no task, so no simulator; pass --task for "
-              "normalized scores)")
-    result = train(data, args.algo, steps=args.steps, seeds=args.seeds, out_dir=out, eval_fn=eval_fn,
-                   eval_every=args.eval_every, domain=domain, progress=not args.no_progress,
-                   chunk=min(args.chunk, args.steps), resume=args.resume)
-
-    summary = {"algo": result.algo, "dataset": str(args.dataset), "domain": domain,
-               "task": task.name if task is not None else None, "eval_episodes": eval_episodes,
-               "steps": result.steps, "seeds": list(result.seeds), "updates_per_s": result.updates_per_s,
-               "final": {}}
-    for s in result.seeds:
-        last = dict(result.metrics[s][-1]) if result.metrics[s] else {}
-        if result.evaluations[s]:
-            last.update({f"eval_{k}": v for k, v in result.evaluations[s][-1].items() if k != "step"})
-        summary["final"][str(s)] = last
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in last.items()
-                          if k not in ("step", "updates_per_s") and np.isfinite(v))
-        print(f"  seed {s}: {shown}")
-    atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
-    ups = result.updates_per_s
-    print(f"done: {result.steps} updates x {len(result.seeds)} seeds"
-          + (f", {ups:.0f} updates/s (all seeds)" if np.isfinite(ups) else "")
-          + f"; checkpoint, run.json, summary.json and seed_*/metrics.csv in {out}")
-
-
-def _fmt(x, spec=".2f"):
-    return "n/a" if x is None else format(x, spec)
+    train_policy(TrainPolicyRequest(
+        dataset=args.dataset, algo=args.algo, steps=args.steps, seeds=tuple(args.seeds), task=args.task,
+        domain=args.domain, out=args.out, resume=args.resume, eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes, chunk=args.chunk, progress=not args.no_progress))
 
 
 def _cmd_eval(args):
-    import time
+    from rtaug.experiments.policy import EvalRequest, evaluate
 
-    from rtaug.envs.registry import get_task
-    from rtaug.evaluate import ControllerPolicy, evaluate_seeds, load_run, random_policy
-    from rtaug.fileio import atomic_write_json
-
-    if args.episodes is not None and args.episodes < 1:
-        raise ValueError(f"--episodes must be at least 1, got {args.episodes}")
-    if args.seeds is not None and len(set(args.seeds)) != len(args.seeds):
-        raise ValueError(f"--seeds must be distinct, got {args.seeds}")
-    if args.task is not None:
-        get_task(args.task)  # an unknown task is an error before anything is loaded
-    t0 = time.perf_counter()
-    if args.run is not None:
-        run = load_run(args.run, seeds=args.seeds)
-        if args.task is None and run.task is None:
-            raise ValueError(f"{args.run}: the run does not record its task (it was trained without --task); "
-                             "pass --task (one of `rtaug tasks`)")
-        task = get_task(args.task or run.task)
-        run.check_task(task)
-        policies = run.policies
-        about = {"kind": "run", "run": run.path, "algo": run.algo, "step": run.step, "steps": run.steps,
-                 "trained_task": run.task}
-        shown = (f"{run.path} ({run.algo}, checkpoint at update {run.step}"
-                 + (f" of {run.steps}" if run.steps and run.steps != run.step else "")
-                 + (f", trained for {run.task}" if run.task and run.task != task.name else "") + ")")
-    else:
-        if args.task is None:
-            raise ValueError("--task is required with --policy (one of `rtaug tasks`)")
-        task = get_task(args.task)
-        seeds = args.seeds or [0]
-        if args.policy == "random":
-            policies = {s: random_policy(s, task.act_dim) for s in seeds}
-        else:
-            policies = {s: ControllerPolicy(task, seed=s) for s in seeds}
-        about = {"kind": args.policy}
-        shown = {"random": "uniform random actions",
-                 "controller": "D4RL's waypoint controller, no action noise (the expert reference)"}[args.policy]
-    episodes = args.episodes or task.evaluation.episodes
-    ref = task.references
-    print(f"{task.name}: {shown}; seeds {list(policies)}, {episodes} episodes each "
-          f"({task.evaluation.max_episode_steps} steps, starts from --seed {args.seed})")
-    print(f"  normalized = 100·(R − random)/(expert − random) with references measured here "
-          f"({_fmt(ref.random)}, {_fmt(ref.expert)}); D4RL-normalized with D4RL's published ones "
-          f"({ref.d4rl_random}, {ref.d4rl_expert})")
-    print(f"{'seed':>6}  {'return (mean ± std)':>20}  {'normalized':>10}  {'D4RL-normalized':>15}  {'success':>7}")
-
-    def show(row):
-        ret = f"{row['return_mean']:.2f} ± {row['return_std']:.2f}"
-        print(f"{row['seed']:>6}  {ret:>20}  {_fmt(row['normalized_mean']):>10}  "
-              f"{row['normalized_d4rl_mean']:>15.2f}  {row['success_rate']:>7.2f}", flush=True)
-
-    report = evaluate_seeds(task, policies, episodes=episodes, seed=args.seed, progress=not args.no_progress,
-                            on_seed=show)
-    report["policy"] = about
-    report["wall_time_s"] = time.perf_counter() - t0
-    n = len(policies)
-    print(f"across {n} seed{'s' if n > 1 else ''}:")
-    for key, label in (("normalized", "normalized"), ("normalized_d4rl", "D4RL-normalized")):
-        s = report["summary"][key]
-        if s is None:
-            print(f"  {label:<16} n/a (references not measured)")
-            continue
-        if s["iqm_ci95"] is None:
-            print(f"  {label:<16} mean {s['mean']:.2f}, IQM {s['iqm']:.2f} (one seed: no std, no interval)")
-        else:
-            lo, hi = s["iqm_ci95"]
-            print(f"  {label:<16} mean {s['mean']:.2f} ± {s['std']:.2f} (std over seeds), "
-                  f"IQM {s['iqm']:.2f}, 95% bootstrap CI [{lo:.2f}, {hi:.2f}]")
-    note = report["summary"]["normalized_d4rl"].get("note")
-    if note and n > 1:  # one seed's lines already say there is no interval
-        print(f"  note: {note}")
-    if args.json:
-        atomic_write_json(args.json, report)
-    print(f"done in {report['wall_time_s']:.1f} s" + (f"; wrote {args.json}" if args.json else ""))
+    evaluate(EvalRequest(run=args.run, policy=args.policy, task=args.task, episodes=args.episodes,
+                         seeds=tuple(args.seeds) if args.seeds is not None else None, seed=args.seed,
+                         json=args.json, progress=not args.no_progress))
 
 
 def _check_minari_id(dataset_id) -> str:
