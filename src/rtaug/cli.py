@@ -46,62 +46,18 @@ def _cmd_quickstart(args):
 
 
 def _cmd_collect(args):
-    from rtaug.data.hdf5 import save_hdf5
+    from rtaug.experiments.stages import collect
 
-    if args.task == "boxball":
-        from rtaug.collect.dqn import DQNConfig, collect_boxball
-
-        data = collect_boxball(DQNConfig(total_steps=args.steps or 20_000, seed=args.seed),
-                               progress=not args.no_progress)
-        save_hdf5(data, args.out)
-        print(f"wrote {args.out}: {len(data)} transitions, {data.metadata.get('episodes')} episodes, "
-              f"{data.metadata.get('episodes_reaching_goal')} reach the goal")
-        return
-    from rtaug.collect.waypoint import collect_maze2d
-    from rtaug.envs.registry import get_task
-
-    get_task(args.task)  # an unknown task is a clear error before any work
-    data = collect_maze2d(args.task, steps=args.steps, seed=args.seed, progress=not args.no_progress,
-                          timeouts=args.timeouts)
-    save_hdf5(data, args.out)
-    print(f"wrote {args.out}: {len(data)} transitions ({args.task}, D4RL protocol, seed {args.seed})")
+    collect(args.task, args.out, steps=args.steps, seed=args.seed, timeouts=args.timeouts,
+            progress=not args.no_progress)
 
 
 def _cmd_audit(args):
     import json
 
-    if args.task == "boxball":
-        import numpy as np
+    from rtaug.experiments.stages import audit_file
 
-        from rtaug.data.hdf5 import load_hdf5
-        from rtaug.envs.audit import audit_boxball_transitions
-        from rtaug.fileio import atomic_write_json
-
-        data = load_hdf5(args.file)
-        res = audit_boxball_transitions(data.observations, data.actions, data.next_observations)
-
-        def part(mask):
-            n = int(mask.sum())
-            return {"transitions": n, "invalid_rate": float(1 - res["valid"][mask].mean()) if n else float("nan"),
-                    "wall_crossings": int(res["wall_crossing"][mask].sum()), "off_grid": int(res["off_grid"][mask].sum())}
-
-        from rtaug.envs.audit import boxball_reward, reward_check
-
-        summary = part(np.ones(len(data), bool))
-        if data.generated is not None:
-            summary["generated"] = part(data.generated)
-            summary["real"] = part(~data.generated)
-            summary["generated"].update(reward_check(data, data.generated, boxball_reward, 0.5, penalised=True))
-            summary["real"].update(reward_check(data, ~data.generated, boxball_reward, 0.5, penalised=False))
-        if args.json:
-            atomic_write_json(args.json, summary)
-    else:
-        from rtaug.envs.maze_audit import audit_maze_file
-        from rtaug.envs.registry import get_task
-
-        get_task(args.task)
-        summary = audit_maze_file(args.file, args.task, json_out=args.json, progress=not args.no_progress)
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(audit_file(args.file, args.task, json_out=args.json, progress=not args.no_progress), indent=2))
 
 
 def _cmd_tasks(args):
