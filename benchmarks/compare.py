@@ -384,15 +384,15 @@ def _windows_for(data, cfg, chunk: int):
 
     from rtaug.data.episodes import reward_to_go
     from rtaug.generate.spec import Spec
-    from rtaug.generate.train import _windows
+    from rtaug.generate.train import training_windows
 
     spec = Spec.fit(data, gamma=cfg.gamma, rtg_bins=cfg.rtg_bins)
     bounds = data.episodes()
     rtg = reward_to_go(data.rewards, bounds, cfg.gamma)
     rng = np.random.default_rng(0)
     K, B = cfg.context_steps, cfg.batch_size
-    first = _windows(data, rtg, bounds, rng.integers(0, len(data), (B,)), K, cfg.direction)
-    batches = _windows(data, rtg, bounds, rng.integers(0, len(data), (chunk, B)), K, cfg.direction)
+    first = training_windows(data, rtg, bounds, rng.integers(0, len(data), (B,)), K, cfg.direction)
+    batches = training_windows(data, rtg, bounds, rng.integers(0, len(data), (chunk, B)), K, cfg.direction)
     return spec, first, batches
 
 

@@ -23,7 +23,7 @@ from rtaug.data import Dataset
 from rtaug.generate.generation import GenerationConfig, rollout, select_starts
 from rtaug.generate.model import RTConfig, RTModel
 from rtaug.generate.spec import Spec
-from rtaug.generate.train import TrainedRT, _adam, _windows
+from rtaug.generate.train import TrainedRT, adam_schedule, training_windows
 from rtaug.data.episodes import reward_to_go
 from peak import matmul_peak  # benchmarks/peak.py, beside this script
 
@@ -47,12 +47,12 @@ def bench_training(data: Dataset, cfg: RTConfig, chunk=20, repeats=3) -> dict:
     rtg = reward_to_go(data.rewards, bounds, cfg.gamma)
     rng = np.random.default_rng(0)
     K, B = cfg.context_steps, cfg.batch_size
-    batch = _windows(data, rtg, bounds, rng.integers(0, len(data), (B,)), K, cfg.direction)
+    batch = training_windows(data, rtg, bounds, rng.integers(0, len(data), (B,)), K, cfg.direction)
     params = model.init(jax.random.PRNGKey(0), *batch)
-    opt = _adam(cfg.lr, 10_000, 100, cfg.weight_decay, cfg.grad_clip)
+    opt = adam_schedule(cfg.lr, 10_000, 100, cfg.weight_decay, cfg.grad_clip)
     opt_state = opt.init(params)
 
-    def loss_fn(p, b):  # b: the windows of train._windows (mask at index 4), as training reads them
+    def loss_fn(p, b):  # b: the windows of train.training_windows (mask at index 4), as training reads them
         return -model.apply(p, *b).sum() / jnp.maximum(b[4].sum(), 1)
 
     def update(carry, b):
@@ -67,7 +67,7 @@ def bench_training(data: Dataset, cfg: RTConfig, chunk=20, repeats=3) -> dict:
     flops = float(one.cost_analysis().get("flops", float("nan")) if isinstance(one.cost_analysis(), dict)
                   else one.cost_analysis()[0].get("flops", float("nan")))
     run = jax.jit(lambda c, bs: jax.lax.scan(update, c, bs))
-    batches = _windows(data, rtg, bounds, rng.integers(0, len(data), (chunk, B)), K, cfg.direction)
+    batches = training_windows(data, rtg, bounds, rng.integers(0, len(data), (chunk, B)), K, cfg.direction)
     carry = (params, opt_state)
     carry, _ = run(carry, batches)
     jax.block_until_ready(carry)
@@ -87,7 +87,7 @@ def bench_generation(data: Dataset, cfg: RTConfig, gcfg: GenerationConfig, H=256
     model = RTModel(spec, cfg)
     bounds = data.episodes()
     rtg = reward_to_go(data.rewards, bounds, cfg.gamma)
-    batch = _windows(data, rtg, bounds, np.arange(2), cfg.context_steps, cfg.direction)
+    batch = training_windows(data, rtg, bounds, np.arange(2), cfg.context_steps, cfg.direction)
     params = model.init(jax.random.PRNGKey(0), *batch)
     trained = TrainedRT(spec, cfg, params, [])
     # as `generate` runs the whole-trajectory tilt: M independent rollouts of each of H start

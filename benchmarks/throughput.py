@@ -33,7 +33,7 @@ import numpy as np
 from rtaug import algos
 from rtaug.algos.common import prepare
 from rtaug.data import Dataset
-from rtaug.train import _make_runner
+from rtaug.train import make_runner
 from peak import matmul_peak  # benchmarks/peak.py, beside this script
 from peers.d3rlpy_side import timed as _timed  # the same timing rule as the peers' side
 
@@ -78,7 +78,7 @@ def warm_chunk(name: str, data: Dataset, n_seeds: int = 1, seed: int = 0):
     states = [module.init(config, OBS_DIM, ACT_DIM, jax.random.PRNGKey(seed + s)) for s in range(n_seeds)]
     state = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *states)
     keys = jnp.stack([jax.random.PRNGKey(100 + seed + s) for s in range(n_seeds)])
-    run = _make_runner(module, config, n_seeds, BATCH)
+    run = make_runner(module, config, n_seeds, BATCH)
 
     # Chunk length: about 0.5 s of updates, so that per-chunk overhead is negligible.
     probe = 10

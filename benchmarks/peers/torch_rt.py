@@ -15,7 +15,7 @@ over the number of real steps, AdamW after clipping the global gradient norm at 
 warm-up-then-cosine learning rate.
 
 Only torch and numpy are imported: this runs in the peer environment. The model is fed the
-windows rtaug builds (`rtaug.generate.train._windows`) and the fitted `Spec` as a dict.
+windows rtaug builds (`rtaug.generate.train.training_windows`) and the fitted `Spec` as a dict.
 """
 
 from __future__ import annotations
@@ -325,7 +325,7 @@ def make_optimizer(model, lr, weight_decay, warmup, total):
 
 
 def to_batches(arrays: dict) -> list:
-    """npz of windows stacked (chunk, B, ...) in the order of rtaug's `_windows` -> list of tuples."""
+    """npz of windows stacked (chunk, B, ...) in the order of rtaug's `training_windows` -> list of tuples."""
     names = ("s", "a", "r", "R", "mask", "anchor", "anchor_valid", "done")
     chunk = arrays["s"].shape[0]
     out = []

@@ -190,7 +190,7 @@ class _CSV:
 
 
 @lru_cache(maxsize=32)  # one compiled program per (algorithm, config, seeds): a resumed run reuses it
-def _make_runner(module, config, n_seeds: int, batch_size: int):
+def make_runner(module, config, n_seeds: int, batch_size: int):
     def one(state, key, data):
         key, k_idx, k_update = jax.random.split(key, 3)
         idx = jax.random.randint(k_idx, (batch_size,), 0, data["rewards"].shape[0])
@@ -317,7 +317,7 @@ def train(
             if out is not None:
                 eval_csv[s].append(row)
 
-    run = _make_runner(module, config, len(seeds), int(config.batch_size))
+    run = make_runner(module, config, len(seeds), int(config.batch_size))
     bar = tqdm(total=steps, initial=step, unit="update", disable=not progress,
                desc=f"{name} x{len(seeds)} seeds", dynamic_ncols=True)
     timed_updates, timed_seconds = 0, 0.0

@@ -7,9 +7,9 @@ One file per algorithm, each with the same names:
     init(config, obs_dim, act_dim, key) -> state     pytree: params, targets, optimiser states
     update(config, state, batch, key) -> (state, metrics)   pure, jit- and vmap-able
     act(config, state["params"], obs) -> action       deterministic, in [-1, 1]
-    train(dataset, config=None, **kwargs)             `rtaug.train.train` for this algorithm
 
-`rtaug.train.train` runs any of them.
+`rtaug.train.train(dataset, "iql", config, ...)` runs any of them: the training loop lives above
+the algorithms, which are pure functions and know nothing of it.
 """
 
 from __future__ import annotations

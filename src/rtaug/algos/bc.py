@@ -60,10 +60,3 @@ def update(config: BCConfig, state, batch, key):
 def act(config: BCConfig, params, obs):
     act_dim = params["actor"]["params"]["pi"]["out"]["bias"].shape[-1]
     return _actor(config, act_dim).apply(params["actor"], obs)
-
-
-def train(dataset, config=None, **kwargs):
-    """Train this learner: `rtaug.train.train(dataset, "bc", config, **kwargs)`."""
-    from rtaug.train import train as _train
-
-    return _train(dataset, "bc", config, **kwargs)

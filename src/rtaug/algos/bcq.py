@@ -180,10 +180,3 @@ def act(config: BCQConfig, params, obs, key=None):
     q1 = first_critic(config.critic_hidden, params["critic"], obs_n, a)  # (..., n)
     best = jnp.argmax(q1, axis=-1)
     return jnp.take_along_axis(a, best[..., None, None], axis=-2)[..., 0, :]
-
-
-def train(dataset, config=None, **kwargs):
-    """Train this learner: `rtaug.train.train(dataset, "bcq", config, **kwargs)`."""
-    from rtaug.train import train as _train
-
-    return _train(dataset, "bcq", config, **kwargs)

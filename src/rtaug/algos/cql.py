@@ -240,10 +240,3 @@ def act(config: CQLConfig, params, obs):
     act_dim = params["actor"]["params"]["pi"]["out"]["bias"].shape[-1] // 2
     mean, _ = _nets(config, act_dim)[0].apply(params["actor"], obs)
     return jnp.tanh(mean)
-
-
-def train(dataset, config=None, **kwargs):
-    """Train this learner: `rtaug.train.train(dataset, "cql", config, **kwargs)`."""
-    from rtaug.train import train as _train
-
-    return _train(dataset, "cql", config, **kwargs)

@@ -166,10 +166,3 @@ def act(config: IQLConfig, params, obs):
     act_dim = params["actor"]["params"]["log_std"].shape[-1]
     actor_net = GaussianActor(config.hidden, act_dim, config.log_std_min, config.log_std_max)
     return actor_net.apply(params["actor"], obs)[0]
-
-
-def train(dataset, config=None, **kwargs):
-    """Train this learner: `rtaug.train.train(dataset, "iql", config, **kwargs)`."""
-    from rtaug.train import train as _train
-
-    return _train(dataset, "iql", config, **kwargs)

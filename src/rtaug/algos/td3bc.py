@@ -127,10 +127,3 @@ def update(config: TD3BCConfig, state, batch, key):
 def act(config: TD3BCConfig, params, obs):
     act_dim = params["actor"]["params"]["pi"]["out"]["bias"].shape[-1]
     return TanhActor(config.hidden, act_dim).apply(params["actor"], obs)
-
-
-def train(dataset, config=None, **kwargs):
-    """Train this learner: `rtaug.train.train(dataset, "td3bc", config, **kwargs)`."""
-    from rtaug.train import train as _train
-
-    return _train(dataset, "td3bc", config, **kwargs)

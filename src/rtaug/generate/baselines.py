@@ -22,7 +22,7 @@ from rtaug.generate.generation import Generated, GenerationConfig, select_starts
 from rtaug.generate.model import A, R_, S, log_prob, sample
 from rtaug.generate.reliability import truncate
 from rtaug.generate.spec import Spec
-from rtaug.generate.train import CHUNK, TrainedVAE, _adam
+from rtaug.generate.train import CHUNK, TrainedVAE, adam_schedule
 from rtaug.nets.mlp import MLP
 
 
@@ -95,7 +95,7 @@ def train_backward_mlp(data: Dataset, spec: Spec, config: BackwardMLPConfig, pro
     arrays = (data.observations, data.actions, data.rewards, data.next_observations)
     rng = np.random.default_rng(config.seed)
     params = jax.jit(model.init)(jax.random.PRNGKey(config.seed), *(x[:2] for x in arrays))
-    opt = _adam(config.lr, config.steps, 50, 0.0, 10.0)
+    opt = adam_schedule(config.lr, config.steps, 50, 0.0, 10.0)
     opt_state = opt.init(params)
 
     def update(carry, batch):

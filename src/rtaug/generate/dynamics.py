@@ -30,7 +30,7 @@ from rtaug.fileio import atomic_write_bytes, atomic_write_json
 from rtaug.generate.io import read_config, read_weights
 from rtaug.generate.model import LOG_STD_MAX, LOG_STD_MIN, S, log_prob
 from rtaug.generate.spec import Spec
-from rtaug.generate.train import CHUNK, _adam
+from rtaug.generate.train import CHUNK, adam_schedule
 from rtaug.nets.mlp import MLP
 
 KINDS = ("forward", "disagreement")
@@ -189,7 +189,7 @@ def train_dynamics(data: Dataset, spec: Spec, config: DynamicsConfig, progress: 
     model = ForwardModel(spec, tuple(config.hidden))
     arrays = (data.observations, data.actions, data.next_observations)
     params = jax.jit(_init_fn(model))(_member_keys(config), data.observations[:2], data.actions[:2])
-    opt = _adam(config.lr, config.steps, 50, 0.0, 10.0)
+    opt = adam_schedule(config.lr, config.steps, 50, 0.0, 10.0)
     opt_state = jax.vmap(opt.init)(params)
     rng = np.random.default_rng(config.seed)
 

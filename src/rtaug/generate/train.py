@@ -36,7 +36,7 @@ class TrainedRT:
         return RTModel(self.spec, self.config)
 
 
-def _windows(data: Dataset, rtg: np.ndarray, bounds, start_rows, K: int, direction: str):
+def training_windows(data: Dataset, rtg: np.ndarray, bounds, start_rows, K: int, direction: str):
     """Windows of K steps in reading order, with each step's neighbouring state (its anchor).
 
     Backward, a step's anchor is its successor, the row's own `next_observations`, so the first
@@ -57,7 +57,7 @@ def _windows(data: Dataset, rtg: np.ndarray, bounds, start_rows, K: int, directi
             anchor, anchor_valid.reshape(shape), take(data.terminals))
 
 
-def _adam(lr, steps, warmup, weight_decay, grad_clip):
+def adam_schedule(lr, steps, warmup, weight_decay, grad_clip):
     schedule = optax.warmup_cosine_decay_schedule(0.0, lr, max(1, min(warmup, steps // 2)), max(steps, 2), lr * 0.1)
     return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adamw(schedule, weight_decay=weight_decay))
 
@@ -71,10 +71,10 @@ def train_sequence_model(data: Dataset, config: RTConfig, progress: bool = True,
     rng = np.random.default_rng(config.seed)
     K, B = config.context_steps, config.batch_size
 
-    init_batch = _windows(data, rtg, bounds, rng.integers(0, len(data), (B,)), K, config.direction)
+    init_batch = training_windows(data, rtg, bounds, rng.integers(0, len(data), (B,)), K, config.direction)
     # Jitted: an eager init dispatches the transformer op by op, seconds on every run.
     params = jax.jit(model.init)(jax.random.PRNGKey(config.seed), *init_batch)
-    opt = _adam(config.lr, config.steps, config.warmup, config.weight_decay, config.grad_clip)
+    opt = adam_schedule(config.lr, config.steps, config.warmup, config.weight_decay, config.grad_clip)
     opt_state = opt.init(params)
 
     def loss_fn(p, batch):
@@ -96,7 +96,7 @@ def train_sequence_model(data: Dataset, config: RTConfig, progress: bool = True,
     bar = tqdm(total=config.steps, desc=f"train RT ({config.direction})", disable=not progress, unit="upd")
     while done < config.steps:
         n = min(CHUNK, config.steps - done)
-        batches = _windows(data, rtg, bounds, rng.integers(0, len(data), (n, B)), K, config.direction)
+        batches = training_windows(data, rtg, bounds, rng.integers(0, len(data), (n, B)), K, config.direction)
         (params, opt_state), (losses, nlls) = run_chunk((params, opt_state), batches)
         done += n
         loss = float(losses[-1])
@@ -145,7 +145,7 @@ def train_vae(data: Dataset, spec: Spec, config: VAEConfig, progress: bool = Tru
     model = VAE(spec.transition_dim, config.latent_dim, tuple(config.hidden))
     key = jax.random.PRNGKey(config.seed)
     params = jax.jit(model.init)(key, x_all[:2], key)
-    opt = _adam(config.lr, config.steps, 50, 0.0, 10.0)
+    opt = adam_schedule(config.lr, config.steps, 50, 0.0, 10.0)
     opt_state = opt.init(params)
     rng = np.random.default_rng(config.seed)
 
