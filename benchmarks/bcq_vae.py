@@ -5,11 +5,11 @@
     python benchmarks/bcq_vae.py DATA.hdf5 --part fit --steps 2000 --json OUT.json   # ~1 h on 2 cores
 
 1. `init`: the action decoder's tanh inputs at initialisation on the data's states, for each seed:
-   raw states with Flax's default initialiser (what BCQ used on Maze2D before), normalised states,
-   and raw states with PyTorch's nn.Linear default (the authors' code; weights and biases
-   U(±1/√fan_in)). A tanh input beyond ±2 has under 7% of its gradient left.
-2. `fit`: BCQ trained for --steps updates on the data, raw states against normalised, every seed
-   at once: the VAE's reconstruction error every 250 updates. A VAE that has not fitted proposes
+   raw states with Flax's default initialiser (what BCQ used before), normalised states with it,
+   and raw states with PyTorch's nn.Linear default (the authors' code, BCQ's default now; weights
+   and biases U(±1/√fan_in)). A tanh input beyond ±2 has under 7% of its gradient left.
+2. `fit`: BCQ trained for --steps updates on the data in each of the three cases, every seed at
+   once: the VAE's reconstruction error every 250 updates. A VAE that has not fitted proposes
    actions the data never took, and BCQ's actor only perturbs them by Φ = 0.05.
 """
 
@@ -28,39 +28,32 @@ from rtaug.fileio import atomic_write_json
 from rtaug.train import train
 
 
-def _decoder_inputs(params, obs, latent_dim, key):
-    vae_net, _, _ = bcq._nets(bcq.BCQConfig(), params["params"]["decoder"]["out"]["bias"].shape[-1])
-    z = jnp.clip(jax.random.normal(key, (obs.shape[0], latent_dim)), -0.5, 0.5)
+CASES = (  # (label, BCQConfig changes)
+    ("raw, Flax default", {"weight_init": "lecun", "normalize_obs": False}),
+    ("normalised, Flax default", {"weight_init": "lecun", "normalize_obs": True}),
+    ("raw, PyTorch default", {"weight_init": "torch", "normalize_obs": False}),
+)
+
+
+def _decoder_inputs(config, params, obs, key):
+    act_dim = params["params"]["decoder"]["out"]["bias"].shape[-1]
+    vae_net, _, _ = bcq._nets(config, act_dim)
+    z = jnp.clip(jax.random.normal(key, (obs.shape[0], config.latent_scale * act_dim)), -0.5, 0.5)
     return vae_net.apply(params, jnp.concatenate([obs, z], -1), method=lambda m, x: m.decoder(x))
-
-
-def _torch_default(params, key):
-    """nn.Linear's default initialisation: weights and biases U(±1/√fan_in)."""
-    leaves, tree = jax.tree_util.tree_flatten_with_path(params)
-    fan_in = {}
-    for path, x in leaves:
-        if path[-1].key == "kernel":
-            fan_in[tuple(p.key for p in path[:-1])] = x.shape[0]
-    out = []
-    for (path, x), k in zip(leaves, jax.random.split(key, len(leaves))):
-        b = 1.0 / np.sqrt(fan_in[tuple(p.key for p in path[:-1])])
-        out.append(jax.random.uniform(k, x.shape, minval=-b, maxval=b))
-    return jax.tree_util.tree_unflatten(tree, out)
 
 
 def part_init(data, seeds) -> list[dict]:
     rng = np.random.default_rng(0)
     obs = data.observations[rng.choice(len(data), min(2000, len(data)), replace=False)]
     mean, std = data.observations.mean(0), data.observations.std(0) + 1e-3
-    act_dim = data.act_dim
-    latent = bcq.BCQConfig().latent_scale * act_dim
     rows = []
     print(f"{'seed':>4}  {'states / init':<26} {'mean |tanh input|':>18} {'share beyond ±2':>16}")
     for s in seeds:
-        vae = bcq.init(bcq.BCQConfig(), data.obs_dim, act_dim, jax.random.split(jax.random.PRNGKey(s))[0])["params"]["vae"]
-        for name, params, o in (("raw, Flax default", vae, obs), ("normalised, Flax default", vae, (obs - mean) / std),
-                                ("raw, PyTorch default", _torch_default(vae, jax.random.PRNGKey(100 + s)), obs)):
-            pre = np.asarray(_decoder_inputs(params, jnp.asarray(o), latent, jax.random.PRNGKey(1)))
+        for name, changes in CASES:
+            config = replace(bcq.BCQConfig(), **changes)
+            vae = bcq.init(config, data.obs_dim, data.act_dim, jax.random.split(jax.random.PRNGKey(s))[0])["params"]["vae"]
+            o = (obs - mean) / std if config.normalize_obs else obs
+            pre = np.asarray(_decoder_inputs(config, vae, jnp.asarray(o), jax.random.PRNGKey(1)))
             row = {"seed": s, "case": name, "mean_abs": float(np.abs(pre).mean()), "beyond_2": float((np.abs(pre) > 2).mean())}
             rows.append(row)
             print(f"{s:>4}  {name:<26} {row['mean_abs']:>18.2f} {row['beyond_2']:>16.3f}")
@@ -69,12 +62,12 @@ def part_init(data, seeds) -> list[dict]:
 
 def part_fit(data, seeds, steps: int) -> dict:
     out = {}
-    for name, normalize in (("raw", False), ("normalised", True)):
-        config = replace(bcq.BCQConfig(), normalize_obs=normalize)
+    for name, changes in CASES:
+        config = replace(bcq.BCQConfig(), **changes)
         res = train(data, "bcq", config, steps=steps, seeds=seeds, chunk=250, progress=True)
         out[name] = {str(s): [{"step": r["step"], "recon_loss": r["recon_loss"], "kl": r["kl"]} for r in res.metrics[s]]
                      for s in res.seeds}
-        print(f"\n{name} states: VAE reconstruction error (mean squared, actions in [-1, 1]) every 250 updates")
+        print(f"\n{name}: VAE reconstruction error (mean squared, actions in [-1, 1]) every 250 updates")
         for s in res.seeds:
             print(f"  seed {s}: " + " ".join(f"{r['recon_loss']:.2f}" for r in res.metrics[s]))
     return out

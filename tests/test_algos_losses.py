@@ -170,3 +170,25 @@ def test_first_critic_is_the_ensembles_first_member():
     params = net.init(jax.random.PRNGKey(2), obs, act)
     both = net.apply(params, obs, act)
     np.testing.assert_allclose(first_critic((8, 8), params, obs, act), both[0], rtol=1e-6, atol=1e-6)
+
+
+def test_torch_initialisation_is_uniform_within_one_over_root_fan_in():
+    from rtaug.algos import bcq
+    from rtaug.nets.mlp import MLP
+
+    x = jnp.ones((3, 9))
+    torch_p = MLP((64,), 2, weight_init="torch").init(jax.random.PRNGKey(0), x)["params"]
+    lecun_p = MLP((64,), 2).init(jax.random.PRNGKey(0), x)["params"]
+    for layer, fan_in in (("dense0", 9), ("out", 64)):
+        kernel, bias = np.asarray(torch_p[layer]["kernel"]), np.asarray(torch_p[layer]["bias"])
+        assert 0.9 * fan_in ** -0.5 < np.abs(kernel).max() <= fan_in ** -0.5
+        assert np.all(np.abs(bias) <= fan_in ** -0.5) and np.all(bias != 0)
+        assert np.all(np.asarray(lecun_p[layer]["bias"]) == 0)  # Flax's default is kept elsewhere
+    with pytest.raises(ValueError, match="weight_init"):
+        MLP((4,), 1, weight_init="xavier").init(jax.random.PRNGKey(0), x)
+    # BCQ's every network (VAE, perturbation, twin critics) starts as the authors' PyTorch code did
+    state = bcq.init(bcq.BCQConfig(), 4, 2, jax.random.PRNGKey(0))
+    for net in ("vae", "actor", "critic"):
+        biases = [np.asarray(b) for p, b in jax.tree_util.tree_leaves_with_path(state["params"][net])
+                  if p[-1].key == "bias"]
+        assert all(np.any(b != 0) for b in biases), net

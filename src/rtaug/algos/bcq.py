@@ -34,15 +34,14 @@ class BCQConfig:
     discount: float = 0.99  # App. D
     tau: float = 0.005  # App. D
     normalize_obs: bool = False  # authors' code feeds raw states
+    # authors' code: PyTorch's nn.Linear initialisation (`MLP.weight_init`); with Flax's, raw Maze2D
+    # states start the action decoder's tanh saturated for some seeds (docs/decisions.md)
+    weight_init: str = "torch"
 
-    DOMAIN_DEFAULTS = {
-        # Maze2D states (positions up to 6, velocities up to ±5) fed raw start the action decoder
-        # saturated for some seeds (13-36% of its tanh inputs beyond ±2 at initialisation): its
-        # reconstruction then sits at 0.8 (predicting ~0) or 1.55 (a corner) for thousands of
-        # updates, and such a VAE proposes no data action. Normalised states: every seed's VAE
-        # fits within 750 updates (docs/learners.md, "BCQ on Maze2D").
-        "maze2d": {"normalize_obs": True},
-    }
+    # One setting for every domain, raw states included (the authors'). Normalising Maze2D's
+    # states also cures the saturated decoder, but cost BCQ half its score on mixed maze data in
+    # the first 9k updates (docs/learners.md, "BCQ on Maze2D").
+    DOMAIN_DEFAULTS = {}
 
 
 Config = BCQConfig
@@ -57,10 +56,11 @@ class VAE(nn.Module):
     hidden: tuple
     act_dim: int
     latent_dim: int
+    weight_init: str = "torch"
 
     def setup(self):
-        self.encoder = MLP(self.hidden, 2 * self.latent_dim)
-        self.decoder = MLP(self.hidden, self.act_dim)
+        self.encoder = MLP(self.hidden, 2 * self.latent_dim, weight_init=self.weight_init)
+        self.decoder = MLP(self.hidden, self.act_dim, weight_init=self.weight_init)
 
     def __call__(self, obs, actions, key):
         mean, log_std = jnp.split(self.encoder(jnp.concatenate([obs, actions], -1)), 2, axis=-1)
@@ -76,16 +76,18 @@ class Perturbation(nn.Module):
     hidden: tuple
     act_dim: int
     phi: float
+    weight_init: str = "torch"
 
     @nn.compact
     def __call__(self, obs, actions):
-        raw = MLP(self.hidden, self.act_dim, name="xi")(jnp.concatenate([obs, actions], -1))
+        raw = MLP(self.hidden, self.act_dim, weight_init=self.weight_init, name="xi")(jnp.concatenate([obs, actions], -1))
         return perturb(actions, raw, self.phi)
 
 
 def _nets(config, act_dim):
-    vae = VAE(config.vae_hidden, act_dim, config.latent_scale * act_dim)
-    return vae, Perturbation(config.actor_hidden, act_dim, config.phi), Critics(config.critic_hidden, 2)
+    vae = VAE(config.vae_hidden, act_dim, config.latent_scale * act_dim, config.weight_init)
+    return (vae, Perturbation(config.actor_hidden, act_dim, config.phi, config.weight_init),
+            Critics(config.critic_hidden, 2, config.weight_init))
 
 
 def _sample_candidates(config, vae_net, vae_params, obs, key, n):

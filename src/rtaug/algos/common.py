@@ -32,6 +32,7 @@ class Critics(nn.Module):
 
     hidden: Sequence[int]
     n: int = 2
+    weight_init: str = "lecun"  # `MLP.weight_init`
 
     @nn.compact
     def __call__(self, obs, act):
@@ -42,7 +43,7 @@ class Critics(nn.Module):
         x = jnp.concatenate([obs, act], axis=-1)
         ensemble = nn.vmap(MLP, variable_axes={"params": 0}, split_rngs={"params": True},
                            in_axes=None, out_axes=0, axis_size=self.n)
-        return ensemble(self.hidden, 1, name="q")(x)[..., 0]  # (n, ...)
+        return ensemble(self.hidden, 1, weight_init=self.weight_init, name="q")(x)[..., 0]  # (n, ...)
 
 
 def first_critic(hidden: Sequence[int], critic_params, obs, act):
