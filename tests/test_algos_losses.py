@@ -104,6 +104,7 @@ def test_bcq_perturbation_is_bounded_by_phi():
     assert np.abs(out - np.asarray(a)).max() > 0.049  # the bound is reached, not just respected
 
 
+@pytest.mark.slow
 def test_bcq_act_stays_within_phi_of_a_vae_candidate():
     config = bcq.BCQConfig(vae_hidden=(16,), actor_hidden=(16,), critic_hidden=(16,), phi=0.05)
     state = jax.jit(bcq.init, static_argnums=(0, 1, 2))(config, 4, 2, jax.random.PRNGKey(0))
@@ -161,6 +162,7 @@ def test_td3bc_state_normalisation():
     np.testing.assert_allclose(arrays["next_observations"][:, 0], (np.arange(1, 5) - 1.5) / std[0], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_first_critic_is_the_ensembles_first_member():
     from rtaug.algos.common import Critics, first_critic
 

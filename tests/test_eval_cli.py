@@ -127,6 +127,7 @@ def taskless_runs(tmp_path_factory):
 
 
 @needs_sim
+@pytest.mark.slow  # trains a run (module fixture)
 def test_eval_of_a_run_gives_per_seed_scores_and_an_interval(dense_run, tmp_path, capsys):
     out = tmp_path / "eval.json"
     # No --task: the run recorded the one it was trained with.
@@ -158,6 +159,7 @@ def test_eval_of_a_run_gives_per_seed_scores_and_an_interval(dense_run, tmp_path
 
 
 @needs_sim
+@pytest.mark.slow  # trains a run (module fixture)
 def test_eval_of_one_seed_says_there_is_no_interval(dense_run, tmp_path, capsys):
     out = tmp_path / "eval.json"
     assert main(["eval", "--run", str(dense_run), "--seeds", "1", "--episodes", "2", "--json", str(out),
@@ -182,6 +184,7 @@ def test_controller_scores_far_above_random(tmp_path):
 
 
 @needs_sim
+@pytest.mark.slow  # trains a run (module fixture)
 def test_run_of_another_size_is_a_clear_error(taskless_runs, capsys):
     for name, what in (("wide_obs", "6-dimensional observations"), ("wide_act", "3-dimensional actions")):
         assert main(["eval", "--run", str(taskless_runs[name]), "--task", TASK, "--episodes", "1",
@@ -191,6 +194,7 @@ def test_run_of_another_size_is_a_clear_error(taskless_runs, capsys):
         assert what in err and TASK in err, err
 
 
+@pytest.mark.slow  # trains a run (module fixture)
 def test_unknown_task_is_a_clear_error(taskless_runs, capsys):
     for argv in (["--policy", "random"], ["--run", str(taskless_runs["fits"])]):
         assert main(["eval", *argv, "--task", "maze2d-tiny-sparse"]) == 2
@@ -198,6 +202,7 @@ def test_unknown_task_is_a_clear_error(taskless_runs, capsys):
         assert "unknown task 'maze2d-tiny-sparse'" in err and TASK in err
 
 
+@pytest.mark.slow  # trains a run (module fixture)
 def test_bad_runs_and_seeds_are_clear_errors(taskless_runs, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     cases = [
@@ -214,6 +219,7 @@ def test_bad_runs_and_seeds_are_clear_errors(taskless_runs, tmp_path, capsys):
         assert err.startswith("rtaug eval: error:") and message in err, err
 
 
+@pytest.mark.slow  # trains a run (module fixture)
 def test_damaged_checkpoint_is_a_clear_error(taskless_runs, tmp_path, capsys):
     import shutil
 

@@ -118,5 +118,7 @@ def test_a_sweep_runs_on_ray_reusing_the_cache_and_writes_every_cell(tiny_run):
     none = summary["cells"]["maze2d-umaze-sparse/bc"]
     assert (rt["ran"], rt["failed"]) == (0, []) and rt["normalized"]["mean"] == result["summary"]["normalized"]["mean"]
     assert none["ran"] == 4 and none["cached"] == 1 and none["failed"] == []  # 2 policies + 2 evaluations; the data
-    assert json.loads((d / "sweep" / "maze2d-umaze-sparse" / "bc" / "result.json").read_text())["generator"] == "none"
+    bc = json.loads((d / "sweep" / "maze2d-umaze-sparse" / "bc" / "result.json").read_text())
+    assert bc["generator"] == "none"
+    assert [s["stage"] for s in bc["stages"] if not s["cached"]] == ["policy", "evaluation", "policy", "evaluation"]
     assert "2 of 2 cells finished" in lines[-1]

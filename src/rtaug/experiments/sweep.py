@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rtaug.experiments.config import ConfigError, build, read_yaml
-from rtaug.experiments.run import VERSIONS, Log, Stage, collect_result, default_cache, execute, format_result, plan, write_result
+from rtaug.experiments.run import (VERSIONS, Log, Stage, collect_result, default_cache, execute, format_result, plan,
+                                  read_stage, write_result)
 from rtaug.fileio import atomic_write_json
 
 
@@ -176,7 +177,8 @@ def run_sweep(cells: list[Cell], out, cache=None, address: str | None = None, wo
         entry = {"overrides": c.overrides, "ran": sum(s == "ran" for s in states.values()),
                  "cached": sum(s == "cached" for s in states.values()), "failed": failed}
         if not failed:
-            result = collect_result(p, cache)
+            ran = {k: {**read_stage(unique[k], cache), "cached": False} for k, v in states.items() if v == "ran"}
+            result = collect_result(p, cache, records=ran)
             write_result(out / c.name, result)
             entry["normalized"] = result["summary"]["normalized"]
             log(format_result(result))
