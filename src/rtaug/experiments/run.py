@@ -343,10 +343,12 @@ def collect_result(p: Plan, cache, records: dict | None = None, wall_s: float | 
     from rtaug.evaluate import summarize_seeds
 
     cache = Path(cache)
-    records = records or {}
+    records = dict(records or {})
 
-    def rec(stage):
-        return records.get(stage.key) or {**read_stage(stage, cache), "cached": True}
+    def rec(stage):  # each stage.json read once
+        if stage.key not in records:
+            records[stage.key] = {**read_stage(stage, cache), "cached": True}
+        return records[stage.key]
 
     cfg = p.config
     per_seed = {}

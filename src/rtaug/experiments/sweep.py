@@ -118,12 +118,13 @@ def run_sweep(cells: list[Cell], out, cache=None, address: str | None = None, wo
     for p in plans.values():
         for st in p.stages:
             unique.setdefault(st.key, st)
-    todo = [st for st in unique.values() if not st.done(cache)]
+    done = {k for k, st in unique.items() if st.done(cache)}
+    todo = [st for k, st in unique.items() if k not in done]
     log(f"sweep: {len(cells)} cells, {len(unique)} distinct stages ({len(unique) - len(todo)} cached, "
         f"{len(todo)} to run), cache {cache}")
     out.mkdir(parents=True, exist_ok=True)
     cache.mkdir(parents=True, exist_ok=True)
-    status: dict[str, dict] = {k: {"status": "cached"} for k in unique if unique[k].done(cache)}
+    status: dict[str, dict] = {k: {"status": "cached"} for k in done}
     t0 = time.perf_counter()
     if todo:
         local = address is None
