@@ -68,9 +68,13 @@ def test_a_changed_field_changes_exactly_the_stages_downstream():
     assert [n for n in k if k[n] != learner[n]] == ["policy iql seed 0", "evaluation seed 0",
                                                     "policy iql seed 1", "evaluation seed 1"]
     gen = _keys(build({"generator": {"kind": "rt"}}, ["seeds=[0, 1]", "generator.generation.beta=0.5"]))
-    assert {n for n in k if k[n] != gen[n]} == set(k) - {"data (maze2d-umaze-sparse)", "model (backward)"}
+    assert {n for n in k if k[n] != gen[n]} == set(k) - {"trajectories (maze2d-umaze)", "data (maze2d-umaze-sparse)",
+                                                         "model (backward)"}
     model = _keys(build({"generator": {"kind": "rt"}}, ["seeds=[0, 1]", "generator.model.vae.steps=10"]))
-    assert {n for n in k if k[n] != model[n]} == set(k) - {"data (maze2d-umaze-sparse)"}
+    assert {n for n in k if k[n] != model[n]} == set(k) - {"trajectories (maze2d-umaze)", "data (maze2d-umaze-sparse)"}
+    # a maze's -sparse and -dense tasks share the collection, and nothing after it
+    dense = _keys(build({"generator": {"kind": "rt"}}, ["seeds=[0, 1]", "task=maze2d-umaze-dense"]))
+    assert set(k.values()) & set(dense.values()) == {k["trajectories (maze2d-umaze)"]}
     # labels and the protocol's name are not inputs of any stage
     named = _keys(build({"generator": {"kind": "rt"}}, ["seeds=[0, 1]", "name=mine", "protocol=cpu"]))
     assert named == k
@@ -86,7 +90,7 @@ def test_rt_and_its_fixed_length_ablations_share_one_model_and_ft_does_not():
     assert models["rt"] == models["rt-f3"] == models["rt-f5"] != models["ft"]
     # the baseline has no generator stages, and its policies read the real data
     p = plan(build({}, ["seeds=[0]"]))
-    assert [s.name for s in p.stages] == ["data", "policy", "evaluation"]
+    assert [s.name for s in p.stages] == ["trajectories", "data", "policy", "evaluation"]
 
 
 def test_grid_cells_are_every_combination_with_distinct_names():

@@ -41,7 +41,7 @@ def tiny_run(tmp_path_factory):
 
 def test_a_run_builds_every_stage_and_records_its_evidence(tiny_run):
     d, result, lines = tiny_run
-    assert [s["stage"] for s in result["stages"]] == ["data", "model", "generated", "audit", "policy", "evaluation",
+    assert [s["stage"] for s in result["stages"]] == ["trajectories", "data", "model", "generated", "audit", "policy", "evaluation",
                                                       "policy", "evaluation"]
     assert not any(s["cached"] for s in result["stages"]) and all(s["wall_s"] > 0 for s in result["stages"])
     assert set(result["per_seed"]) == {"0", "1"}
@@ -117,7 +117,8 @@ def test_a_sweep_runs_on_ray_reusing_the_cache_and_writes_every_cell(tiny_run):
     rt = summary["cells"]["maze2d-umaze-sparse/rt+bc"]
     none = summary["cells"]["maze2d-umaze-sparse/bc"]
     assert (rt["ran"], rt["failed"]) == (0, []) and rt["normalized"]["mean"] == result["summary"]["normalized"]["mean"]
-    assert none["ran"] == 4 and none["cached"] == 1 and none["failed"] == []  # 2 policies + 2 evaluations; the data
+    # 2 policies + 2 evaluations ran; the collection and the data were cached
+    assert none["ran"] == 4 and none["cached"] == 2 and none["failed"] == []
     bc = json.loads((d / "sweep" / "maze2d-umaze-sparse" / "bc" / "result.json").read_text())
     assert bc["generator"] == "none"
     assert [s["stage"] for s in bc["stages"] if not s["cached"]] == ["policy", "evaluation", "policy", "evaluation"]

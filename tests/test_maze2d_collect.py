@@ -5,7 +5,8 @@ import pytest
 
 pytest.importorskip("gymnasium_robotics")
 
-from rtaug.collect.waypoint import WaypointController, collect_maze2d, plan_cells, relabel_rewards  # noqa: E402
+from rtaug.collect.waypoint import (WaypointController, collect_maze2d, plan_cells, relabel_rewards,  # noqa: E402
+                                   with_reward_type)
 from rtaug.data import load_hdf5, save_hdf5  # noqa: E402
 from rtaug.envs.maze2d import Maze2DEnv, get_layout, maze_reward  # noqa: E402
 from rtaug.evaluate import ControllerPolicy, rollout  # noqa: E402
@@ -97,6 +98,14 @@ def test_sparse_and_dense_rewards_from_the_same_trajectories(umaze_data):
     np.testing.assert_array_equal(cur, maze_reward(d.observations[:, :2], goal, "sparse"))
     dense = collect_maze2d("maze2d-umaze-dense", steps=500, seed=0, progress=False)
     np.testing.assert_array_equal(dense.rewards, umaze_data.infos["reward_dense"][:500])
+    # so the experiment system collects a maze once and relabels it for the other reward type
+    as_dense = with_reward_type(umaze_data, "maze2d-umaze-dense")
+    np.testing.assert_array_equal(as_dense.rewards[:500], dense.rewards)
+    np.testing.assert_array_equal(as_dense.observations[:500], dense.observations)
+    assert as_dense.metadata["task"] == dense.metadata["task"] == "maze2d-umaze-dense"
+    np.testing.assert_array_equal(with_reward_type(as_dense, "maze2d-umaze-sparse").rewards, d.rewards)
+    with pytest.raises(ValueError, match="collected in maze 'umaze', cannot serve maze2d-medium-dense"):
+        with_reward_type(umaze_data, "maze2d-medium-dense")
 
 
 def test_collection_is_deterministic_and_round_trips_hdf5(umaze_data, tmp_path):

@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 
 from rtaug.envs.maze2d import MazeLayout, maze_reward
 
-__all__ = ["WaypointController", "plan_cells", "collect_maze2d", "collect_maze2d_episodes", "relabel_rewards"]
+__all__ = ["WaypointController", "plan_cells", "collect_maze2d", "collect_maze2d_episodes", "relabel_rewards",
+           "with_reward_type"]
 
 # D4RL's grid actions in argmax order (gridcraft: up, down, left, right in its (row, col) terms).
 _MOVES = ((0, -1), (0, 1), (-1, 0), (1, 0))
@@ -216,6 +217,29 @@ def collect_maze2d(task, steps: int | None = None, seed: int = 0, progress: bool
                          collector={"algo": "waypoint", "seed": int(seed), "steps": n, **asdict(recipe)},
                          extra_meta={"goals_reached": int(arrived.sum()), "goals_drawn": int(switched.sum()) + 1},
                          source=f"waypoint:{task.name}")
+
+
+def with_reward_type(data, task):
+    """`data` (collected for one reward type of a maze) as the same maze's `task`: the controller never
+    sees the reward, so -sparse and -dense data are the same trajectories and differ only in the
+    `rewards` column, which the collector stored for both types (infos/reward_sparse, _dense)."""
+    from rtaug.data import Dataset
+    from rtaug.envs.registry import get_task
+
+    task = get_task(task)
+    meta = data.metadata
+    source_task = get_task(meta.get("task", ""))
+    if source_task.maze != task.maze:
+        raise ValueError(f"{data.source}: collected in maze {source_task.maze!r}, cannot serve {task.name}")
+    key = f"reward_{task.reward_type}"
+    if key not in data.infos:
+        raise ValueError(f"{data.source}: key 'infos/{key}' missing; cannot relabel for {task.name}")
+    return Dataset(
+        observations=data.observations, actions=data.actions, rewards=data.infos[key],
+        terminals=data.terminals, timeouts=data.timeouts, next_observations=data.next_observations,
+        infos=dict(data.infos), metadata={**meta, "env": task.name, "task": task.name},
+        source=f"{data.source} as {task.name}",
+    )
 
 
 def _maze_dataset(task, recipe, observations, next_observations, actions, goals, timeouts, collector: dict,

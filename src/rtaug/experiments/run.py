@@ -1,7 +1,9 @@
 """`rtaug run`: one experiment (task × generator × learner × seeds) as a chain of cached stages.
 
-    data ──> model ──> generated ──> policy (per seed) ──> evaluation (per seed)
-                            └──> audit
+    trajectories ──> data ──> model ──> generated ──> policy (per seed) ──> evaluation (per seed)
+                                              └──> audit
+
+(trajectories: a maze's collection, shared by its -sparse and -dense tasks; data: the task's rewards.)
 
 Every stage's output lives in the cache under `<cache>/<stage>/<key>/`, the key a hash of
 everything the stage depends on: its own config section, the keys of the stages it reads, and
@@ -30,7 +32,7 @@ from rtaug.experiments.config import FIXED_LENGTH, ExperimentConfig, digest, dum
 from rtaug.fileio import atomic_write_bytes, atomic_write_json
 
 # Bump a stage's version when what it computes changes: its cached outputs are then recomputed.
-VERSIONS = {"data": 1, "model": 1, "generated": 1, "audit": 2, "policy": 1, "evaluation": 1}
+VERSIONS = {"trajectories": 1, "data": 2, "model": 1, "generated": 1, "audit": 2, "policy": 1, "evaluation": 1}
 DONE = "stage.json"
 
 
@@ -59,19 +61,37 @@ def _stage(name: str, spec: dict, deps: dict, compute, label: str = "", resumabl
 # ------------------------------------------------------------------------- the stages
 
 
-def _data_stage(cfg: ExperimentConfig) -> Stage:
-    spec = {"task": cfg.task, **to_dict(cfg.data)}
+def _trajectories_stage(cfg: ExperimentConfig) -> Stage:
+    """The collection, keyed by the maze rather than the task: the controller never sees the reward,
+    so a maze's -sparse and -dense tasks share one (D4RL's 1M-4M simulator steps, the costliest
+    stage of a run without a generator)."""
+    from rtaug.envs.registry import get_task
+
+    maze = get_task(cfg.task).maze
+    spec = {"maze": maze, **to_dict(cfg.data)}
 
     def compute(work: Path, inputs, log):
         from rtaug.collect.waypoint import collect_maze2d
         from rtaug.data.hdf5 import save_hdf5
 
-        data = collect_maze2d(cfg.task, steps=cfg.data.steps, seed=cfg.data.seed, progress=log.progress,
-                              timeouts=cfg.data.timeouts)
+        data = collect_maze2d(f"maze2d-{maze}-sparse", steps=cfg.data.steps, seed=cfg.data.seed,
+                              progress=log.progress, timeouts=cfg.data.timeouts)
         save_hdf5(data, work / "data.hdf5")
         return {"transitions": len(data), "episodes": int(len(data.episodes()))}
 
-    return _stage("data", spec, {}, compute, f"data ({cfg.task})")
+    return _stage("trajectories", spec, {}, compute, f"trajectories (maze2d-{maze})")
+
+
+def _data_stage(cfg: ExperimentConfig, trajectories: Stage) -> Stage:
+    def compute(work: Path, inputs, log):
+        from rtaug.collect.waypoint import with_reward_type
+        from rtaug.data.hdf5 import load_hdf5, save_hdf5
+
+        data = with_reward_type(load_hdf5(inputs["trajectories"] / "data.hdf5"), cfg.task)
+        save_hdf5(data, work / "data.hdf5")
+        return {"transitions": len(data), "episodes": int(len(data.episodes()))}
+
+    return _stage("data", {"task": cfg.task}, {"trajectories": trajectories}, compute, f"data ({cfg.task})")
 
 
 def _direction(kind: str) -> str:
@@ -200,8 +220,9 @@ class Plan:
 
 def plan(cfg: ExperimentConfig) -> Plan:
     """The stages of one experiment, in an order that respects what each reads."""
-    data = _data_stage(cfg)
-    stages, dataset = [data], data
+    trajectories = _trajectories_stage(cfg)
+    data = _data_stage(cfg, trajectories)
+    stages, dataset = [trajectories, data], data
     generated = audit = None
     if cfg.generator.kind != "none":
         model = _model_stage(cfg, data)
