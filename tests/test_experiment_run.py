@@ -4,6 +4,7 @@ are cleaned, the report's CSV has the issue's columns, bad input is refused befo
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -13,7 +14,7 @@ pytest.importorskip("gymnasium_robotics")
 pytestmark = pytest.mark.slow  # trains models: outside the fast subset (-m "not slow")
 
 from rtaug.cli import main  # noqa: E402
-from rtaug.experiments.config import build  # noqa: E402
+from rtaug.experiments.config import ConfigError, build  # noqa: E402
 from rtaug.experiments.run import Log, execute, plan, run_experiment  # noqa: E402
 from rtaug.experiments.report import CSV_COLUMNS  # noqa: E402
 
@@ -66,6 +67,22 @@ def test_a_rerun_reuses_everything_and_a_learner_change_only_the_policies(tiny_r
                              d / "run2", cache=d / "cache", progress=False, printer=lambda *_: None)
     built = {s["stage"] for s in changed["stages"] if not s["cached"]}
     assert built == {"policy", "evaluation"}
+
+
+def test_fig2_runs_train_on_generated_trajectories_only_from_repeated_starts(tiny_run):
+    d, first, _ = tiny_run
+    cfg = build(TINY, ["seeds=[0]", "generator.samples_per_start=3", "generator.generation.num_trajectories=4",
+                       "learner.data=generated", "learner.eval_every=null"])
+    res = run_experiment(cfg, d / "fig2", cache=d / "cache", progress=False, printer=lambda *_: None)
+    built = [s["stage"] for s in res["stages"] if not s["cached"]]
+    assert built == ["generated", "audit", "policy", "evaluation"]  # the model is RT's, reused
+    made = res["evidence"]["generation"]
+    assert made["trajectories"] == 12  # 4 start states × 3 samples
+    policy = next(s for s in res["stages"] if s["stage"] == "policy")
+    train_rows = json.loads((Path(policy["path"]) / "stage.json").read_text())["train_rows"]
+    assert train_rows == made["generated_rows"] + made["copied_rows"] < made["input_rows"]
+    with pytest.raises(ConfigError, match="learner.data: 'generated' needs a generator"):
+        build(TINY, ["generator.kind=none", "learner.data=generated"])
 
 
 def test_a_killed_stage_is_rebuilt_from_scratch(tiny_run):

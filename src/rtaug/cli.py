@@ -313,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "report", help="tables, CSV and figures of the results under a directory",
         description="Read every result.json under DIR (of `rtaug run` or `rtaug sweep`) and write report.md "
-                    "(per task: mean ± std, IQM with a bootstrap 95%% interval, D4RL-normalized mean, the paper's "
+                    "(per task: mean ± std, IQM with a bootstrap 95% interval, D4RL-normalized mean, the paper's "
                     "number; the evidence behind each run), results.csv, curves.png and scores.png.",
     )
     p.add_argument("dir", metavar="DIR", help="directory holding result.json files")

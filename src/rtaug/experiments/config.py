@@ -34,6 +34,7 @@ from rtaug.generate.train import VAEConfig
 # backward MLP rolled out by itself (Fig. 2).
 GENERATORS = ("none", "rt", "ft", "rt-f3", "rt-f5", "backward-mlp")
 FIXED_LENGTH = {"rt-f3": 3, "rt-f5": 5}
+LEARNER_DATA = ("all", "generated")
 
 
 class ConfigError(ValueError):
@@ -63,6 +64,9 @@ class GeneratorConfig:
     kind: str = "none"
     model: ModelConfig = field(default_factory=ModelConfig)
     generation: GenerationConfig = field(default_factory=lambda: GenerationConfig(num_trajectories=10_000))
+    # trajectories generated from each start state: generation draws num_trajectories start
+    # states and samples each this many times (Fig. 2: 50 dataset trajectories, 10 samples each)
+    samples_per_start: int = 1
 
 
 @dataclass
@@ -72,6 +76,9 @@ class LearnerConfig:
     eval_every: int | None = 10_000  # learning-curve points (cheap evaluations); None = none
     eval_episodes: int = 10  # episodes per learning-curve point
     chunk: int = 1000  # updates per compiled chunk
+    # what the learner trains on: "all" = the real data and the generated (D_env ∪ D_model);
+    # "generated" = only the generator's merged trajectories, D_model (Fig. 2)
+    data: str = "all"
     params: dict = field(default_factory=dict)  # fields of the algorithm's Config, given flat in YAML
 
 
@@ -299,6 +306,12 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"learner.eval_every: must be at least 1 (or null), got {lr.eval_every}")
     if lr.eval_episodes < 1 or lr.chunk < 1:
         raise ConfigError("learner.eval_episodes and learner.chunk: must be at least 1")
+    if lr.data not in LEARNER_DATA:
+        raise ConfigError(f"learner.data: {lr.data!r} is not one of {', '.join(LEARNER_DATA)}")
+    if lr.data == "generated" and cfg.generator.kind == "none":
+        raise ConfigError("learner.data: 'generated' needs a generator (generator.kind is 'none')")
+    if cfg.generator.samples_per_start < 1:
+        raise ConfigError(f"generator.samples_per_start: must be at least 1, got {cfg.generator.samples_per_start}")
     if cfg.evaluation.episodes is not None and cfg.evaluation.episodes < 1:
         raise ConfigError(f"evaluation.episodes: must be at least 1, got {cfg.evaluation.episodes}")
     if cfg.generator.kind != "none":
@@ -322,6 +335,6 @@ def dump_yaml(cfg: ExperimentConfig) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
-__all__ = ["ExperimentConfig", "DataConfig", "ModelConfig", "GeneratorConfig", "LearnerConfig",
+__all__ = ["LEARNER_DATA", "ExperimentConfig", "DataConfig", "ModelConfig", "GeneratorConfig", "LearnerConfig",
            "EvaluationConfig", "ConfigError", "GENERATORS", "build", "load", "read_yaml", "parse_override",
            "from_dict", "to_dict", "digest", "dump_yaml"]

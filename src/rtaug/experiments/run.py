@@ -127,13 +127,14 @@ def generation_config(cfg: ExperimentConfig):
 def _generated_stage(cfg: ExperimentConfig, data: Stage, model: Stage) -> Stage:
     gen = generation_config(cfg)
     kind = cfg.generator.kind
-    spec = {"kind": kind, "generation": to_dict(gen)}
+    samples = cfg.generator.samples_per_start
+    spec = {"kind": kind, "generation": to_dict(gen), **({"samples_per_start": samples} if samples != 1 else {})}
 
     def compute(work: Path, inputs, log):
         from rtaug.experiments.stages import augment_file
 
         made = augment_file(inputs["data"] / "data.hdf5", inputs["model"] / "model", work / "data.hdf5", gen,
-                            progress=log.progress, log=log,
+                            progress=log.progress, log=log, samples_per_start=samples,
                             generator="backward-mlp" if kind == "backward-mlp" else "sequence")
         return {"generation": made}
 
@@ -172,21 +173,27 @@ def _policy_stage(cfg: ExperimentConfig, dataset: Stage, seed: int) -> Stage:
     config = learner_config(cfg)
     spec = {"task": cfg.task, "algo": lr.algo, "config": json.loads(json.dumps(dataclasses.asdict(config))),
             "steps": lr.steps, "chunk": lr.chunk, "eval_every": lr.eval_every, "eval_episodes": lr.eval_episodes,
-            "eval_seed": cfg.evaluation.seed, "seed": seed}
+            "eval_seed": cfg.evaluation.seed, "seed": seed, **({"data": lr.data} if lr.data != "all" else {})}
 
     def compute(work: Path, inputs, log):
+        import numpy as np
+
         from rtaug.data.hdf5 import load_hdf5
         from rtaug.evaluate import make_eval_fn
         from rtaug.train import train
 
         data = load_hdf5(inputs["dataset"] / "data.hdf5")
+        if lr.data == "generated":  # D_model: the rows the generator appended after the input's
+            first = json.loads((inputs["dataset"] / DONE).read_text())["generation"]["input_rows"]
+            data = data.subset(np.arange(first, len(data)))
+            log(f"learner data: the {len(data)} rows of the generated trajectories only")
         eval_fn = make_eval_fn(cfg.task, episodes=lr.eval_episodes, seed=cfg.evaluation.seed) if lr.eval_every else None
         res = train(data, lr.algo, config, steps=lr.steps, seeds=[seed], out_dir=work / "run", eval_fn=eval_fn,
                     eval_every=lr.eval_every, chunk=min(lr.chunk, lr.steps), progress=log.progress, resume=True)
         curve = [{k: r[k] for k in ("step", "normalized_mean", "return_mean", "success_rate") if k in r}
                  for r in res.evaluations[seed]]
         last = res.metrics[seed][-1] if res.metrics[seed] else {}
-        return {"updates_per_s": res.updates_per_s, "curve": curve, "final_metrics": last}
+        return {"updates_per_s": res.updates_per_s, "curve": curve, "final_metrics": last, "train_rows": len(data)}
 
     return _stage("policy", spec, {"dataset": dataset}, compute, f"policy {lr.algo} seed {seed}", resumable=True)
 

@@ -11,7 +11,7 @@ from rtaug.data import Dataset
 from rtaug.data.hdf5 import load_hdf5
 from rtaug.generate.baselines import BackwardMLPConfig, generate_backward_mlp_config, train_backward_mlp
 from rtaug.generate.dynamics import DynamicsConfig, load_dynamics, train_dynamics
-from rtaug.generate.generation import GenerationConfig, format_summary, generate, summarize
+from rtaug.generate.generation import GenerationConfig, format_summary, generate, select_starts, summarize
 from rtaug.generate.io import load_generator, save_generator
 from rtaug.generate.merge import MERGES, write_augmented
 from rtaug.generate.model import RTConfig
@@ -93,7 +93,7 @@ def train_model(
 
 
 def augment_file(dataset_path, model_dir, out_path, config: GenerationConfig, progress: bool = True, log=print,
-                 generator: str = "sequence", merge: str | None = None) -> dict:
+                 generator: str = "sequence", merge: str | None = None, samples_per_start: int = 1) -> dict:
     """Generate with a trained model from a dataset's states and write D_env ∪ D_model.
 
     generator: "sequence" = the directory's sequence model (RT or FT, as trained); "backward-mlp"
@@ -102,6 +102,8 @@ def augment_file(dataset_path, model_dir, out_path, config: GenerationConfig, pr
     τ̂ + τ_suffix as one episode) or "prefix" (only τ̂); None = `config.merge` if the config has
     one, else "suffix". The output file is the input file verbatim followed by the merged rows
     (`write_augmented`); returns its path.
+    samples_per_start: draw `config.num_trajectories` start states (as the generator would) and
+    generate this many trajectories from each (Fig. 2's 50 trajectories sampled 10 times).
     """
     if generator not in ("sequence", "backward-mlp"):
         raise ValueError(f"generator must be 'sequence' or 'backward-mlp', got {generator!r}")
@@ -121,13 +123,21 @@ def augment_file(dataset_path, model_dir, out_path, config: GenerationConfig, pr
         raise ValueError(f"--dist {config.dist}: {model_dir} has no dynamics ensemble (dynamics.json); retrain "
                          "it with `rtaug train-model`, or pass --dist vae")
     config.context_steps(rt.config.context_steps)  # the context must fit the model's window
+    start_rows = None
+    if samples_per_start > 1:
+        backward = generator == "backward-mlp" or rt.config.direction == "backward"
+        how = config.start if config.start != "auto" else ("goal" if backward else "uniform")
+        once = select_starts(data, config.num_trajectories, how, np.random.default_rng(config.seed))
+        start_rows = np.repeat(once, samples_per_start)
     if generator == "backward-mlp":
         if mlp is None:
             raise ValueError(f"{model_dir}: no backward MLP in this model directory (train one with "
                              "`rtaug train-model --backward-mlp`)")
-        gen = generate_backward_mlp_config(data, mlp, vae, config, dynamics=dynamics, reward_model=reward_model)
+        gen = generate_backward_mlp_config(data, mlp, vae, config, start_rows=start_rows, dynamics=dynamics,
+                                           reward_model=reward_model)
     else:
-        gen = generate(data, rt, vae, config, progress=progress, dynamics=dynamics, reward_model=reward_model)
+        gen = generate(data, rt, vae, config, start_rows=start_rows, progress=progress, dynamics=dynamics,
+                       reward_model=reward_model)
     summary = summarize(gen, data)
     gen.config = {**gen.config, "summary": summary}
     log(format_summary(summary))
