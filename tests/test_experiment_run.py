@@ -108,7 +108,10 @@ def test_report_writes_the_table_csv_and_figures(tiny_run, capsys):
     md = (d / "report" / "report.md").read_text()
     assert "| rt+bc | 2 | 30 |" in md and "![curves](curves.png)" in md
     assert (d / "report" / "generated-maze2d-umaze-sparse-rt-bc.png").stat().st_size > 1000  # over the walls
-    assert (d / "report" / "curves.png").stat().st_size > 1000 and (d / "report" / "scores.png").stat().st_size > 1000
+    for png in ("curves.png", "scores.png", "lengths.png"):
+        assert (d / "report" / png).stat().st_size > 1000, png
+    gamma = float(md.split("| rt+bc | ")[-1].split(" | ")[4])  # the evidence row's mean Γ
+    assert 0 < gamma <= result["evidence"]["generation"]["alpha"]
 
 
 def test_bad_requests_are_refused_before_any_work(tmp_path, capsys):

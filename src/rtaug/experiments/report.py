@@ -4,8 +4,8 @@ Writes DIR/report/ (or --out): `report.md` (a table per task: mean ± std over s
 bootstrap 95% interval, the D4RL-normalised mean, the paper's number where it has one; then the
 evidence behind every run: generated volume, lengths, truncation, Γ, the simulator audit of the
 generated rows, and the wall-clock of each stage), `results.csv` for scripts, `curves.png`
-(learning curves per task, Fig. 5 style) and `scores.png` (final scores per task and method,
-Figs. 1-2 style).
+(learning curves per task, Fig. 5 style), `scores.png` (final scores per task and method,
+Figs. 1-2 style) and `lengths.png` (the generated trajectories' length histograms).
 """
 
 from __future__ import annotations
@@ -113,11 +113,12 @@ def to_markdown(results: list[dict], rows: list[dict], images: list[str]) -> str
     lines += [f"![{Path(i).stem}]({i})" for i in images] + [""]
     lines += ["## Evidence behind each run", "",
               "Generated rows: transitions kept, mean length (of at most L), share of trajectories truncated by "
-              "Γ > α, α; audit: the simulator's error on generated transitions (reset to s, apply a, distance "
+              "Γ > α, α, the mean cumulative reliability Γ of the generated rows (an error: lower is more "
+              "reliable); audit: the simulator's error on generated transitions (reset to s, apply a, distance "
               "to the written s′) and how many cross a wall. Stage times: this machine, the stage computed "
               "(cached stages show the time of the run that built them).", "",
-              "| task | method | generated | mean length | truncated | α | sim. error (gen.) | wall rate (gen.) "
-              "| compute (s) | stages (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "| task | method | generated | mean length | truncated | α | mean Γ (gen.) | sim. error (gen.) "
+              "| wall rate (gen.) | compute (s) | stages (s) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         g = (r.get("evidence") or {}).get("generation") or {}
         a = ((r.get("evidence") or {}).get("audit") or {}).get("generated") or {}
@@ -126,9 +127,56 @@ def to_markdown(results: list[dict], rows: list[dict], images: list[str]) -> str
             f"| {r['task']} | {r['label']} | {g.get('generated_transitions', '–')} | "
             f"{_f(g.get('mean_length'), '.2f')} of {g.get('max_length', '–')} | "
             f"{_f(100 * g['truncated_fraction'] if 'truncated_fraction' in g else None)}% | {_f(g.get('alpha'), '.3g')} | "
-            f"{_f(a.get('mean_error'), '.3g')} | {_f(a.get('wall_rate'), '.3f')} | {_f(r.get('compute_s'), '.0f')} | {stages} |")
+            f"{_f(r.get('_gamma_mean'), '.3g')} | {_f(a.get('mean_error'), '.3g')} | {_f(a.get('wall_rate'), '.3f')} | {_f(r.get('compute_s'), '.0f')} | {stages} |")
     lines += ["", "Runs: " + ", ".join(f"`{r['_path']}` ({r.get('commit')})" for r in results), ""]
     return "\n".join(lines)
+
+
+def generated_gamma(result: dict) -> float | None:
+    """Mean Γ over the generated rows a run trained on (read from its generated stage's file)."""
+    import h5py
+
+    stage = next((x for x in result["stages"] if x["stage"] == "generated"), None)
+    path = Path(stage["path"]) / "data.hdf5" if stage else None
+    if path is None or not path.is_file():
+        return None
+    with h5py.File(path, "r") as f:
+        if "generated" not in f or "reliability" not in f:
+            return None
+        gen = np.asarray(f["generated"][...], bool).reshape(-1)
+        gamma = np.asarray(f["reliability"][...], np.float64).reshape(-1)
+    return float(gamma[gen].mean()) if gen.any() else None
+
+
+def plot_lengths(results: list[dict], path: Path) -> Path | None:
+    """Histogram of generated trajectory lengths per run (truncation at work: mass below L)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [(r, ((r.get("evidence") or {}).get("generation") or {}).get("length_histogram")) for r in results]
+    runs = [(r, h) for r, h in runs if h]
+    if not runs:
+        return None
+    tasks = list(dict.fromkeys(r["task"] for r, _ in runs))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        mine = [(r, h) for r, h in runs if r["task"] == task]
+        width = 0.8 / len(mine)
+        for j, (r, h) in enumerate(mine):
+            h = np.asarray(h, np.float64)
+            x = np.arange(len(h)) + (j - (len(mine) - 1) / 2) * width
+            ax.bar(x, h / max(h.sum(), 1.0), width, label=r["label"])
+        ax.set_title(task, fontsize=9)
+        ax.set_xlabel("generated length (steps kept)")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("share of trajectories")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    atomic_savefig(fig, path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def plot_curves(results: list[dict], path: Path) -> Path | None:
@@ -247,9 +295,13 @@ def write_report(root, out=None, printer=print) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     rows = table_rows(results)
     atomic_write_bytes(out / "results.csv", to_csv(rows).encode())
+    for r in results:
+        r["_gamma_mean"] = generated_gamma(r)
     images = []
     if plot_curves(results, out / "curves.png"):
         images.append("curves.png")
+    if plot_lengths(results, out / "lengths.png"):
+        images.append("lengths.png")
     plot_scores(rows, out / "scores.png")
     images.append("scores.png")
     for r in results:  # each run's picture of its generated transitions, made by its audit stage
