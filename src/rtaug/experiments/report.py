@@ -148,6 +148,18 @@ def generated_gamma(result: dict) -> float | None:
     return float(gamma[gen].mean()) if gen.any() else None
 
 
+def _save_panels(fig, axes, ylabel: str, path: Path) -> Path:
+    """A row of per-task panels: one y label, one legend, saved atomically."""
+    import matplotlib.pyplot as plt
+
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    atomic_savefig(fig, path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_lengths(results: list[dict], path: Path) -> Path | None:
     """Histogram of generated trajectory lengths per run (truncation at work: mass below L)."""
     import matplotlib
@@ -171,12 +183,7 @@ def plot_lengths(results: list[dict], path: Path) -> Path | None:
         ax.set_title(task, fontsize=9)
         ax.set_xlabel("generated length (steps kept)")
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel("share of trajectories")
-    axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    atomic_savefig(fig, path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_panels(fig, axes, "share of trajectories", path)
 
 
 def plot_curves(results: list[dict], path: Path) -> Path | None:
@@ -203,12 +210,7 @@ def plot_curves(results: list[dict], path: Path) -> Path | None:
         ax.set_title(task, fontsize=9)
         ax.set_xlabel("updates")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("normalized score (cheap evaluations)")
-    axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    atomic_savefig(fig, path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_panels(fig, axes, "normalized score (cheap evaluations)", path)
 
 
 def plot_scores(rows: list[dict], path: Path) -> Path:
