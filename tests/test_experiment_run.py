@@ -85,6 +85,20 @@ def test_fig2_runs_train_on_generated_trajectories_only_from_repeated_starts(tin
         build(TINY, ["generator.kind=none", "learner.data=generated"])
 
 
+def test_the_cli_records_its_command_and_refuses_a_file_as_output(tiny_run, capsys):
+    d, first, _ = tiny_run
+    cfg = d / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    argv = ["run", str(cfg), "--cache", str(d / "cache"), "--out", str(d / "cli"), "--no-progress"]
+    assert main(argv) == 0  # every stage cached
+    result = json.loads((d / "cli" / "result.json").read_text())
+    assert result["command"] == "rtaug " + " ".join(argv) and result["per_seed"] == first["per_seed"]
+    blocker = d / "a-file"
+    blocker.write_text("mine")
+    assert main(["run", str(cfg), "--cache", str(d / "cache"), "--out", str(blocker), "--no-progress"]) == 2
+    assert "a-file" in capsys.readouterr().err and blocker.read_text() == "mine"
+
+
 def test_a_killed_stage_is_rebuilt_from_scratch(tiny_run):
     d, _, _ = tiny_run
     cfg = build(TINY, ["evaluation.episodes=1", "seeds=[0]"])
@@ -107,6 +121,7 @@ def test_report_writes_the_table_csv_and_figures(tiny_run, capsys):
     assert rows[0]["protocol"] == "test"
     md = (d / "report" / "report.md").read_text()
     assert "| rt+bc | 2 | 30 |" in md and "![curves](curves.png)" in md
+    assert f"at commit {result['commit']}: maze2d-umaze-sparse rt+bc" in md
     assert (d / "report" / "generated-maze2d-umaze-sparse-rt-bc.png").stat().st_size > 1000  # over the walls
     for png in ("curves.png", "scores.png", "lengths.png"):
         assert (d / "report" / png).stat().st_size > 1000, png

@@ -201,6 +201,13 @@ def _cmd_minari_import(args):
           f"{m.get('dataset_id')}{how}")
 
 
+def _command_line(args) -> str:
+    """This invocation as a user would retype it (recorded in results, shown by reports)."""
+    import shlex
+
+    return shlex.join(["rtaug", *args.argv])
+
+
 def _cmd_run(args):
     from pathlib import Path
 
@@ -209,7 +216,7 @@ def _cmd_run(args):
 
     cfg = load(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    run_experiment(cfg, out, cache=args.cache, progress=not args.no_progress)
+    run_experiment(cfg, out, cache=args.cache, progress=not args.no_progress, command=_command_line(args))
 
 
 def _cmd_sweep(args):
@@ -232,7 +239,8 @@ def _cmd_sweep(args):
             print(f"{c.name}: {c.overrides}")
         print(f"{len(cells)} cells -> {out}")
         return
-    run_sweep(cells, out, cache=args.cache, address=args.address, workers=args.workers, retries=args.retries)
+    run_sweep(cells, out, cache=args.cache, address=args.address, workers=args.workers, retries=args.retries,
+              command=_command_line(args))
 
 
 def _cmd_report(args):
@@ -622,6 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args.func(args)
     except (ValueError, FileNotFoundError) as e:

@@ -128,7 +128,15 @@ def to_markdown(results: list[dict], rows: list[dict], images: list[str]) -> str
             f"{_f(g.get('mean_length'), '.2f')} of {g.get('max_length', '–')} | "
             f"{_f(100 * g['truncated_fraction'] if 'truncated_fraction' in g else None)}% | {_f(g.get('alpha'), '.3g')} | "
             f"{_f(r.get('_gamma_mean'), '.3g')} | {_f(a.get('mean_error'), '.3g')} | {_f(a.get('wall_rate'), '.3f')} | {_f(r.get('compute_s'), '.0f')} | {stages} |")
-    lines += ["", "Runs: " + ", ".join(f"`{r['_path']}` ({r.get('commit')})" for r in results), ""]
+    lines += ["", "## How these were made", ""]
+    made = {}
+    for r in results:
+        made.setdefault((r.get("command"), r.get("commit")), []).append(r)
+    for (command, sha), runs in made.items():
+        lines.append(f"- `{command or '(command not recorded)'}` at commit {sha}: "
+                     + ", ".join(f"{r['task']} {r['label']}" for r in runs))
+    lines += ["", "Each run's config as run: `config` in its result.json; runs: "
+              + ", ".join(f"`{r['_path']}`" for r in results), ""]
     return "\n".join(lines)
 
 

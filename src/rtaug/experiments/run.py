@@ -334,10 +334,12 @@ def default_cache() -> Path:
     return Path(os.environ.get("RTAUG_CACHE", "runs/cache"))
 
 
-def run_experiment(cfg: ExperimentConfig, out, cache=None, progress: bool = True, printer=None) -> dict:
+def run_experiment(cfg: ExperimentConfig, out, cache=None, progress: bool = True, printer=None,
+                   command: str | None = None) -> dict:
     """Run (or reuse) every stage of `cfg`, then write `out/result.json` and `out/config.yaml`.
 
-    This is what `rtaug run CONFIG` calls. Returns the result (see `collect_result`).
+    This is what `rtaug run CONFIG` calls (`command`, its command line, is recorded in the result).
+    Returns the result (see `collect_result`).
     """
     out = Path(out)
     cache = Path(cache) if cache is not None else default_cache()
@@ -353,6 +355,7 @@ def run_experiment(cfg: ExperimentConfig, out, cache=None, progress: bool = True
             log(f"[{stage.name}] {stage.label}: cached ({stage.path(cache)})")
         records[stage.key] = rec
     result = collect_result(p, cache, records, wall_s=time.perf_counter() - t0)
+    result["command"] = command
     write_result(out, result)
     log(format_result(result))
     log(f"wrote {out / 'result.json'}")

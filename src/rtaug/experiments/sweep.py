@@ -105,7 +105,7 @@ def _ray_stage(stage: Stage, cache: str, slots_dir: str | None, cores: list[int]
 
 
 def run_sweep(cells: list[Cell], out, cache=None, address: str | None = None, workers: int | None = None,
-              retries: int = 1, printer=None) -> dict:
+              retries: int = 1, printer=None, command: str | None = None) -> dict:
     """Run every cell's stages on Ray; write `out/<cell>/result.json` for the cells that finished
     and `out/sweep.json` (what ran, what was cached, what failed). What `rtaug sweep` calls."""
     import ray
@@ -170,7 +170,7 @@ def run_sweep(cells: list[Cell], out, cache=None, address: str | None = None, wo
                     log(f"[{st.name}] {st.label}: {why}: {status[key]['error']}")
         if local:
             ray.shutdown()
-    summary = {"cells": {}, "wall_s": time.perf_counter() - t0}
+    summary = {"cells": {}, "wall_s": time.perf_counter() - t0, "command": command}
     for c in cells:
         p = plans[c.name]
         states = {st.key: status[st.key]["status"] for st in p.stages}
@@ -180,6 +180,7 @@ def run_sweep(cells: list[Cell], out, cache=None, address: str | None = None, wo
         if not failed:
             ran = {k: {**read_stage(unique[k], cache), "cached": False} for k, v in states.items() if v == "ran"}
             result = collect_result(p, cache, records=ran)
+            result["command"] = command
             write_result(out / c.name, result)
             entry["normalized"] = result["summary"]["normalized"]
             log(format_result(result))
