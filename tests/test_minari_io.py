@@ -12,6 +12,7 @@ pytest.importorskip("gymnasium_robotics")
 from rtaug.collect.waypoint import collect_maze2d  # noqa: E402
 from rtaug.data import DatasetError  # noqa: E402
 from rtaug.data.minari_io import load_minari, save_minari  # noqa: E402
+from rtaug.envs.frames import as_task  # noqa: E402
 from rtaug.envs.maze_audit import audit_maze_dataset  # noqa: E402
 
 TASK = "maze2d-umaze-sparse"
@@ -47,7 +48,7 @@ def _collector_dataset(dataset_id):
 
 def test_datacollector_pointmaze_loads_through_our_reader(root):
     _collector_dataset("pointmaze/umaze-random-v0")
-    d = load_minari("pointmaze/umaze-random-v0", task=TASK, frame="gymnasium-robotics", relabel=True)
+    d = as_task(load_minari("pointmaze/umaze-random-v0"), TASK, frame="gymnasium-robotics", relabel=True)
     assert len(d) == 180 and d.observations.shape == (180, 4) and d.actions.shape == (180, 2)
     assert d.timeouts.sum() == 3 and not d.terminals.any()
     assert d.infos["goal"].shape == (180, 2)
@@ -72,7 +73,7 @@ def test_our_export_loads_with_minari(root):
     np.testing.assert_array_equal(ep.observations[300], d.next_observations[299])
     np.testing.assert_array_equal(ep.actions, d.actions[:300])
     np.testing.assert_allclose(ep.rewards, d.rewards[:300])
-    back = load_minari("rtaug/umaze-sparse-v0", task=TASK)
+    back = as_task(load_minari("rtaug/umaze-sparse-v0"), TASK)
     np.testing.assert_array_equal(back.observations, d.observations)
     np.testing.assert_array_equal(back.next_observations, d.next_observations)
     np.testing.assert_array_equal(back.timeouts, d.timeouts)
@@ -97,8 +98,8 @@ def test_missing_dataset_is_a_clear_error(root, tmp_path):
 def test_wrong_observation_size_for_the_task(root):
     d = collect_maze2d(TASK, steps=50, seed=0, progress=False)
     save_minari(d, "rtaug/small-v0")
-    with pytest.raises(ValueError, match="need a task"):
-        load_minari("rtaug/small-v0", frame="gymnasium-robotics")
+    with pytest.raises(ValueError, match="frame must be one of 'd4rl', 'gymnasium-robotics', got 'mujoco'"):
+        as_task(load_minari("rtaug/small-v0"), TASK, frame="mujoco")
     from rtaug.data import Dataset
 
     wide = Dataset(observations=np.zeros((10, 6), np.float32), actions=np.zeros((10, 2), np.float32),
@@ -106,4 +107,4 @@ def test_wrong_observation_size_for_the_task(root):
                    next_observations=np.zeros((10, 6), np.float32))
     save_minari(wide, "rtaug/wide-v0")
     with pytest.raises(DatasetError, match="4-dimensional observations.*has 6"):
-        load_minari("rtaug/wide-v0", task=TASK)
+        as_task(load_minari("rtaug/wide-v0"), TASK)

@@ -142,63 +142,17 @@ def _cmd_eval(args):
                          json=args.json, progress=not args.no_progress))
 
 
-def _check_minari_id(dataset_id) -> str:
-    """A valid id's next version (to suggest when the id is taken); a malformed id is an error."""
-    from minari.dataset.minari_dataset import parse_dataset_id
-
-    try:
-        namespace, name, version = parse_dataset_id(dataset_id)
-    except (ValueError, TypeError):
-        # Checked before Minari sees it: Minari leaves an empty directory behind for a bad id.
-        raise ValueError(f"--id {dataset_id!r}: not a Minari dataset id; ids look like "
-                         "'namespace/name-v0' or 'name-v0' (letters, digits, '_', '-', '.', ':')") from None
-    return (f"{namespace}/" if namespace else "") + f"{name}-v{version + 1}"
-
-
 def _cmd_minari_export(args):
-    from rtaug.data.hdf5 import load_hdf5
-    from rtaug.data.minari_io import dataset_root, save_minari
-    from rtaug.envs.registry import get_task
+    from rtaug.experiments.minari import ExportRequest, export_minari
 
-    next_id = _check_minari_id(args.id)
-    task = get_task(args.task) if args.task is not None else None
-    root = dataset_root(args.root)
-    target = root / args.id
-    if target.exists():
-        delete = (f"MINARI_DATASETS_PATH={args.root} " if args.root else "") + f"minari delete {args.id}"
-        raise ValueError(f"Minari dataset {args.id!r} already exists in {root} ({target}); choose another "
-                         f"--id (e.g. a new version: {next_id}), another --root, or remove it first (`{delete}`)")
-    data = load_hdf5(args.file)
-    if task is not None:
-        task.check_dataset(data)
-    print(f"exporting {args.file}: {len(data)} transitions -> Minari dataset {args.id} in {root}", flush=True)
-    md = save_minari(data, args.id, root=args.root, task=task.name if task is not None else None)
-    print(f"wrote {args.id}: {md.total_episodes} episodes, {md.total_steps} steps ({target})")
+    export_minari(ExportRequest(file=args.file, id=args.id, task=args.task, root=args.root))
 
 
 def _cmd_minari_import(args):
-    from pathlib import Path
+    from rtaug.experiments.minari import ImportRequest, import_minari
 
-    from rtaug.data.hdf5 import save_hdf5
-    from rtaug.data.minari_io import dataset_root, load_minari, local_dataset_ids
-    from rtaug.envs.registry import get_task
-
-    if args.task is None and (args.frame != "d4rl" or args.relabel):
-        raise ValueError("--frame gymnasium-robotics and --relabel need --task: the frame mapping and the "
-                         "rewards are the task's (one of `rtaug tasks`)")
-    if args.task is not None:
-        get_task(args.task)
-    root = dataset_root(args.root)
-    if not Path(args.source).exists() and not (root / args.source).exists():
-        raise ValueError(f"Minari dataset {args.source!r} not found in {root} (and no directory of that "
-                         f"name); local datasets: {local_dataset_ids(args.root)}. rtaug never downloads: "
-                         "fetch it with `minari download ID`, or pass --root or a dataset directory")
-    data = load_minari(args.source, task=args.task, frame=args.frame, relabel=args.relabel, root=args.root)
-    save_hdf5(data, args.out)
-    m = data.metadata.get("minari", {})
-    how = f" (task {args.task}, {args.frame} frame{', rewards relabelled' if args.relabel else ''})" if args.task else ""
-    print(f"wrote {args.out}: {len(data)} transitions, {m.get('total_episodes')} episodes from Minari "
-          f"{m.get('dataset_id')}{how}")
+    import_minari(ImportRequest(source=args.source, out=args.out, task=args.task, frame=args.frame,
+                                relabel=args.relabel, root=args.root))
 
 
 def _command_line(args) -> str:

@@ -11,9 +11,9 @@ episode whose last step is neither keeps its boundary as a timeout. Dict observa
 {observation, achieved_goal, desired_goal}) contribute their `observation` entry; the goal is kept
 as infos/goal.
 
-Maze tasks speak D4RL's frame; Minari's PointMaze data (gymnasium-robotics' frame) is mapped into
-it with `frame="gymnasium-robotics"` and a task, and `relabel=True` recomputes the task's rewards
-for D4RL's evaluation goal.
+The data is returned as stored. Fitting it to one of our tasks (a size check, Minari's PointMaze
+data mapped from gymnasium-robotics' frame into D4RL's, rewards relabelled) is the task's
+business: `rtaug.envs.frames.as_task`.
 """
 from __future__ import annotations
 
@@ -105,10 +105,8 @@ def _obs_array(obs, source, ep_id):
     return np.asarray(obs), None
 
 
-def load_minari(source, task=None, frame: str = "d4rl", relabel: bool = False, root=None) -> Dataset:
-    """Read a local Minari dataset into a Dataset (see the module docstring for the mapping)."""
-    if frame not in ("d4rl", "gymnasium-robotics"):
-        raise ValueError(f"frame must be 'd4rl' or 'gymnasium-robotics', got {frame!r}")
+def load_minari(source, root=None) -> Dataset:
+    """Read a local Minari dataset into a Dataset, as stored (see the module docstring)."""
     md, name = _open(source, root)
     cols = {k: [] for k in ("observations", "next_observations", "actions", "rewards", "terminals", "timeouts",
                             "goal")}
@@ -143,33 +141,7 @@ def load_minari(source, task=None, frame: str = "d4rl", relabel: bool = False, r
         infos["goal"] = np.concatenate(cols["goal"]).astype(np.float32)
 
     meta = {"minari": {"dataset_id": str(md.spec.dataset_id), "total_episodes": int(md.total_episodes),
-                       "frame": frame}}
-    if task is not None:
-        from rtaug.envs.registry import get_task
-
-        task = get_task(task)
-        obs_dim = arrays["observations"].shape[1]
-        if obs_dim != task.obs_dim:
-            raise DatasetError(f"{name}: key 'observations': task {task.name!r} has {task.obs_dim}-dimensional "
-                               f"observations, the Minari dataset has {obs_dim}")
-        meta["task"] = task.name
-        if frame == "gymnasium-robotics":
-            lay = task.layout
-            for k in ("observations", "next_observations"):
-                o = arrays[k].astype(np.float64)
-                arrays[k] = np.concatenate([lay.from_sim_pos(o[:, :2]), lay.from_sim_vec(o[:, 2:])], axis=1)
-            arrays["actions"] = lay.from_sim_vec(arrays["actions"]).astype(np.float32)
-            if "goal" in infos:
-                infos["goal"] = lay.from_sim_pos(infos["goal"]).astype(np.float32)
-            meta["minari"]["mapped_to"] = "d4rl"
-        if relabel:
-            from rtaug.envs.maze2d import maze_reward
-
-            arrays["rewards"] = maze_reward(arrays["next_observations"][:, :2], task.layout.eval_goal,
-                                            task.reward_type)
-            meta["rewards"] = f"relabelled: {task.reward_type}, D4RL's evaluation goal, next state"
-    elif frame != "d4rl" or relabel:
-        raise ValueError("frame mapping and relabelling need a task")
+                       "frame": "as stored"}}
     return Dataset.from_arrays({**arrays, **{f"infos/{k}": v for k, v in infos.items()}}, metadata=meta,
                                source=f"minari:{name}")
 
