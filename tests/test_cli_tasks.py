@@ -57,4 +57,5 @@ def test_tasks_lists_every_task(capsys):
     for maze in ("umaze", "medium", "large"):
         for reward in ("sparse", "dense"):
             assert f"maze2d-{maze}-{reward}" in out
-    assert out.startswith("boxball")
+    assert "\nboxball: 10x10 grid with a wall in front of the goal" in out
+    assert "'discrete_actions': True" in out.split("boxball:")[1]

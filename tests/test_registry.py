@@ -70,8 +70,31 @@ def test_measured_references_are_complete_and_ordered():
             assert max(ref.random_se, ref.expert_se) < 0.01 * (ref.expert - ref.random)
             assert task.normalize(ref.random) == pytest.approx(0.0)
             assert task.normalize(ref.expert) == pytest.approx(100.0)
-        # D4RL's published references are kept for comparison only.
-        assert task.normalize_d4rl(ref.d4rl_expert) == pytest.approx(100.0)
+        # D4RL's published references are kept for comparison only (BoxBall is not D4RL's).
+        if task.family == "maze2d":
+            assert task.normalize_d4rl(ref.d4rl_expert) == pytest.approx(100.0)
+        else:
+            with pytest.raises(TaskError, match="D4RL publishes no reference scores"):
+                task.normalize_d4rl(1.0)
+
+
+def test_boxball_is_a_task_like_the_others(tmp_path):
+    task = get_task("boxball")
+    assert (task.family, task.obs_dim, task.act_dim, task.discrete_actions) == ("boxball", 2, 4, True)
+    env = task.make_env()
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (2,) and env.max_episode_steps == task.evaluation.max_episode_steps
+    with pytest.raises(TaskError, match="reference scores have not been measured"):
+        task.normalize(1.0)
+    grid = Dataset(observations=np.zeros((5, 2), np.int64), actions=np.array([0, 1, 2, 3, 0]),
+                   rewards=np.zeros(5, np.float32), terminals=np.zeros(5, bool), timeouts=np.ones(5, bool),
+                   next_observations=np.zeros((5, 2), np.int64))
+    task.check_dataset(grid)
+    with pytest.raises(TaskError, match="discrete actions"):
+        task.check_dataset(_dataset(2, 2))
+    with pytest.raises(TaskError, match="task 'boxball': rtaug run supports maze2d tasks only"):
+        get_task("boxball", "maze2d", "rtaug run")
+    assert get_task("maze2d-umaze-sparse", "maze2d", "x").family == "maze2d"
 
 
 def _dataset(obs_dim, act_dim):

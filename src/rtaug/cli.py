@@ -63,9 +63,11 @@ def _cmd_audit(args):
 def _cmd_tasks(args):
     from rtaug.envs.registry import get_task, task_names
 
-    print("boxball: 10x10 grid with a wall in front of the goal (paper Fig. 4); data by an online DQN")
     for name in task_names():
-        print(f"{name}: {get_task(name).describe()}")
+        about = get_task(name).describe()
+        print(f"{name}: {about.pop('summary')}")
+        about.pop("name")
+        print(f"  {about}")
 
 
 def _cmd_reference(args):
@@ -75,7 +77,7 @@ def _cmd_reference(args):
     from rtaug.evaluate import measure_references
     from rtaug.fileio import atomic_write_json
 
-    get_task(args.task)
+    get_task(args.task, "maze2d", "rtaug reference")
     refs = measure_references(args.task, seed=args.seed, max_episodes=args.max_episodes)
     print(json.dumps(refs, indent=2, default=str))
     if args.json:
@@ -291,8 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="FILE", help="output HDF5 file")
     p.add_argument("--steps", type=int, default=None, help="environment steps (default: the task's recipe)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--timeouts", choices=["length", "goal"], default="length",
-                   help="maze2d: mark episode ends every episode length (default) or, as D4RL's files, "
+    p.add_argument("--timeouts", choices=["length", "goal"], default=None,
+                   help="maze2d: mark episode ends every episode length (the recipe's) or, as D4RL's files, "
                         "where a goal was reached")
     _add_progress(p)
     p.set_defaults(func=_cmd_collect)

@@ -155,7 +155,7 @@ def collect_maze2d(task, steps: int | None = None, seed: int = 0, progress: bool
     """
     from rtaug.envs.registry import get_task
 
-    task = get_task(task)
+    task = get_task(task, "maze2d", "the waypoint controller")
     recipe = replace(task.recipe, **recipe_overrides)
     if recipe.timeouts not in ("length", "goal"):
         raise ValueError(f"recipe.timeouts must be 'length' or 'goal', got {recipe.timeouts!r}")
@@ -226,9 +226,9 @@ def with_reward_type(data, task):
     from rtaug.data import Dataset
     from rtaug.envs.registry import get_task
 
-    task = get_task(task)
+    task = get_task(task, "maze2d", "relabelling maze rewards")
     meta = data.metadata
-    source_task = get_task(meta.get("task", ""))
+    source_task = get_task(meta.get("task", ""), "maze2d", "relabelling maze rewards")
     if source_task.maze != task.maze:
         raise ValueError(f"{data.source}: collected in maze {source_task.maze!r}, cannot serve {task.name}")
     key = f"reward_{task.reward_type}"
@@ -291,7 +291,7 @@ def collect_maze2d_episodes(task, episodes: int, expert_fraction: float = 1.0, n
     from rtaug.envs.maze2d import RESET_NOISE, RESET_VEL_STD, Maze2DBatch
     from rtaug.envs.registry import get_task
 
-    task = get_task(task)
+    task = get_task(task, "maze2d", "the waypoint controller")
     recipe = task.recipe
     episodes = int(episodes)
     if episodes <= 0:

@@ -24,7 +24,7 @@ def as_task(data: Dataset, task, frame: str = "d4rl", relabel: bool = False) -> 
 
     if frame not in FRAMES:
         raise ValueError(f"frame must be one of {', '.join(repr(f) for f in FRAMES)}, got {frame!r}")
-    task = get_task(task)
+    task = get_task(task, "maze2d", "fitting data to a task")
     if data.obs_dim != task.obs_dim:
         raise DatasetError(f"{data.source}: key 'observations': task {task.name!r} has {task.obs_dim}-dimensional "
                            f"observations, the dataset has {data.obs_dim}")

@@ -34,7 +34,7 @@ def audit_maze_transitions(task, observations, actions, next_observations, qpos=
 
     `qpos`/`qvel` (N, 2), when given, override the restored state of s (D4RL frame).
     """
-    task = get_task(task)
+    task = get_task(task, "maze2d", "the maze audit")
     obs = check_observations(observations, "observations", source)
     nxt = check_observations(next_observations, "next_observations", source)
     act = np.asarray(actions, np.float64)
@@ -84,7 +84,7 @@ def _summary(res: dict[str, np.ndarray], mask=None) -> dict:
 def audit_maze_dataset(dataset, task, wall_tolerance: float = WALL_TOLERANCE, progress: bool = False) -> dict:
     """Summary (`mean_error`, `max_error`, `wall_rate`, ...) over a dataset, and the same split by
     `generated` under "real" / "generated" when the dataset has that key."""
-    task = get_task(task)
+    task = get_task(task, "maze2d", "the maze audit")
     task.check_dataset(dataset)
     obs = dataset.observations.astype(np.float64)
     qpos, qvel = obs[:, :2].copy(), obs[:, 2:].copy()

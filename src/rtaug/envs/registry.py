@@ -2,7 +2,9 @@
 how it is evaluated, and its reference scores.
 
 Tasks: `maze2d-{umaze,medium,large}-{sparse,dense}` (D4RL's Maze2D rebuilt on
-gymnasium-robotics' PointMaze, see `rtaug.envs.maze2d`).
+gymnasium-robotics' PointMaze, see `rtaug.envs.maze2d`) and `boxball` (the paper's Fig. 4 grid,
+`rtaug.envs.boxball`). Every task answers the same questions: `make_env`, `collect` (its data
+recipe), `audit_file` (its true dynamics against a file), its evaluation protocol and references.
 
 Reference scores (`random`, `expert`) are returns *measured in this simulator* by the command
 stored beside them; D4RL's published ones do not transfer (the same controller scores far more
@@ -12,12 +14,12 @@ D4RL's published references (d4rl/infos.py) are kept separately, for comparison 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
 __all__ = [
-    "TaskError", "DataRecipe", "EvalProtocol", "References", "Task",
+    "TaskError", "DataRecipe", "EvalProtocol", "References", "Task", "MazeTask", "BoxBallTask",
     "TASKS", "task_names", "get_task", "normalized_score",
 ]
 
@@ -60,17 +62,77 @@ class References:
     d4rl_expert: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Task:
+    """What every task knows; a family's subclass adds how its env, data and audit are made."""
+
     name: str
     family: str
-    maze: str
-    reward_type: str
     obs_dim: int
-    act_dim: int
-    recipe: DataRecipe
+    act_dim: int  # continuous: the action's size; discrete: the number of actions
     evaluation: EvalProtocol
     references: References = field(default_factory=References)
+    discrete_actions: bool = False
+    summary: str = ""  # one line for `rtaug tasks`
+
+    @property
+    def reward_of_next_state(self) -> bool:
+        """Whether the data's reward is a function of the state after the step alone."""
+        return False
+
+    def require(self, family: str, what: str) -> None:
+        """Refuse this task where only `family`'s tasks are supported (`what`: the command or feature)."""
+        if self.family != family:
+            raise TaskError(f"task {self.name!r}: {what} supports {family} tasks only "
+                            f"({', '.join(n for n, t in TASKS.items() if t.family == family)})")
+
+    def normalize(self, returns):
+        """100·(R − R_random)/(R_expert − R_random) with this task's measured references."""
+        ref = self.references
+        if ref.random is None or ref.expert is None:
+            raise TaskError(f"task {self.name!r}: reference scores have not been measured yet"
+                            + (f"; run `{ref.command}` and store them in rtaug/envs/registry.py" if ref.command else ""))
+        return normalized_score(returns, ref.random, ref.expert)
+
+    def normalize_d4rl(self, returns):
+        """The score under D4RL's published references (for comparison with papers only)."""
+        ref = self.references
+        if ref.d4rl_random is None or ref.d4rl_expert is None:
+            raise TaskError(f"task {self.name!r}: D4RL publishes no reference scores for it")
+        return normalized_score(returns, ref.d4rl_random, ref.d4rl_expert)
+
+    def check_dataset(self, dataset) -> None:
+        """Refuse a dataset whose observation or action size does not match this task."""
+        if dataset.observations.ndim != 2 or dataset.obs_dim != self.obs_dim:
+            raise TaskError(f"{dataset.source}: key 'observations': task {self.name!r} has "
+                            f"{self.obs_dim}-dimensional observations, the dataset has "
+                            f"shape {dataset.observations.shape}")
+        if self.discrete_actions:
+            if not dataset.discrete_actions or dataset.num_actions > self.act_dim:
+                raise TaskError(f"{dataset.source}: key 'actions': task {self.name!r} has {self.act_dim} "
+                                f"discrete actions, the dataset's are {dataset.actions.dtype} of shape "
+                                f"{dataset.actions.shape}")
+        elif dataset.discrete_actions or dataset.act_dim != self.act_dim:
+            raise TaskError(f"{dataset.source}: key 'actions': task {self.name!r} has "
+                            f"{self.act_dim}-dimensional continuous actions, the dataset has "
+                            f"shape {dataset.actions.shape} ({dataset.actions.dtype})")
+
+    def describe(self) -> dict:
+        return {f.name: (asdict(v) if hasattr(v, "__dataclass_fields__") else v)
+                for f in fields(self) for v in [getattr(self, f.name)]}
+
+
+@dataclass(frozen=True, kw_only=True)
+class MazeTask(Task):
+    """D4RL's Maze2D on gymnasium-robotics' PointMaze: observations [x, y, vx, vy], 2-d actions."""
+
+    maze: str
+    reward_type: str
+    recipe: DataRecipe
+
+    @property
+    def reward_of_next_state(self) -> bool:
+        return self.recipe.reward_on == "next"
 
     def make_env(self, **kwargs):
         from rtaug.envs.maze2d import Maze2DEnv
@@ -84,34 +146,49 @@ class Task:
 
         return get_layout(self.maze)
 
-    def normalize(self, returns):
-        """100·(R − R_random)/(R_expert − R_random) with this task's measured references."""
-        ref = self.references
-        if ref.random is None or ref.expert is None:
-            raise TaskError(f"task {self.name!r}: reference scores have not been measured yet; run "
-                            f"`{ref.command}` and store them in rtaug/envs/registry.py")
-        return normalized_score(returns, ref.random, ref.expert)
+    def collect(self, steps: int | None = None, seed: int = 0, progress: bool = True, **recipe_overrides):
+        """D4RL's protocol: the noisy waypoint controller for `steps` rows (default: the recipe's)."""
+        from rtaug.collect.waypoint import collect_maze2d
 
-    def normalize_d4rl(self, returns):
-        """The score under D4RL's published references (for comparison with papers only)."""
-        ref = self.references
-        return normalized_score(returns, ref.d4rl_random, ref.d4rl_expert)
+        return collect_maze2d(self, steps=steps, seed=seed, progress=progress, **recipe_overrides)
 
-    def check_dataset(self, dataset) -> None:
-        """Refuse a dataset whose observation or action size does not match this task."""
-        if dataset.observations.ndim != 2 or dataset.obs_dim != self.obs_dim:
-            raise TaskError(f"{dataset.source}: key 'observations': task {self.name!r} has "
-                            f"{self.obs_dim}-dimensional observations [x, y, vx, vy], the dataset has "
-                            f"shape {dataset.observations.shape}")
-        if dataset.discrete_actions or dataset.act_dim != self.act_dim:
-            raise TaskError(f"{dataset.source}: key 'actions': task {self.name!r} has "
-                            f"{self.act_dim}-dimensional continuous actions, the dataset has "
-                            f"shape {dataset.actions.shape} ({dataset.actions.dtype})")
+    def audit_file(self, path, json_out=None, progress: bool = True) -> dict:
+        """Every transition replayed in the simulator (reset to s, apply a, compare with s′)."""
+        from rtaug.envs.maze_audit import audit_maze_file
 
-    def describe(self) -> dict:
-        return {"name": self.name, "family": self.family, "maze": self.maze, "reward_type": self.reward_type,
-                "obs_dim": self.obs_dim, "act_dim": self.act_dim, "recipe": asdict(self.recipe),
-                "evaluation": asdict(self.evaluation), "references": asdict(self.references)}
+        return audit_maze_file(path, self, json_out=json_out, progress=progress)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BoxBallTask(Task):
+    """The paper's Fig. 4 grid: a ball on 10×10 cells, a wall in front of the goal."""
+
+    @property
+    def reward_of_next_state(self) -> bool:
+        return True  # 1 on arriving at the goal
+
+    def make_env(self, **kwargs):
+        from rtaug.envs.boxball import BoxBallEnv
+
+        kwargs.setdefault("max_episode_steps", self.evaluation.max_episode_steps)
+        return BoxBallEnv(**kwargs)
+
+    def collect(self, steps: int | None = None, seed: int = 0, progress: bool = True, **recipe):
+        """An online DQN's experience, exploration included (20,000 steps by default)."""
+        from rtaug.collect.dqn import DQNConfig, collect_boxball
+
+        if recipe:
+            raise ValueError(f"collect boxball: {', '.join(recipe)} is a maze2d recipe field; BoxBall has none")
+        if steps is not None and steps < 1:
+            raise ValueError(f"collect boxball: steps must be positive, got {steps}")
+        return collect_boxball(DQNConfig(total_steps=20_000 if steps is None else steps, seed=seed),
+                               progress=progress)
+
+    def audit_file(self, path, json_out=None, progress: bool = True) -> dict:
+        """Invalid moves, wall crossings and off-grid steps of every transition (exact dynamics)."""
+        from rtaug.envs.audit import audit_boxball_file
+
+        return audit_boxball_file(path, json_out=json_out)
 
 
 def normalized_score(returns, random: float, expert: float):
@@ -166,12 +243,19 @@ def _build() -> dict[str, Task]:
                 command=_reference_command(maze),
                 d4rl_random=d4rl_random, d4rl_expert=d4rl_expert,
             )
-            tasks[name] = Task(
+            tasks[name] = MazeTask(
                 name=name, family="maze2d", maze=maze, reward_type=reward_type, obs_dim=4, act_dim=2,
+                summary=f"D4RL's maze2d-{maze}{'-dense' if reward_type == 'dense' else ''}-v1 rebuilt on "
+                        f"gymnasium-robotics' PointMaze ({_DEFAULT_STEPS[maze] // 1_000_000}M steps, "
+                        f"{_EPISODE_LENGTH[maze]}-step episodes)",
                 recipe=DataRecipe(episode_length=_EPISODE_LENGTH[maze], default_steps=_DEFAULT_STEPS[maze]),
                 evaluation=EvalProtocol(episodes=100, max_episode_steps=_EPISODE_LENGTH[maze]),
                 references=refs,
             )
+    tasks["boxball"] = BoxBallTask(
+        name="boxball", family="boxball", obs_dim=2, act_dim=4, discrete_actions=True,
+        evaluation=EvalProtocol(episodes=100, max_episode_steps=50),
+        summary="10x10 grid with a wall in front of the goal (paper Fig. 4); data by an online DQN")
     return tasks
 
 
@@ -182,10 +266,15 @@ def task_names() -> list[str]:
     return list(TASKS)
 
 
-def get_task(name) -> Task:
-    """The task called `name` (a Task passes through); an unknown name lists the known ones."""
+def get_task(name, family: str | None = None, what: str = "this") -> Task:
+    """The task called `name` (a Task passes through); an unknown name lists the known ones. With
+    `family`, a task of another family is refused too, the message naming `what` refuses it."""
     if isinstance(name, Task):
-        return name
-    if name not in TASKS:
+        task = name
+    elif name not in TASKS:
         raise TaskError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
-    return TASKS[name]
+    else:
+        task = TASKS[name]
+    if family is not None:
+        task.require(family, what)
+    return task

@@ -286,7 +286,7 @@ def validate(cfg: ExperimentConfig) -> None:
     from rtaug.envs.registry import get_task
 
     try:
-        get_task(cfg.task)
+        get_task(cfg.task, "maze2d", "rtaug run")
     except ValueError as exc:
         raise ConfigError(f"task: {exc}") from None
     if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):

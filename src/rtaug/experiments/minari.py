@@ -75,7 +75,7 @@ def import_minari(req: ImportRequest, printer=_print) -> None:
         raise ValueError("--frame gymnasium-robotics and --relabel need --task: the frame mapping and the "
                          "rewards are the task's (one of `rtaug tasks`)")
     if req.task is not None:
-        get_task(req.task)
+        get_task(req.task, "maze2d", "--task (the frame mapping and the rewards)")
     root = dataset_root(req.root)
     if not Path(req.source).exists() and not (root / req.source).exists():
         raise ValueError(f"Minari dataset {req.source!r} not found in {root} (and no directory of that "

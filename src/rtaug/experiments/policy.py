@@ -43,9 +43,9 @@ def _policy_task(req, data):
     from rtaug.envs.registry import get_task, task_names
 
     if req.task is not None:
-        return get_task(req.task), "--task"
+        return get_task(req.task, "maze2d", "--task (evaluation in the simulator)"), "--task"
     named = (data.metadata or {}).get("task")
-    if isinstance(named, str) and named in task_names():
+    if isinstance(named, str) and named in task_names() and get_task(named).family == "maze2d":
         return get_task(named), "the dataset's metadata"
     return None, None
 
@@ -153,8 +153,8 @@ def evaluate(req: EvalRequest, printer=_print) -> dict:
         raise ValueError(f"--episodes must be at least 1, got {req.episodes}")
     if req.seeds is not None and len(set(req.seeds)) != len(req.seeds):
         raise ValueError(f"--seeds must be distinct, got {req.seeds}")
-    if req.task is not None:
-        get_task(req.task)  # an unknown task is an error before anything is loaded
+    if req.task is not None:  # an unknown task is an error before anything is loaded
+        get_task(req.task, "maze2d", "rtaug eval")
     t0 = time.perf_counter()
     if req.run is not None:
         run = load_run(req.run, seeds=req.seeds)

@@ -20,41 +20,29 @@ from rtaug.generate.spec import Spec
 from rtaug.generate.train import VAEConfig, train_sequence_model, train_vae
 
 
-def collect(task: str, out_path, steps: int | None = None, seed: int = 0, timeouts: str = "length",
+def collect(task: str, out_path, steps: int | None = None, seed: int = 0, timeouts: str | None = None,
             progress: bool = True, log=print):
-    """`rtaug collect`: a task's dataset by its recipe (BoxBall: an online DQN's experience, 20k
-    steps; maze2d-*: D4RL's noisy waypoint controller), written as D4RL-layout HDF5."""
+    """`rtaug collect`: a task's dataset by its recipe (`Task.collect`: BoxBall, an online DQN's
+    experience, 20k steps; maze2d-*, D4RL's noisy waypoint controller), written as D4RL-layout
+    HDF5. `timeouts` (maze2d) replaces the recipe's episode marking."""
     from rtaug.data.hdf5 import save_hdf5
-
-    if task == "boxball":
-        from rtaug.collect.dqn import DQNConfig, collect_boxball
-
-        data = collect_boxball(DQNConfig(total_steps=steps or 20_000, seed=seed), progress=progress)
-        save_hdf5(data, out_path)
-        log(f"wrote {out_path}: {len(data)} transitions, {data.metadata.get('episodes')} episodes, "
-            f"{data.metadata.get('episodes_reaching_goal')} reach the goal")
-        return data
-    from rtaug.collect.waypoint import collect_maze2d
     from rtaug.envs.registry import get_task
 
-    get_task(task)  # an unknown task is a clear error before any work
-    data = collect_maze2d(task, steps=steps, seed=seed, progress=progress, timeouts=timeouts)
+    task = get_task(task)  # an unknown task is a clear error before any work
+    recipe = {"timeouts": timeouts} if timeouts is not None else {}
+    data = task.collect(steps=steps, seed=seed, progress=progress, **recipe)
     save_hdf5(data, out_path)
-    log(f"wrote {out_path}: {len(data)} transitions ({task}, D4RL protocol, seed {seed})")
+    reached = data.metadata.get("episodes_reaching_goal")
+    log(f"wrote {out_path}: {len(data)} transitions, {len(data.episodes())} episodes"
+        + (f", {reached} reach the goal" if reached is not None else "") + f" ({task.name}, seed {seed})")
     return data
 
 
 def audit_file(path, task: str, json_out=None, progress: bool = True) -> dict:
     """`rtaug audit`: every transition of a file against the task's true dynamics."""
-    if task == "boxball":
-        from rtaug.envs.audit import audit_boxball_file
-
-        return audit_boxball_file(path, json_out=json_out)
-    from rtaug.envs.maze_audit import audit_maze_file
     from rtaug.envs.registry import get_task
 
-    get_task(task)
-    return audit_maze_file(path, task, json_out=json_out, progress=progress)
+    return get_task(task).audit_file(path, json_out=json_out, progress=progress)
 
 
 def train_model(

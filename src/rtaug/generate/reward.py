@@ -73,7 +73,7 @@ def reward_inputs_for(data: Dataset) -> str:
         from rtaug.envs.registry import TASKS
 
         task = TASKS.get(name)
-        if task is not None and task.recipe.reward_on == "next":
+        if task is not None and task.reward_of_next_state:
             return "next_state"
     return "transition"
 
