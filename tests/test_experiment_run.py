@@ -45,6 +45,10 @@ def test_a_run_builds_every_stage_and_records_its_evidence(tiny_run):
     assert [s["stage"] for s in result["stages"]] == ["trajectories", "data", "model", "generated", "audit", "policy", "evaluation",
                                                       "policy", "evaluation"]
     assert not any(s["cached"] for s in result["stages"]) and all(s["wall_s"] > 0 for s in result["stages"])
+    model = next(s for s in result["stages"] if s["stage"] == "model")
+    parts = json.loads((Path(model["path"]) / "stage.json").read_text())["train_seconds"]
+    assert set(parts) == {"sequence model", "reliability VAE", "dynamics ensemble", "reward model"}
+    assert 0 < sum(parts.values()) <= model["wall_s"]
     assert set(result["per_seed"]) == {"0", "1"}
     for row in result["per_seed"].values():
         assert row["episodes"] == 2 and [p["step"] for p in row["curve"]] == [15, 30]

@@ -109,9 +109,9 @@ def _model_stage(cfg: ExperimentConfig, data: Stage) -> Stage:
     def compute(work: Path, inputs, log):
         from rtaug.experiments.stages import train_model
 
-        train_model(inputs["data"] / "data.hdf5", work / "model", sequence, m.vae, mlp, progress=log.progress,
-                    log=log, dynamics_config=m.dynamics, reward_config=m.reward)
-        return {}
+        out = train_model(inputs["data"] / "data.hdf5", work / "model", sequence, m.vae, mlp, progress=log.progress,
+                          log=log, dynamics_config=m.dynamics, reward_config=m.reward)
+        return {"train_seconds": json.loads((out / "train_seconds.json").read_text())}
 
     return _stage("model", spec, {"data": data}, compute, f"model ({sequence.direction}"
                   + (", backward MLP" if mlp else "") + ")")

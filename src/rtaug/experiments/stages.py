@@ -3,12 +3,14 @@ to disk, so any stage can run alone and a user can inspect what passes between t
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 
 from rtaug.data import Dataset
 from rtaug.data.hdf5 import load_hdf5
+from rtaug.fileio import atomic_write_json
 from rtaug.generate.baselines import BackwardMLPConfig, generate_backward_mlp_config, train_backward_mlp
 from rtaug.generate.dynamics import DynamicsConfig, load_dynamics, train_dynamics
 from rtaug.generate.generation import GenerationConfig, format_summary, generate, select_starts, summarize
@@ -59,23 +61,36 @@ def train_model(
     """Train the sequence model, the reliability VAE, the dynamics ensemble (DIST, unless
     `dynamics_config` is None) and the reward model (the reward written on generated steps,
     unless `reward_config` is None), and optionally the MLP baseline, on a dataset file; write
-    them to `out_dir`."""
+    them to `out_dir` (with `train_seconds.json`: each part's wall time)."""
     data = load_hdf5(dataset_path)
     spec = Spec.fit(data, gamma=rt_config.gamma, rtg_bins=rt_config.rtg_bins)
     log(f"{dataset_path}: {len(data)} transitions, {len(data.episodes())} episodes; "
         f"states {spec.obs_kind} ({spec.obs_dim}), actions {spec.act_kind}, rewards {spec.rew_kind}")
-    rt = train_sequence_model(data, rt_config, progress=progress, spec=spec)
-    vae = train_vae(data, spec, vae_config, progress=progress)
-    dynamics = train_dynamics(data, spec, dynamics_config, progress=progress) if dynamics_config else None
-    mlp = train_backward_mlp(data, spec, mlp_config, progress=progress) if mlp_config else None
+    seconds = {}
+
+    def timed(part: str, fn, *args, **kwargs):
+        # a line per part, so a run without progress bars (a sweep's worker) still shows where it is
+        t0 = time.perf_counter()
+        log(f"training the {part} ...")
+        out = fn(*args, **kwargs)
+        seconds[part] = round(time.perf_counter() - t0, 1)
+        log(f"trained the {part} in {seconds[part]:.0f} s")
+        return out
+
+    rt = timed("sequence model", train_sequence_model, data, rt_config, progress=progress, spec=spec)
+    vae = timed("reliability VAE", train_vae, data, spec, vae_config, progress=progress)
+    dynamics = (timed("dynamics ensemble", train_dynamics, data, spec, dynamics_config, progress=progress)
+                if dynamics_config else None)
+    mlp = timed("backward MLP", train_backward_mlp, data, spec, mlp_config, progress=progress) if mlp_config else None
     reward = None
     if reward_config is not None:
-        reward = train_reward(data, spec, reward_config, progress=progress)
+        reward = timed("reward model", train_reward, data, spec, reward_config, progress=progress)
         log(f"reward model r({'s′' if reward.config.inputs == 'next_state' else 's, a, s′'}): held-out fit "
             + ", ".join(f"{k} {v:.4g}" for k, v in reward.fit.items() if k != "held_out_rows"))
     out = save_generator(out_dir, rt, vae, mlp, dynamics)
     if reward is not None:
         save_reward(out, reward)
+    atomic_write_json(out / "train_seconds.json", seconds)
     log(f"wrote {out} (final loss {rt.history[-1]['loss']:.4f}, α = {vae.alpha:.4g})")
     return out
 
