@@ -131,6 +131,14 @@ def test_report_writes_the_table_csv_and_figures(tiny_run, capsys):
         assert (d / "report" / png).stat().st_size > 1000, png
     gamma = float(md.split("| rt+bc | ")[-1].split(" | ")[4])  # the evidence row's mean Γ
     assert 0 < gamma <= result["evidence"]["generation"]["alpha"]
+    # named files, for docs/results/
+    assert main(["report", str(d / "run"), "--out", str(d / "docs"), "--name", "table2"]) == 0
+    assert (d / "docs" / "table2.csv").read_text() == (d / "report" / "results.csv").read_text()
+    named = (d / "docs" / "table2.md").read_text()
+    assert named.startswith("# table2") and "![table2-curves](table2-curves.png)" in named
+    assert (d / "docs" / "table2-generated-maze2d-umaze-sparse-rt-bc.png").is_file()
+    assert main(["report", str(d / "run"), "--out", str(d / "docs"), "--name", "../x"]) == 2
+    assert "--name '../x': a file name stem" in capsys.readouterr().err
 
 
 def test_bad_requests_are_refused_before_any_work(tmp_path, capsys):

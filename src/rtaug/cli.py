@@ -202,7 +202,9 @@ def _cmd_sweep(args):
 def _cmd_report(args):
     from rtaug.experiments.report import write_report
 
-    write_report(args.dir, out=args.out)
+    if args.name is not None and (not args.name or any(c in args.name for c in "/\\") or args.name.startswith(".")):
+        raise ValueError(f"--name {args.name!r}: a file name stem, without directories")
+    write_report(args.dir, out=args.out, name=args.name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -282,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("dir", metavar="DIR", help="directory holding result.json files")
     p.add_argument("--out", metavar="DIR", default=None, help="report directory (default: DIR/report)")
+    p.add_argument("--name", default=None,
+                   help="write NAME.md, NAME.csv and NAME-*.png instead of report.md, results.csv and *.png "
+                        "(e.g. --out docs/results --name table2)")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("collect", help="collect a dataset (D4RL-layout HDF5)",

@@ -93,8 +93,8 @@ def to_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def to_markdown(results: list[dict], rows: list[dict], images: list[str]) -> str:
-    lines = ["# Results", "",
+def to_markdown(results: list[dict], rows: list[dict], images: list[str], title: str | None = None) -> str:
+    lines = [f"# {title or 'Results'}", "", "Written by `rtaug report` from the runs listed at the end.", "",
              "Normalized score = 100·(R − random)/(expert − random) with the references measured in this "
              "simulator (`rtaug tasks`); mean ± sample std over seeds; IQM with a percentile-bootstrap 95% "
              "interval over seeds (with fewer than 4 seeds the IQM is the mean and the interval is too narrow). "
@@ -298,34 +298,39 @@ def plot_generated(data_path, task, path, max_transitions: int = 3000, seed: int
     return Path(path)
 
 
-def write_report(root, out=None, printer=print) -> Path:
-    """Tables, CSV and figures of every result under `root`; returns the Markdown file's path."""
+def write_report(root, out=None, printer=print, name: str | None = None) -> Path:
+    """Tables, CSV and figures of every result under `root`; returns the Markdown file's path.
+
+    Files: OUT/report.md, results.csv, curves.png, ...; with `name` (e.g. "table2", for
+    docs/results/) OUT/<name>.md, <name>.csv and <name>-curves.png, ... instead."""
     results = find_results(root)
     out = Path(out) if out is not None else Path(root) / "report"
     out.mkdir(parents=True, exist_ok=True)
+    md_path, csv_path = (out / f"{name}.md", out / f"{name}.csv") if name else (out / "report.md", out / "results.csv")
+    prefix = f"{name}-" if name else ""
     rows = table_rows(results)
-    atomic_write_bytes(out / "results.csv", to_csv(rows).encode())
+    atomic_write_bytes(csv_path, to_csv(rows).encode())
     for r in results:
         r["_gamma_mean"] = generated_gamma(r)
     images = []
-    if plot_curves(results, out / "curves.png"):
-        images.append("curves.png")
-    if plot_lengths(results, out / "lengths.png"):
-        images.append("lengths.png")
-    plot_scores(rows, out / "scores.png")
-    images.append("scores.png")
+    if plot_curves(results, out / f"{prefix}curves.png"):
+        images.append(f"{prefix}curves.png")
+    if plot_lengths(results, out / f"{prefix}lengths.png"):
+        images.append(f"{prefix}lengths.png")
+    plot_scores(rows, out / f"{prefix}scores.png")
+    images.append(f"{prefix}scores.png")
     for r in results:  # each run's picture of its generated transitions, made by its audit stage
         audit = next((x for x in r["stages"] if x["stage"] == "audit"), None)
         pic = Path(audit["path"]) / "generated.png" if audit else None
         if pic is not None and pic.is_file():
-            name = f"generated-{r['task']}-{r['label']}.png".replace("+", "-")
-            atomic_write_bytes(out / name, pic.read_bytes())
-            images.append(name)
-    md = to_markdown(results, rows, images)
-    atomic_write_bytes(out / "report.md", md.encode())
+            picture = f"{prefix}generated-{r['task']}-{r['label']}.png".replace("+", "-")
+            atomic_write_bytes(out / picture, pic.read_bytes())
+            images.append(picture)
+    md = to_markdown(results, rows, images, title=name)
+    atomic_write_bytes(md_path, md.encode())
     printer(md.split("## Evidence")[0].rstrip())
-    printer(f"wrote {out / 'report.md'}, {out / 'results.csv'}, {', '.join(str(out / i) for i in images)}")
-    return out / "report.md"
+    printer(f"wrote {md_path}, {csv_path}, {', '.join(str(out / i) for i in images)}")
+    return md_path
 
 
 __all__ = ["write_report", "find_results", "table_rows", "to_csv", "to_markdown", "PAPER", "CSV_COLUMNS"]
