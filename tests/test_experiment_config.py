@@ -82,12 +82,16 @@ def test_a_changed_field_changes_exactly_the_stages_downstream():
 
 def test_rt_and_its_fixed_length_ablations_share_one_model_and_ft_does_not():
     models = {}
-    for kind in ("rt", "rt-f3", "rt-f5", "ft"):
+    for kind in ("rt", "rt-f3", "rt-f5", "ft", "backward-mlp"):
         p = plan(build({}, [f"generator.kind={kind}", "seeds=[0]"]))
         models[kind] = next(s.key for s in p.stages if s.name == "model")
         gen = next(s for s in p.stages if s.name == "generated")
         assert gen.spec["generation"]["fixed_length"] == {"rt-f3": 3, "rt-f5": 5}.get(kind)
-    assert models["rt"] == models["rt-f3"] == models["rt-f5"] != models["ft"]
+    assert models["rt"] == models["rt-f3"] == models["rt-f5"] == models["backward-mlp"] != models["ft"]
+    # the one-step baseline adds its MLP to RT's model directory in a stage of its own
+    p = plan(build({}, ["generator.kind=backward-mlp", "seeds=[0]"]))
+    mlp = next(s for s in p.stages if s.name == "mlp")
+    assert mlp.deps["model"].key == models["rt"] and next(s for s in p.stages if s.name == "generated").deps["model"] is mlp
     # the baseline has no generator stages, and its policies read the real data
     p = plan(build({}, ["seeds=[0]"]))
     assert [s.name for s in p.stages] == ["trajectories", "data", "policy", "evaluation"]

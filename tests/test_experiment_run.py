@@ -75,11 +75,13 @@ def test_a_rerun_reuses_everything_and_a_learner_change_only_the_policies(tiny_r
 
 def test_fig2_runs_train_on_generated_trajectories_only_from_repeated_starts(tiny_run):
     d, first, _ = tiny_run
-    cfg = build(TINY, ["seeds=[0]", "generator.samples_per_start=3", "generator.generation.num_trajectories=4",
-                       "learner.data=generated", "learner.eval_every=null"])
+    # the one-step backward MLP: its stage adds the MLP to RT's model (cached), RT is not retrained
+    cfg = build(TINY, ["seeds=[0]", "generator.kind=backward-mlp", "generator.samples_per_start=3",
+                       "generator.generation.num_trajectories=4", "learner.data=generated", "learner.eval_every=null",
+                       "generator.model.backward_mlp.steps=20"])
     res = run_experiment(cfg, d / "fig2", cache=d / "cache", progress=False, printer=lambda *_: None)
     built = [s["stage"] for s in res["stages"] if not s["cached"]]
-    assert built == ["generated", "audit", "policy", "evaluation"]  # the model is RT's, reused
+    assert built == ["mlp", "generated", "audit", "policy", "evaluation"]
     made = res["evidence"]["generation"]
     assert made["trajectories"] == 12  # 4 start states × 3 samples
     policy = next(s for s in res["stages"] if s["stage"] == "policy")

@@ -1,9 +1,10 @@
 """`rtaug run`: one experiment (task × generator × learner × seeds) as a chain of cached stages.
 
     trajectories ──> data ──> model ──> generated ──> policy (per seed) ──> evaluation (per seed)
-                                              └──> audit
+                                 └─> mlp ─┘    └──> audit
 
-(trajectories: a maze's collection, shared by its -sparse and -dense tasks; data: the task's rewards.)
+(trajectories: a maze's collection, shared by its -sparse and -dense tasks; data: the task's
+rewards; mlp: only for the backward-mlp generator, RT's model directory plus the one-step MLP.)
 
 Every stage's output lives in the cache under `<cache>/<stage>/<key>/`, the key a hash of
 everything the stage depends on: its own config section, the keys of the stages it reads, and
@@ -32,7 +33,7 @@ from rtaug.experiments.config import FIXED_LENGTH, ExperimentConfig, digest, dum
 from rtaug.fileio import atomic_write_bytes, atomic_write_json
 
 # Bump a stage's version when what it computes changes: its cached outputs are then recomputed.
-VERSIONS = {"trajectories": 1, "data": 2, "model": 1, "generated": 1, "audit": 2, "policy": 1, "evaluation": 1}
+VERSIONS = {"trajectories": 1, "data": 2, "model": 1, "mlp": 1, "generated": 1, "audit": 2, "policy": 1, "evaluation": 1}
 DONE = "stage.json"
 
 
@@ -101,20 +102,39 @@ def _direction(kind: str) -> str:
 def _model_stage(cfg: ExperimentConfig, data: Stage) -> Stage:
     m = cfg.generator.model
     sequence = replace(m.sequence, direction=_direction(cfg.generator.kind))
-    mlp = m.backward_mlp if cfg.generator.kind == "backward-mlp" else None
     spec = {"sequence": to_dict(sequence), "vae": to_dict(m.vae),
             "dynamics": to_dict(m.dynamics) if m.dynamics else None,
-            "reward": to_dict(m.reward) if m.reward else None, "backward_mlp": to_dict(mlp) if mlp else None}
+            "reward": to_dict(m.reward) if m.reward else None, "backward_mlp": None}
 
     def compute(work: Path, inputs, log):
         from rtaug.experiments.stages import train_model
 
-        out = train_model(inputs["data"] / "data.hdf5", work / "model", sequence, m.vae, mlp, progress=log.progress,
+        out = train_model(inputs["data"] / "data.hdf5", work / "model", sequence, m.vae, None, progress=log.progress,
                           log=log, dynamics_config=m.dynamics, reward_config=m.reward)
         return {"train_seconds": json.loads((out / "train_seconds.json").read_text())}
 
-    return _stage("model", spec, {"data": data}, compute, f"model ({sequence.direction}"
-                  + (", backward MLP" if mlp else "") + ")")
+    return _stage("model", spec, {"data": data}, compute, f"model ({sequence.direction})")
+
+
+def _mlp_stage(cfg: ExperimentConfig, data: Stage, model: Stage) -> Stage:
+    """The one-step backward MLP beside RT's own model (its VAE, dynamics and reward model, which
+    the baseline's α, DIST and rewards use), so the baseline never retrains the transformer."""
+    mlp = cfg.generator.model.backward_mlp
+
+    def compute(work: Path, inputs, log):
+        from rtaug.data.hdf5 import load_hdf5
+        from rtaug.generate.baselines import train_backward_mlp
+        from rtaug.generate.io import load_generator, save_backward_mlp
+
+        shutil.copytree(inputs["model"] / "model", work / "model")
+        spec = load_generator(work / "model")[0].spec
+        t0 = time.perf_counter()
+        trained = train_backward_mlp(load_hdf5(inputs["data"] / "data.hdf5"), spec, mlp, progress=log.progress)
+        save_backward_mlp(work / "model", trained)
+        return {"train_seconds": {"backward MLP": round(time.perf_counter() - t0, 1)}}
+
+    return _stage("mlp", {"backward_mlp": to_dict(mlp)}, {"data": data, "model": model}, compute,
+                  "model (backward MLP)")
 
 
 def generation_config(cfg: ExperimentConfig):
@@ -233,8 +253,12 @@ def plan(cfg: ExperimentConfig) -> Plan:
     generated = audit = None
     if cfg.generator.kind != "none":
         model = _model_stage(cfg, data)
+        stages.append(model)
+        if cfg.generator.kind == "backward-mlp":
+            model = _mlp_stage(cfg, data, model)
+            stages.append(model)
         generated = _generated_stage(cfg, data, model)
-        stages += [model, generated]
+        stages.append(generated)
         dataset = generated
         if cfg.evaluation.audit:
             audit = _audit_stage(cfg, generated)

@@ -44,8 +44,15 @@ def save_generator(out_dir, rt: TrainedRT, vae: TrainedVAE, mlp: TrainedBackward
     _json(out / "vae.json", {"config": vae.config.to_dict(), "alpha": vae.alpha})
     atomic_write_bytes(out / "vae.msgpack", serialization.to_bytes(vae.params))
     if mlp is not None:
-        _json(out / "backward_mlp.json", {"config": mlp.config.to_dict()})
-        atomic_write_bytes(out / "backward_mlp.msgpack", serialization.to_bytes(mlp.params))
+        save_backward_mlp(out, mlp)
+    return out
+
+
+def save_backward_mlp(out_dir, mlp: TrainedBackwardMLP) -> Path:
+    """Add the one-step backward MLP baseline to a model directory (backward_mlp.json + .msgpack)."""
+    out = Path(out_dir)
+    _json(out / "backward_mlp.json", {"config": mlp.config.to_dict()})
+    atomic_write_bytes(out / "backward_mlp.msgpack", serialization.to_bytes(mlp.params))
     return out
 
 
