@@ -97,7 +97,7 @@ def test_missing_model_is_a_clear_error(model_dir, tmp_path, capsys):
     code = main(["augment", "--dataset", str(model_dir / "maze.hdf5"), "--model", str(tmp_path / "nomodel"),
                  "--out", str(tmp_path / "o.hdf5"), "--no-progress"])
     assert code == 2
-    assert "spec.json" in capsys.readouterr().err
+    assert "--model " + str(tmp_path / "nomodel") + ": no such model directory" in capsys.readouterr().err
 
 
 def test_dataset_that_does_not_match_the_model(model_dir, tmp_path, capsys):

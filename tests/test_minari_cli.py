@@ -85,7 +85,7 @@ def test_missing_inputs_are_clear_errors(tmp_path, walks, env_root, capsys):
         (["import", "rtaug/here-v0", "--out", str(tmp_path / "x.hdf5"), "--relabel"], ["need --task"]),
         (["import", "rtaug/here-v0", "--out", str(tmp_path / "x.hdf5"), "--frame", "gymnasium-robotics"],
          ["need --task"]),
-        (["export", str(tmp_path / "absent.hdf5"), "--id", "rtaug/new-v0"], ["absent.hdf5: file not found"]),
+        (["export", str(tmp_path / "absent.hdf5"), "--id", "rtaug/new-v0"], ["absent.hdf5: no such file"]),
         (["export", str(path), "--id", "rtaug/new-v0", "--task", "maze2d-tiny"], ["unknown task"]),
     ]
     for argv, messages in cases:

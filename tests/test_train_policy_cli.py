@@ -78,7 +78,7 @@ def test_bad_inputs_are_clear_errors(tmp_path, capsys):
     cases = [
         (["--dataset", str(discrete), "--algo", "iql"], "discrete actions"),
         (["--dataset", str(wide), "--algo", "td3bc"], "outside [-1, 1]"),
-        (["--dataset", str(tmp_path / "missing.hdf5"), "--algo", "cql"], "not found"),
+        (["--dataset", str(tmp_path / "missing.hdf5"), "--algo", "cql"], "missing.hdf5: no such file"),
         (["--dataset", str(wide), "--algo", "bc", "--steps", "0"], "--steps"),
     ]
     for argv, message in cases:

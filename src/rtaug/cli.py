@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rtaug.requests import DIR, In, Out, RequestError, check_paths
+
 DESCRIPTION = """\
 rtaug: the Reliability-guaranteed Transformer (RT) for model-based offline RL.
 
@@ -26,6 +28,11 @@ Typical use:
 
 def _add_progress(p):
     p.add_argument("--no-progress", action="store_true", help="hide progress bars (logs still print)")
+
+
+def _add_overwrite(p):
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output (atomically: the old one stays until the new one is complete)")
 
 
 def _add_config_args(p, metavar: str, what: str):
@@ -109,8 +116,13 @@ def _cmd_train_model(args):
         raise ValueError("--reward-steps must be >= 0")
     reward_cfg = (RewardConfig(inputs=args.reward_inputs, steps=args.reward_steps, seed=args.seed)
                   if args.reward_steps else None)
-    train_model(args.dataset, args.out, rt_cfg, vae_cfg, mlp_cfg, progress=not args.no_progress,
-                dynamics_config=dyn_cfg, reward_config=reward_cfg)
+    from rtaug.fileio import replacing_dir
+
+    with replacing_dir(args.out) as tmp:
+        # the log names the directory the user asked for, not its temporary twin
+        train_model(args.dataset, tmp, rt_cfg, vae_cfg, mlp_cfg, progress=not args.no_progress,
+                    log=lambda line: print(line.replace(str(tmp), args.out)),
+                    dynamics_config=dyn_cfg, reward_config=reward_cfg)
 
 
 def _cmd_augment(args):
@@ -207,12 +219,19 @@ def _cmd_report(args):
     write_report(args.dir, out=args.out, name=args.name)
 
 
+# The stage cache is shared with other runs and a sweep's workers; a re-run reuses both.
+_EXPERIMENT_PATHS = (In("config", noun="config file"), Out("--out", DIR, reuse=True),
+                     Out("--cache", DIR, reuse=True, shared=True))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rtaug", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     from rtaug import __version__
 
     parser.add_argument("--version", action="version", version=f"rtaug {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an unexpected error, show its traceback (before the command: rtaug --debug ...)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -227,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of every stage (default: %(default)s)")
     p.add_argument("--trajectories", type=int, default=50, help="trajectories per generator (default: %(default)s)")
     _add_progress(p)
-    p.set_defaults(func=_cmd_quickstart)
+    p.set_defaults(func=_cmd_quickstart, paths=(Out("--out", DIR, reuse=True),))
 
     p = sub.add_parser(
         "run", help="one experiment from a config file: task × generator × learner × seeds, every stage cached",
@@ -253,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(p, "CONFIG.yaml", "experiment config (YAML)")
     _add_progress(p)
-    p.set_defaults(func=_cmd_run)
+    p.set_defaults(func=_cmd_run, paths=_EXPERIMENT_PATHS)
 
     p = sub.add_parser(
         "sweep", help="a grid of experiments on Ray (one single-threaded worker per core by default)",
@@ -274,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray)")
     p.add_argument("--retries", type=int, default=1, help="retries of a failed stage (default: %(default)s)")
     p.add_argument("--dry-run", action="store_true", help="list the cells and stop")
-    p.set_defaults(func=_cmd_sweep)
+    p.set_defaults(func=_cmd_sweep, paths=_EXPERIMENT_PATHS)
 
     p = sub.add_parser(
         "report", help="tables, CSV and figures of the results under a directory",
@@ -287,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None,
                    help="write NAME.md, NAME.csv and NAME-*.png instead of report.md, results.csv and *.png "
                         "(e.g. --out docs/results --name table2)")
-    p.set_defaults(func=_cmd_report)
+    p.set_defaults(func=_cmd_report, paths=(In("dir", DIR), Out("--out", DIR, reuse=True)))
 
     p = sub.add_parser("collect", help="collect a dataset (D4RL-layout HDF5)",
                        description="Collect a dataset by the paper's protocol and write it as D4RL-layout HDF5. "
@@ -301,8 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeouts", choices=["length", "goal"], default=None,
                    help="maze2d: mark episode ends every episode length (the recipe's) or, as D4RL's files, "
                         "where a goal was reached")
+    _add_overwrite(p)
     _add_progress(p)
-    p.set_defaults(func=_cmd_collect)
+    p.set_defaults(func=_cmd_collect, paths=(Out("--out"),))
 
     p = sub.add_parser("audit", help="check a dataset's transitions against the true dynamics",
                        description="Audit every transition of a dataset file (real or generated) against the "
@@ -312,8 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE", help="D4RL-layout HDF5 dataset of that task")
     p.add_argument("--task", required=True, help="boxball or a maze2d task")
     p.add_argument("--json", metavar="OUT", help="also write the summary as JSON")
+    _add_overwrite(p)
     _add_progress(p)
-    p.set_defaults(func=_cmd_audit)
+    p.set_defaults(func=_cmd_audit, paths=(In("file"), Out("--json")))
 
     p = sub.add_parser("tasks", help="list the tasks and their recipes",
                        description="List the tasks rtaug knows: how each is made, its data recipe, evaluation "
@@ -327,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-episodes", type=int, default=10_000)
     p.add_argument("--json", metavar="OUT", help="also write the result as JSON")
-    p.set_defaults(func=_cmd_reference)
+    _add_overwrite(p)
+    p.set_defaults(func=_cmd_reference, paths=(Out("--json"),))
 
     p = sub.add_parser(
         "train-model", help="train RT's sequence model, reliability VAE, dynamics ensemble and reward model on a "
@@ -371,8 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "recorded task pays for the next state, else transition (default: %(default)s)")
     p.add_argument("--backward-mlp", action="store_true", help="also train the one-step backward MLP baseline")
     p.add_argument("--seed", type=int, default=0)
+    _add_overwrite(p)
     _add_progress(p)
-    p.set_defaults(func=_cmd_train_model)
+    p.set_defaults(func=_cmd_train_model, paths=(In("--dataset"), Out("--out", DIR)))
 
     p = sub.add_parser(
         "augment", help="generate trajectories with a trained model and write the augmented dataset",
@@ -439,8 +462,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sequence = the directory's sequence model (RT or FT, as trained); backward-mlp = its "
                         "one-step backward MLP baseline (train-model --backward-mlp) (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
+    _add_overwrite(p)
     _add_progress(p)
-    p.set_defaults(func=_cmd_augment)
+    p.set_defaults(func=_cmd_augment,
+                   paths=(In("--dataset"), In("--model", DIR, "model directory"), Out("--out")))
 
     p = sub.add_parser(
         "train-policy", help="train an offline RL policy (BC, TD3+BC, IQL, CQL, BCQ) on a dataset file",
@@ -498,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="updates per compiled chunk: the granularity of metrics rows and of the progress "
                         "bar (default: %(default)s)")
     _add_progress(p)
-    p.set_defaults(func=_cmd_train_policy)
+    p.set_defaults(func=_cmd_train_policy, paths=(In("--dataset"), Out("--out", DIR, reuse="resume")))
 
     p = sub.add_parser(
         "eval", help="evaluate a trained policy (or a reference policy) on a maze2d task, by D4RL's protocol",
@@ -536,8 +561,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the reference policy's own random seeds (default: 0)")
     p.add_argument("--seed", type=int, default=0, help="seed of the episode starts (default: %(default)s)")
     p.add_argument("--json", metavar="OUT", help="also write everything (per-episode returns included) as JSON")
+    _add_overwrite(p)
     _add_progress(p)
-    p.set_defaults(func=_cmd_eval)
+    p.set_defaults(func=_cmd_eval, paths=(In("--run", DIR, "run directory"), Out("--json")))
 
     p = sub.add_parser(
         "minari", help="import a local Minari dataset as HDF5, or export an HDF5 file as a Minari dataset",
@@ -560,7 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "~/.minari/datasets)")
     q.add_argument("--task", metavar="TASK", help="check the data against this task's sizes and name it in the "
                                                   "dataset's description")
-    q.set_defaults(func=_cmd_minari_export)
+    q.set_defaults(func=_cmd_minari_export, paths=(In("file"), Out("--root", DIR, reuse=True, shared=True)))
     q = msub.add_parser(
         "import", help="read a local Minari dataset into a D4RL-layout HDF5 file",
         description="Read a Minari dataset (an id under the Minari root, or a dataset directory) and write\n"
@@ -584,7 +610,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "mapped into D4RL's frame; needs --task (default: %(default)s)")
     q.add_argument("--relabel", action="store_true",
                    help="recompute rewards for the task's reward type and D4RL's evaluation goal (needs --task)")
-    q.set_defaults(func=_cmd_minari_import)
+    _add_overwrite(q)
+    q.set_defaults(func=_cmd_minari_import, paths=(In("--root", DIR, "Minari root directory"), Out("--out")))
     return parser
 
 
@@ -592,13 +619,27 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    command = args.command + (f" {args.minari_command}" if args.command == "minari" else "")
+    try:
+        check_paths(args)
+    except RequestError as e:
+        print(f"rtaug {command}: error: {e}", file=sys.stderr)
+        return 2
     try:
         args.func(args)
     except (ValueError, FileNotFoundError) as e:
+        if args.debug:
+            raise
         # Bad input is the user's to fix: say what and where, without a stack trace.
-        command = args.command + (f" {args.minari_command}" if args.command == "minari" else "")
         print(f"rtaug {command}: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        if args.debug:
+            raise
+        said = " ".join(str(e).split())  # one line, whatever the exception's message looks like
+        print(f"rtaug {command}: error: {type(e).__name__}: {said} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
     return 0
 
 

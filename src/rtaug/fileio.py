@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -23,13 +24,41 @@ def replacing(path, suffix: str = ".tmp"):
     os.close(fd)
     try:
         yield tmp
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes files owner-only; give ordinary permissions
+        _ordinary_permissions(tmp, 0o666)  # mkstemp makes files owner-only
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        raise
+
+
+def _ordinary_permissions(path, mode: int) -> None:
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, mode & ~mask)
+
+
+@contextlib.contextmanager
+def replacing_dir(path):
+    """Yield a temporary directory beside `path`; on success it becomes `path` whole (an old
+    directory there is moved aside, then deleted), on failure it is removed and `path` is left as
+    it was. A reader never sees a mixture of an old and a new directory's files."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        yield Path(tmp)
+        _ordinary_permissions(tmp, 0o777)
+        if path.is_dir() and any(path.iterdir()):
+            # POSIX renames onto an empty directory only: two renames, a moment apart
+            old = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old.tmp")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
