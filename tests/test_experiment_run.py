@@ -143,6 +143,23 @@ def test_report_writes_the_table_csv_and_figures(tiny_run, capsys):
     assert "--name '../x': a file name stem" in capsys.readouterr().err
 
 
+def test_learning_curves_as_tensorboard_events(tiny_run):
+    pytest.importorskip("tensorboardX")
+    from rtaug.experiments.report import write_tensorboard
+
+    d, result, _ = tiny_run
+    expected = 0
+    for stage in (s for s in result["stages"] if s["stage"] == "policy"):
+        for table in Path(stage["path"]).glob("run/seed_*/*.csv"):
+            rows = list(csv.DictReader(table.open()))
+            expected += sum(1 for row in rows for k, v in row.items() if k != "step" and v != "")
+    assert expected > 0
+    assert write_tensorboard(d / "run", d / "tb", printer=lambda *_: None) == expected
+    for seed in (0, 1):
+        events = list((d / "tb" / "maze2d-umaze-sparse" / "rt+bc" / f"seed_{seed}").glob("events.out.tfevents.*"))
+        assert len(events) == 1 and events[0].stat().st_size > 100
+
+
 def test_bad_requests_are_refused_before_any_work(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(TINY))

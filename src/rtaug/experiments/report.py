@@ -298,6 +298,38 @@ def plot_generated(data_path, task, path, max_transitions: int = 3000, seed: int
     return Path(path)
 
 
+def write_tensorboard(root, logdir, printer=print) -> int:
+    """Every run's training metrics and learning curves under `root` as TensorBoard events, one
+    event directory per method and seed (`<logdir>/<task>/<method>/seed_<n>`); returns how many
+    scalars it wrote. Optional: needs tensorboardX (`pip install "rtaug[tensorboard]"`); nothing
+    else in rtaug does."""
+
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        raise ValueError("--tensorboard needs tensorboardX: pip install 'rtaug[tensorboard]'") from None
+    logdir = Path(logdir)
+    written = 0
+    for r in find_results(root):
+        policies = {p["label"].rsplit(" ", 1)[-1]: Path(p["path"]) for p in r["stages"] if p["stage"] == "policy"}
+        for seed, path in policies.items():
+            writer = SummaryWriter(str(logdir / r["task"] / r["label"] / f"seed_{seed}"))
+            for csv_name, group in (("metrics.csv", "train"), ("eval.csv", "eval")):
+                table = path / "run" / f"seed_{seed}" / csv_name
+                if not table.is_file():
+                    continue
+                with table.open() as f:
+                    for row in csv.DictReader(f):
+                        step = int(row.pop("step"))
+                        for k, v in row.items():
+                            if v not in ("", None):
+                                writer.add_scalar(f"{group}/{k}", float(v), step)
+                                written += 1
+            writer.close()
+    printer(f"wrote {written} scalars under {logdir} (tensorboard --logdir {logdir})")
+    return written
+
+
 def write_report(root, out=None, printer=print, name: str | None = None) -> Path:
     """Tables, CSV and figures of every result under `root`; returns the Markdown file's path.
 
@@ -333,4 +365,4 @@ def write_report(root, out=None, printer=print, name: str | None = None) -> Path
     return md_path
 
 
-__all__ = ["write_report", "find_results", "table_rows", "to_csv", "to_markdown", "PAPER", "CSV_COLUMNS"]
+__all__ = ["write_report", "write_tensorboard", "find_results", "table_rows", "to_csv", "to_markdown", "PAPER", "CSV_COLUMNS"]
