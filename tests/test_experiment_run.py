@@ -143,6 +143,18 @@ def test_report_writes_the_table_csv_and_figures(tiny_run, capsys):
     assert "--name '../x': a file name stem" in capsys.readouterr().err
 
 
+def test_q_curves_are_drawn_for_learners_with_a_critic(tiny_run, tmp_path):
+    from rtaug.experiments.report import plot_q
+
+    d, result, _ = tiny_run
+    assert plot_q([result], tmp_path / "bc.png") is None  # BC has no critic
+    run = tmp_path / "policy" / "run" / "seed_0"
+    run.mkdir(parents=True)
+    run.joinpath("metrics.csv").write_text("step,q_mean\n1000,0.5\n2000,1.5\n3000,2.0\n")
+    critic = {**result, "stages": [{"stage": "policy", "path": str(tmp_path / "policy")}]}
+    assert plot_q([critic], tmp_path / "q.png").stat().st_size > 1000
+
+
 def test_learning_curves_as_tensorboard_events(tiny_run):
     pytest.importorskip("tensorboardX")
     from rtaug.experiments.report import write_tensorboard

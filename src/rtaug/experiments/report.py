@@ -4,7 +4,8 @@ Writes DIR/report/ (or --out): `report.md` (a table per task: mean ± std over s
 bootstrap 95% interval, the D4RL-normalised mean, the paper's number where it has one; then the
 evidence behind every run: generated volume, lengths, truncation, Γ, the simulator audit of the
 generated rows, and the wall-clock of each stage), `results.csv` for scripts, `curves.png`
-(learning curves per task, Fig. 5 style), `scores.png` (final scores per task and method,
+(learning curves per task, Fig. 5 style), `q.png` (the critics' mean Q over training: has it
+settled by the end of the budget?), `scores.png` (final scores per task and method,
 Figs. 1-2 style) and `lengths.png` (the generated trajectories' length histograms).
 """
 
@@ -194,31 +195,53 @@ def plot_lengths(results: list[dict], path: Path) -> Path | None:
     return _save_panels(fig, axes, "share of trajectories", path)
 
 
-def plot_curves(results: list[dict], path: Path) -> Path | None:
+def _plot_seed_curves(runs: list, ylabel: str, path: Path) -> Path | None:
+    """Per task a panel; per run (result, [per seed [(step, value), ...]]) its seeds' mean as a
+    line and their range shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = list(dict.fromkeys(r["task"] for r in results if any(v["curve"] for v in r["per_seed"].values())))
-    if not tasks:
+    runs = [(r, seeds) for r, seeds in runs if seeds]
+    if not runs:
         return None
+    tasks = list(dict.fromkeys(r["task"] for r, _ in runs))
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        for r in (r for r in results if r["task"] == task):
-            curves = [v["curve"] for v in r["per_seed"].values() if v["curve"]]
-            if not curves:
-                continue
-            n = min(len(c) for c in curves)
-            steps = [p["step"] for p in curves[0][:n]]
-            y = np.array([[p["normalized_mean"] for p in c[:n]] for c in curves], np.float64)
+        for r, seeds in (x for x in runs if x[0]["task"] == task):
+            n = min(len(s) for s in seeds)
+            steps = [p[0] for p in seeds[0][:n]]
+            y = np.array([[p[1] for p in s[:n]] for s in seeds], np.float64)
             line, = ax.plot(steps, y.mean(0), label=r["label"])
             if len(y) > 1:
                 ax.fill_between(steps, y.min(0), y.max(0), color=line.get_color(), alpha=0.15)
         ax.set_title(task, fontsize=9)
         ax.set_xlabel("updates")
         ax.grid(alpha=0.3)
-    return _save_panels(fig, axes, "normalized score (cheap evaluations)", path)
+    return _save_panels(fig, axes, ylabel, path)
+
+
+def plot_q(results: list[dict], path: Path) -> Path | None:
+    """Mean Q of the sampled batches over training, per task and method (seeds' range shaded):
+    whether the critic has settled by the end of the budget, which a score alone cannot say."""
+
+    def series(stage):
+        table = next(Path(stage["path"]).glob("run/seed_*/metrics.csv"), None)
+        if table is None:
+            return None
+        rows = [r for r in csv.DictReader(table.open()) if r.get("q_mean") not in (None, "")]
+        return [(int(r["step"]), float(r["q_mean"])) for r in rows] or None
+
+    runs = [(r, [q for q in (series(s) for s in r["stages"] if s["stage"] == "policy") if q]) for r in results]
+    return _plot_seed_curves(runs, "mean Q of the training batches", path)
+
+
+def plot_curves(results: list[dict], path: Path) -> Path | None:
+    """The periodic cheap evaluations (normalized score) over training, per task and method."""
+    runs = [(r, [[(p["step"], p["normalized_mean"]) for p in v["curve"]] for v in r["per_seed"].values() if v["curve"]])
+            for r in results]
+    return _plot_seed_curves(runs, "normalized score (cheap evaluations)", path)
 
 
 def plot_scores(rows: list[dict], path: Path) -> Path:
@@ -347,6 +370,8 @@ def write_report(root, out=None, printer=print, name: str | None = None) -> Path
     images = []
     if plot_curves(results, out / f"{prefix}curves.png"):
         images.append(f"{prefix}curves.png")
+    if plot_q(results, out / f"{prefix}q.png"):
+        images.append(f"{prefix}q.png")
     if plot_lengths(results, out / f"{prefix}lengths.png"):
         images.append(f"{prefix}lengths.png")
     plot_scores(rows, out / f"{prefix}scores.png")
