@@ -5,6 +5,7 @@ survive byte for byte; temporaries of a killed run are removed by the next; an u
 error is one line (exit 1) unless --debug. Nothing here trains a model."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -103,14 +104,24 @@ def test_an_input_of_the_wrong_kind_is_refused(work, capsys, argv, message):
      "--out model/spec.json: is part of the input --model model; choose another path"),
     (["train-model", "--dataset", "walks.hdf5", "--out", "."],
      "--out .: holds the input --dataset walks.hdf5; choose another directory"),
-    (["report", "run", "--out", "run"], "--out run: is also the input run; choose another path"),
 ])
 def test_an_output_that_is_an_input_is_refused_even_with_overwrite(work, capsys, argv, message, overwrite):
-    if argv[0] == "report":
-        if overwrite:
-            pytest.skip("report has no --overwrite: it regenerates its directory")
-        (Path("run") / "result.json").write_text("{}")
     _refused([*argv, *overwrite], message, capsys)
+
+
+def test_a_report_is_not_written_into_the_results_it_reads(work, capsys):
+    (Path("run") / "result.json").write_text("{}")
+    _refused(["report", "run", "--out", "run"], "--out run: is also the input run; choose another path", capsys)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file whatever its mode")
+def test_an_unreadable_input_is_refused(work, capsys):
+    Path("walks.hdf5").chmod(0)
+    try:
+        _refused(["train-model", "--dataset", "walks.hdf5", "--out", "m"],
+                 "--dataset walks.hdf5: not readable (permission denied)", capsys, keep=("grid.hdf5",))
+    finally:
+        Path("walks.hdf5").chmod(0o644)
 
 
 def test_the_same_file_by_another_name_is_the_same_input(work, capsys):
@@ -308,3 +319,20 @@ def test_a_refusal_is_a_value_error_for_callers(work):
     with pytest.raises(RequestError) as e:
         check_paths(build_parser().parse_args(["collect", "boxball", "--out", "run"]))
     assert isinstance(e.value, ValueError)
+
+
+# ------------------------------------------------------------------ a relative Minari root
+
+
+@pytest.mark.parametrize("how", ["--root", "MINARI_DATASETS_PATH"])
+def test_a_relative_minari_root_works(work, capsys, monkeypatch, how):
+    pytest.importorskip("minari")
+    root = ["--root", "mroot"] if how == "--root" else []
+    if how == "MINARI_DATASETS_PATH":
+        monkeypatch.setenv("MINARI_DATASETS_PATH", "mroot")
+    before = _bytes("walks.hdf5")
+    assert main(["minari", "export", "walks.hdf5", "--id", "walks-v0", *root]) == 0
+    assert (work / "mroot" / "walks-v0" / "data" / "main_data.hdf5").is_file()
+    assert main(["minari", "import", "walks-v0", *root, "--out", "back.hdf5"]) == 0
+    assert "wrote back.hdf5: 100 transitions" in capsys.readouterr().out
+    assert _bytes("walks.hdf5") == before

@@ -39,11 +39,12 @@ def _require_minari():
 @contextlib.contextmanager
 def _minari_root(root):
     """Point Minari at `root` for the duration (it reads MINARI_DATASETS_PATH on every call)."""
-    if root is None:
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    if root is None and not old:
         yield
         return
-    old = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    # absolute: Minari joins a relative root onto paths that already contain it (root/id/data/root/id/...)
+    os.environ["MINARI_DATASETS_PATH"] = str(Path(root if root is not None else old).absolute())
     try:
         yield
     finally:
