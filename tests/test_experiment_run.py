@@ -167,6 +167,8 @@ def test_learning_curves_as_tensorboard_events(tiny_run):
             expected += sum(1 for row in rows for k, v in row.items() if k != "step" and v != "")
     assert expected > 0
     assert write_tensorboard(d / "run", d / "tb", printer=lambda *_: None) == expected
+    assert main(["report", str(d / "run"), "--out", str(d / "report-tb"), "--tensorboard", str(d / "tb2")]) == 0
+    assert len(list((d / "tb2").rglob("events.out.tfevents.*"))) == 2
     for seed in (0, 1):
         events = list((d / "tb" / "maze2d-umaze-sparse" / "rt+bc" / f"seed_{seed}").glob("events.out.tfevents.*"))
         assert len(events) == 1 and events[0].stat().st_size > 100

@@ -217,6 +217,10 @@ def _cmd_report(args):
     if args.name is not None and (not args.name or any(c in args.name for c in "/\\") or args.name.startswith(".")):
         raise ValueError(f"--name {args.name!r}: a file name stem, without directories")
     write_report(args.dir, out=args.out, name=args.name)
+    if args.tensorboard is not None:
+        from rtaug.experiments.report import write_tensorboard
+
+        write_tensorboard(args.dir, args.tensorboard)
 
 
 # The stage cache is shared with other runs and a sweep's workers; a re-run reuses both.
@@ -299,14 +303,20 @@ def build_parser() -> argparse.ArgumentParser:
         "report", help="tables, CSV and figures of the results under a directory",
         description="Read every result.json under DIR (of `rtaug run` or `rtaug sweep`) and write report.md "
                     "(per task: mean ± std, IQM with a bootstrap 95% interval, D4RL-normalized mean, the paper's "
-                    "number; the evidence behind each run), results.csv, curves.png and scores.png.",
+                    "number; the evidence behind each run), results.csv and figures: curves.png (learning "
+                    "curves), q.png (the critics' mean Q), lengths.png (generated lengths), scores.png, and the "
+                    "generated transitions over the maze walls per run.",
     )
     p.add_argument("dir", metavar="DIR", help="directory holding result.json files")
     p.add_argument("--out", metavar="DIR", default=None, help="report directory (default: DIR/report)")
     p.add_argument("--name", default=None,
                    help="write NAME.md, NAME.csv and NAME-*.png instead of report.md, results.csv and *.png "
                         "(e.g. --out docs/results --name table2)")
-    p.set_defaults(func=_cmd_report, paths=(In("dir", DIR), Out("--out", DIR, reuse=True)))
+    p.add_argument("--tensorboard", metavar="LOGDIR", default=None,
+                   help="also write every run's training metrics and learning curves as TensorBoard events "
+                        "under LOGDIR (needs tensorboardX: pip install 'rtaug[tensorboard]')")
+    p.set_defaults(func=_cmd_report, paths=(In("dir", DIR), Out("--out", DIR, reuse=True),
+                                            Out("--tensorboard", DIR, reuse=True)))
 
     p = sub.add_parser("collect", help="collect a dataset (D4RL-layout HDF5)",
                        description="Collect a dataset by the paper's protocol and write it as D4RL-layout HDF5. "
