@@ -1,4 +1,5 @@
-"""Shared small datasets: deterministic, built in memory, no dependence on ../shared."""
+"""Shared small datasets (deterministic, built in memory, no dependence on ../shared) and one
+tiny maze experiment whose trained model the tests that need one share."""
 
 import numpy as np
 import pytest
@@ -50,3 +51,35 @@ def grid_data():
 @pytest.fixture(scope="session")
 def continuous_data():
     return continuous_walks()
+
+
+# One tiny experiment on maze2d-umaze-sparse: 1,500 collected rows, RT's model (sequence model,
+# VAE, dynamics ensemble, reward model: 20 updates each), its generated data and two BC
+# policies. Built once per session: the experiment system's tests run it, the Maze2D pipeline
+# tests read its data and model from the stage cache.
+TINY_EXPERIMENT = {
+    "task": "maze2d-umaze-sparse", "seeds": [0, 1], "protocol": "test",
+    "data": {"steps": 1500},
+    "generator": {
+        "kind": "rt",
+        "model": {"sequence": {"context_steps": 8, "n_layer": 1, "n_head": 2, "d_model": 16, "batch_size": 8,
+                               "steps": 20, "rtg_bins": 8},
+                  "vae": {"steps": 20}, "dynamics": {"members": 2, "steps": 20}, "reward": {"steps": 20}},
+        "generation": {"num_trajectories": 16, "max_length": 4, "alpha_trajectories": 16}},
+    "learner": {"algo": "bc", "steps": 30, "eval_every": 15, "eval_episodes": 2, "chunk": 15, "hidden": [16, 16]},
+    "evaluation": {"episodes": 2},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_experiment(tmp_path_factory):
+    """(directory, result, log lines) of `TINY_EXPERIMENT` run with its cache in directory/cache."""
+    pytest.importorskip("gymnasium_robotics")
+    from rtaug.experiments.config import build
+    from rtaug.experiments.run import run_experiment
+
+    d = tmp_path_factory.mktemp("experiment")
+    lines = []
+    result = run_experiment(build(TINY_EXPERIMENT), d / "run", cache=d / "cache", progress=False,
+                            printer=lines.append)
+    return d, result, lines

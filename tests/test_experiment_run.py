@@ -13,31 +13,18 @@ pytest.importorskip("gymnasium_robotics")
 
 pytestmark = pytest.mark.slow  # trains models: outside the fast subset (-m "not slow")
 
+from conftest import TINY_EXPERIMENT  # noqa: E402
 from rtaug.cli import main  # noqa: E402
 from rtaug.experiments.config import ConfigError, build  # noqa: E402
 from rtaug.experiments.run import Log, execute, plan, run_experiment  # noqa: E402
 from rtaug.experiments.report import CSV_COLUMNS  # noqa: E402
 
-TINY = {
-    "task": "maze2d-umaze-sparse", "seeds": [0, 1], "protocol": "test",
-    "data": {"steps": 1500},
-    "generator": {
-        "kind": "rt",
-        "model": {"sequence": {"context_steps": 8, "n_layer": 1, "n_head": 2, "d_model": 16, "batch_size": 8,
-                               "steps": 20, "rtg_bins": 8},
-                  "vae": {"steps": 20}, "dynamics": {"members": 2, "steps": 20}, "reward": {"steps": 20}},
-        "generation": {"num_trajectories": 16, "max_length": 4, "alpha_trajectories": 16}},
-    "learner": {"algo": "bc", "steps": 30, "eval_every": 15, "eval_episodes": 2, "chunk": 15, "hidden": [16, 16]},
-    "evaluation": {"episodes": 2},
-}
+TINY = TINY_EXPERIMENT
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    d = tmp_path_factory.mktemp("experiment")
-    lines = []
-    result = run_experiment(build(TINY), d / "run", cache=d / "cache", progress=False, printer=lines.append)
-    return d, result, lines
+def tiny_run(tiny_experiment):
+    return tiny_experiment
 
 
 def test_a_run_builds_every_stage_and_records_its_evidence(tiny_run):

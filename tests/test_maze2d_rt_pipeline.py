@@ -1,4 +1,5 @@
-"""RT on Maze2D end to end through the command line: collect → train-model → augment → audit.
+"""RT on Maze2D end to end through the command line: augment → audit, on collected data and a model
+trained on it (the session's tiny experiment).
 
 Tiny sizes and fixed seeds: the generated transitions are not meant to be good here, only to
 arrive in the audit intact, counted and split from the real ones; the real ones must still
@@ -7,6 +8,8 @@ learn what joins a transition's parts (benchmarks/reliability.py measures it at 
 """
 
 import json
+import shutil
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +20,7 @@ pytest.importorskip("gymnasium_robotics")
 
 pytestmark = pytest.mark.slow  # trains models: outside the fast subset (-m "not slow")
 
+from conftest import TINY_EXPERIMENT  # noqa: E402
 from rtaug.cli import main  # noqa: E402
 from rtaug.data import Dataset, load_hdf5  # noqa: E402
 from rtaug.envs.maze_audit import audit_maze_file  # noqa: E402
@@ -30,10 +34,7 @@ from rtaug.generate.train import TrainedVAE, VAEConfig, train_sequence_model  # 
 from rtaug.nets.vae import VAE  # noqa: E402
 
 TASK = "maze2d-umaze-sparse"
-ROWS, TRAJ, LENGTH = 1500, 16, 4
-TINY = ["--context-steps", "8", "--layers", "1", "--heads", "2", "--d-model", "16", "--batch-size", "8",
-        "--steps", "20", "--rtg-bins", "8", "--vae-steps", "20", "--dynamics-steps", "20", "--dynamics-members", "2",
-        "--reward-steps", "20", "--seed", "0"]
+ROWS, TRAJ, LENGTH = TINY_EXPERIMENT["data"]["steps"], 16, 4
 
 
 def _run(*argv):
@@ -41,10 +42,13 @@ def _run(*argv):
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
+def pipeline(tmp_path_factory, tiny_experiment):
+    # the session's tiny experiment (conftest.py) collected these rows and trained this model: what
+    # `rtaug collect` and `rtaug train-model` make (test_cli.py and test_cli_tasks.py run those)
     d = tmp_path_factory.mktemp("maze_rt")
-    _run("collect", TASK, "--steps", ROWS, "--seed", 0, "--out", d / "umaze.hdf5", "--no-progress")
-    _run("train-model", "--dataset", d / "umaze.hdf5", "--out", d / "rt", *TINY, "--no-progress")
+    stages = {s["stage"]: Path(s["path"]) for s in tiny_experiment[1]["stages"]}
+    shutil.copy(stages["data"] / "data.hdf5", d / "umaze.hdf5")
+    shutil.copytree(stages["model"] / "model", d / "rt")
     # Truncation off: a 20-update VAE may put every generated step above α, and the counts
     # checked below should not depend on it.
     _run("augment", "--dataset", d / "umaze.hdf5", "--model", d / "rt", "--out", d / "aug.hdf5",
