@@ -92,6 +92,28 @@ def test_the_cli_records_its_command_and_refuses_a_file_as_output(tiny_run, caps
     assert "a-file" in capsys.readouterr().err and blocker.read_text() == "mine"
 
 
+def test_a_larger_budget_continues_the_finished_shorter_run_to_the_same_parameters(tiny_run, tmp_path):
+    from rtaug.data.hdf5 import load_hdf5
+    from rtaug.experiments.run import learner_config
+    from rtaug.train import train
+
+    d, first, _ = tiny_run
+    cfg = build(TINY, ["learner.steps=45", "seeds=[0]"])
+    lines = []
+    longer = run_experiment(cfg, d / "longer", cache=d / "cache", progress=False, printer=lines.append)
+    short = next(s for s in first["stages"] if s["label"] == "policy bc seed 0")
+    assert any(f"continuing the finished 30-update run {short['key']}" in line for line in lines)
+    assert [p["step"] for p in longer["per_seed"]["0"]["curve"]] == [15, 30, 45]
+    assert longer["per_seed"]["0"]["curve"][:2] == first["per_seed"]["0"]["curve"]
+    # the same parameters as 45 updates from scratch (the same chunks, evaluation and checkpoint steps)
+    data = next(Path(s["path"]) for s in longer["stages"] if s["stage"] == "generated") / "data.hdf5"
+    fresh = train(load_hdf5(data), "bc", learner_config(cfg), steps=45, seeds=[0], out_dir=tmp_path / "fresh",
+                  eval_every=15, chunk=15, progress=False)
+    policy = next(Path(s["path"]) for s in longer["stages"] if s["stage"] == "policy")
+    assert (policy / "run" / "checkpoint.msgpack").read_bytes() == (tmp_path / "fresh" / "checkpoint.msgpack").read_bytes()
+    assert fresh.steps == 45
+
+
 def test_a_killed_stage_is_rebuilt_from_scratch(tiny_run):
     d, _, _ = tiny_run
     cfg = build(TINY, ["evaluation.episodes=1", "seeds=[0]"])

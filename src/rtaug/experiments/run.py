@@ -188,6 +188,27 @@ def learner_config(cfg: ExperimentConfig):
     return config
 
 
+def _shorter_run(work: Path, spec: dict):
+    """(steps, directory) of the longest finished policy whose spec differs from `spec` only in
+    having fewer updates, or None. Its run is this one's beginning: a run is a pure function of
+    (seed, step), the guarantee that makes `rtaug.train` resume to identical parameters, so a
+    larger budget continues from its checkpoint. Only where its chunk and evaluation boundaries
+    fall on this run's; where the budget enters the algorithm (IQL's schedule decays over it) it
+    is part of the config and the specs differ."""
+    rest = {k: v for k, v in spec.items() if k != "steps"}
+    best = None
+    for done in Path(work).parent.glob(f"*/{DONE}"):
+        other = json.loads(done.read_text()).get("spec", {})
+        n = other.get("steps")
+        if not isinstance(n, int) or not 0 < n < spec["steps"] or n % spec["chunk"]:
+            continue
+        if spec["eval_every"] and n % spec["eval_every"]:
+            continue
+        if {k: v for k, v in other.items() if k != "steps"} == rest and (best is None or n > best[0]):
+            best = (n, done.parent)
+    return best
+
+
 def _policy_stage(cfg: ExperimentConfig, dataset: Stage, seed: int) -> Stage:
     lr = cfg.learner
     config = learner_config(cfg)
@@ -208,14 +229,20 @@ def _policy_stage(cfg: ExperimentConfig, dataset: Stage, seed: int) -> Stage:
             data = data.subset(np.arange(first, len(data)))
             log(f"learner data: the {len(data)} rows of the generated trajectories only")
         eval_fn = make_eval_fn(cfg.task, episodes=lr.eval_episodes, seed=cfg.evaluation.seed) if lr.eval_every else None
+        shorter = None if (work / "run" / "checkpoint.msgpack").exists() else _shorter_run(work, stage.spec)
+        if shorter is not None:
+            shutil.copytree(shorter[1] / "run", work / "run", dirs_exist_ok=True)
+            log(f"[policy] {stage.label}: continuing the finished {shorter[0]}-update run {shorter[1].name}")
         res = train(data, lr.algo, config, steps=lr.steps, seeds=[seed], out_dir=work / "run", eval_fn=eval_fn,
                     eval_every=lr.eval_every, chunk=min(lr.chunk, lr.steps), progress=log.progress, resume=True)
         curve = [{k: r[k] for k in ("step", "normalized_mean", "return_mean", "success_rate") if k in r}
                  for r in res.evaluations[seed]]
         last = res.metrics[seed][-1] if res.metrics[seed] else {}
-        return {"updates_per_s": res.updates_per_s, "curve": curve, "final_metrics": last, "train_rows": len(data)}
+        return {"updates_per_s": res.updates_per_s, "curve": curve, "final_metrics": last, "train_rows": len(data),
+                "continued_from": None if shorter is None else {"key": shorter[1].name, "steps": shorter[0]}}
 
-    return _stage("policy", spec, {"dataset": dataset}, compute, f"policy {lr.algo} seed {seed}", resumable=True)
+    stage = _stage("policy", spec, {"dataset": dataset}, compute, f"policy {lr.algo} seed {seed}", resumable=True)
+    return stage
 
 
 def _evaluation_stage(cfg: ExperimentConfig, policy: Stage, seed: int) -> Stage:
