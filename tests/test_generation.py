@@ -153,6 +153,22 @@ def test_goal_start_is_state_of_maximal_reward(grid_data):
         assert grid_data.rewards[row] == grid_data.rewards[a:b].max()
 
 
+def test_rewarded_start_skips_episodes_without_reward():
+    from rtaug.data import Dataset
+
+    # four 5-step episodes; only the second and the fourth earn anything
+    rewards = np.zeros(20, np.float32)
+    rewards[[7, 18]] = 1.0
+    data = Dataset(observations=np.arange(20, dtype=np.float32)[:, None], actions=np.zeros((20, 1), np.float32),
+                   rewards=rewards, terminals=np.zeros(20, bool), timeouts=np.arange(20) % 5 == 4,
+                   next_observations=np.arange(1, 21, dtype=np.float32)[:, None])
+    goal = select_starts(data, 200, "goal", np.random.default_rng(0))
+    assert set(goal) == {4, 7, 14, 18}  # an episode without reward starts from its last row
+    assert set(select_starts(data, 200, "rewarded", np.random.default_rng(0))) == {7, 18}
+    with pytest.raises(ValueError, match="start 'rewarded': no episode has a reward above the data's least"):
+        select_starts(data.subset(np.arange(5)), 3, "rewarded", np.random.default_rng(0))
+
+
 def test_augmented_dataset_has_penalised_rewards_and_provenance(trained, tmp_path):
     data, _, rt, _, vae = trained
     beta = 0.5

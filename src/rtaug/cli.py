@@ -462,9 +462,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="suffix = Eq. 11: each trajectory is written as one episode, generated prefix then the real "
                         "suffix, so every generated transition survives qlearning_dataset-style readers; prefix = "
                         "only the generated steps, each ending in a timeout (default: %(default)s)")
-    p.add_argument("--start", choices=["auto", "goal", "uniform"], default="auto",
-                   help="start states: goal = a trajectory's state of maximal reward; auto = goal backward, "
-                        "uniform forward (default: %(default)s)")
+    p.add_argument("--start", choices=["auto", "goal", "rewarded", "uniform"], default="auto",
+                   help="start states: goal = a trajectory's state of maximal reward; rewarded = the same among "
+                        "trajectories with a reward above the data's least; auto = goal backward, uniform forward "
+                        "(default: %(default)s)")
     p.add_argument("--no-truncation", action="store_true", help="switch truncation off (always max-length steps)")
     p.add_argument("--fixed-length", type=int, default=None, metavar="N",
                    help="fixed-length ablation: exactly N steps, no truncation (RT-F3: 3, RT-F5: 5)")

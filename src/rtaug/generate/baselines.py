@@ -183,7 +183,7 @@ def generate_backward_mlp_config(
     from rtaug.data.episodes import reward_to_go
     from rtaug.generate.generation import _forced_steps, dist_function, resolve_reward
 
-    how = "uniform" if config.start == "uniform" else "goal"
+    how = config.start if config.start in ("uniform", "rewarded") else "goal"
     if start_rows is None:
         start_rows = select_starts(data, config.num_trajectories, how, np.random.default_rng(config.seed))
     start_rows = np.asarray(start_rows, np.int64)

@@ -41,6 +41,7 @@ DIST_KINDS = ("vae", "forward", "disagreement")
 MERGES = ("suffix", "prefix")
 TILTS = ("trajectory", "step")
 REWARDS = ("auto", "model", "mean", "sample")
+STARTS = ("auto", "goal", "rewarded", "uniform")
 
 
 @dataclass
@@ -62,7 +63,10 @@ class GenerationConfig:
     # (the reward model where the directory has one, else the head's mean; docs/decisions.md)
     reward: str = "auto"
     beta: float = 0.1  # β of the α-pessimistic reward r − β·s·Γ/α (Eq. 6), s = the data's reward range
-    start: str = "auto"  # "goal" (state of maximal reward), "uniform", or "auto" (goal backward, uniform forward)
+    # "goal" (an episode's state of maximal reward), "rewarded" (the same, drawn only among episodes
+    # with a reward above the data's least: an episode that never reached the goal has its end as
+    # its "state of maximal reward"), "uniform", or "auto" (goal backward, uniform forward)
+    start: str = "auto"
     truncation: bool = True  # U_t (Eq. 4); off for the fixed-length ablations RT-F3 / RT-F5
     fixed_length: int | None = None  # generate exactly this many steps, no truncation (RT-F3: 3)
     reliability: str = "window"  # the form of Γ (generate/reliability.py, docs/reliability.md); "paper" = Eq. 3 as an average
@@ -76,8 +80,8 @@ class GenerationConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.start not in ("auto", "goal", "uniform"):
-            raise ValueError(f"GenerationConfig.start must be 'auto', 'goal' or 'uniform', got {self.start!r}")
+        if self.start not in STARTS:
+            raise ValueError(f"GenerationConfig.start must be one of {', '.join(map(repr, STARTS))}, got {self.start!r}")
         if self.reliability not in RELIABILITY_FORMS:
             raise ValueError(f"GenerationConfig.reliability must be one of {RELIABILITY_FORMS}, got {self.reliability!r}")
         if self.dist not in DIST_KINDS:
@@ -182,10 +186,16 @@ class Generated:
 # ---- start states (§3.2, footnote 1) -----------------------------------------------
 def select_starts(data: Dataset, n: int, how: str, rng: np.random.Generator) -> np.ndarray:
     """Rows to start from. "goal": a uniformly drawn episode's state of maximal reward (ties:
-    the latest, so an episode without reward starts from its end); "uniform": any row."""
+    the latest, so an episode without reward starts from its end); "rewarded": the same among the
+    episodes whose best reward exceeds the data's least; "uniform": any row."""
     if how == "uniform":
         return rng.integers(0, len(data), n)
     bounds = data.episodes()
+    if how == "rewarded":
+        best = np.array([data.rewards[a:b].max() for a, b in bounds])
+        bounds = bounds[best > data.rewards.min()]
+        if len(bounds) == 0:
+            raise ValueError(f"{data.source}: start 'rewarded': no episode has a reward above the data's least")
     eps = bounds[rng.integers(0, len(bounds), n)]
     starts = np.empty(n, np.int64)
     for i, (a, b) in enumerate(eps):
