@@ -22,13 +22,8 @@ from rtaug.experiments.report import CSV_COLUMNS  # noqa: E402
 TINY = TINY_EXPERIMENT
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tiny_experiment):
-    return tiny_experiment
-
-
-def test_a_run_builds_every_stage_and_records_its_evidence(tiny_run):
-    d, result, lines = tiny_run
+def test_a_run_builds_every_stage_and_records_its_evidence(tiny_experiment):
+    d, result, lines = tiny_experiment
     assert [s["stage"] for s in result["stages"]] == ["trajectories", "data", "model", "generated", "audit", "policy", "evaluation",
                                                       "policy", "evaluation"]
     assert not any(s["cached"] for s in result["stages"]) and all(s["wall_s"] > 0 for s in result["stages"])
@@ -49,8 +44,8 @@ def test_a_run_builds_every_stage_and_records_its_evidence(tiny_run):
     assert yaml.safe_load((d / "run" / "config.yaml").read_text())["learner"]["hidden"] == [16, 16]
 
 
-def test_a_rerun_reuses_everything_and_a_learner_change_only_the_policies(tiny_run):
-    d, first, _ = tiny_run
+def test_a_rerun_reuses_everything_and_a_learner_change_only_the_policies(tiny_experiment):
+    d, first, _ = tiny_experiment
     again = run_experiment(build(TINY), d / "run", cache=d / "cache", progress=False, printer=lambda *_: None)
     assert all(s["cached"] for s in again["stages"])
     assert again["per_seed"] == first["per_seed"]
@@ -60,8 +55,8 @@ def test_a_rerun_reuses_everything_and_a_learner_change_only_the_policies(tiny_r
     assert built == {"policy", "evaluation"}
 
 
-def test_fig2_runs_train_on_generated_trajectories_only_from_repeated_starts(tiny_run):
-    d, first, _ = tiny_run
+def test_fig2_runs_train_on_generated_trajectories_only_from_repeated_starts(tiny_experiment):
+    d, first, _ = tiny_experiment
     # the one-step backward MLP: its stage adds the MLP to RT's model (cached), RT is not retrained
     cfg = build(TINY, ["seeds=[0]", "generator.kind=backward-mlp", "generator.samples_per_start=3",
                        "generator.generation.num_trajectories=4", "learner.data=generated", "learner.eval_every=null",
@@ -78,8 +73,8 @@ def test_fig2_runs_train_on_generated_trajectories_only_from_repeated_starts(tin
         build(TINY, ["generator.kind=none", "learner.data=generated"])
 
 
-def test_the_cli_records_its_command_and_refuses_a_file_as_output(tiny_run, capsys):
-    d, first, _ = tiny_run
+def test_the_cli_records_its_command_and_refuses_a_file_as_output(tiny_experiment, capsys):
+    d, first, _ = tiny_experiment
     cfg = d / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(TINY))
     argv = ["run", str(cfg), "--cache", str(d / "cache"), "--out", str(d / "cli"), "--no-progress"]
@@ -92,12 +87,12 @@ def test_the_cli_records_its_command_and_refuses_a_file_as_output(tiny_run, caps
     assert "a-file" in capsys.readouterr().err and blocker.read_text() == "mine"
 
 
-def test_a_larger_budget_continues_the_finished_shorter_run_to_the_same_parameters(tiny_run, tmp_path):
+def test_a_larger_budget_continues_the_finished_shorter_run_to_the_same_parameters(tiny_experiment, tmp_path):
     from rtaug.data.hdf5 import load_hdf5
     from rtaug.experiments.run import learner_config
     from rtaug.train import train
 
-    d, first, _ = tiny_run
+    d, first, _ = tiny_experiment
     cfg = build(TINY, ["learner.steps=45", "seeds=[0]"])
     lines = []
     longer = run_experiment(cfg, d / "longer", cache=d / "cache", progress=False, printer=lines.append)
@@ -114,8 +109,8 @@ def test_a_larger_budget_continues_the_finished_shorter_run_to_the_same_paramete
     assert fresh.steps == 45
 
 
-def test_a_killed_stage_is_rebuilt_from_scratch(tiny_run):
-    d, _, _ = tiny_run
+def test_a_killed_stage_is_rebuilt_from_scratch(tiny_experiment):
+    d, _, _ = tiny_experiment
     cfg = build(TINY, ["evaluation.episodes=1", "seeds=[0]"])
     stage = plan(cfg).evaluations[0]
     leftover = d / "cache" / "evaluation" / f"{stage.key}.partial"
@@ -126,8 +121,8 @@ def test_a_killed_stage_is_rebuilt_from_scratch(tiny_run):
     assert sorted(p.name for p in stage.path(d / "cache").iterdir()) == ["evaluation.json", "stage.json"]
 
 
-def test_report_writes_the_table_csv_and_figures(tiny_run, capsys):
-    d, result, _ = tiny_run
+def test_report_writes_the_table_csv_and_figures(tiny_experiment, capsys):
+    d, result, _ = tiny_experiment
     assert main(["report", str(d / "run"), "--out", str(d / "report")]) == 0
     rows = list(csv.DictReader((d / "report" / "results.csv").open()))
     assert list(rows[0]) == CSV_COLUMNS
@@ -152,10 +147,10 @@ def test_report_writes_the_table_csv_and_figures(tiny_run, capsys):
     assert "--name '../x': a file name stem" in capsys.readouterr().err
 
 
-def test_q_curves_are_drawn_for_learners_with_a_critic(tiny_run, tmp_path):
+def test_q_curves_are_drawn_for_learners_with_a_critic(tiny_experiment, tmp_path):
     from rtaug.experiments.report import plot_q
 
-    d, result, _ = tiny_run
+    d, result, _ = tiny_experiment
     assert plot_q([result], tmp_path / "bc.png") is None  # BC has no critic
     run = tmp_path / "policy" / "run" / "seed_0"
     run.mkdir(parents=True)
@@ -164,11 +159,11 @@ def test_q_curves_are_drawn_for_learners_with_a_critic(tiny_run, tmp_path):
     assert plot_q([critic], tmp_path / "q.png").stat().st_size > 1000
 
 
-def test_learning_curves_as_tensorboard_events(tiny_run):
+def test_learning_curves_as_tensorboard_events(tiny_experiment):
     pytest.importorskip("tensorboardX")
     from rtaug.experiments.report import write_tensorboard
 
-    d, result, _ = tiny_run
+    d, result, _ = tiny_experiment
     expected = 0
     for stage in (s for s in result["stages"] if s["stage"] == "policy"):
         for table in Path(stage["path"]).glob("run/seed_*/*.csv"):
@@ -195,11 +190,11 @@ def test_bad_requests_are_refused_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "cache").exists()
 
 
-def test_a_sweep_runs_on_ray_reusing_the_cache_and_writes_every_cell(tiny_run):
+def test_a_sweep_runs_on_ray_reusing_the_cache_and_writes_every_cell(tiny_experiment):
     pytest.importorskip("ray")
     from rtaug.experiments.sweep import expand, run_sweep
 
-    d, result, _ = tiny_run
+    d, result, _ = tiny_experiment
     cells = expand({**TINY, "grid": {"generator.kind": ["none", "rt"]}})
     lines = []
     summary = run_sweep(cells, d / "sweep", cache=d / "cache", workers=2, printer=lines.append)

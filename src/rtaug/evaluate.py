@@ -58,6 +58,11 @@ def random_policy(seed: int = 0, act_dim: int = 2):
     return act
 
 
+def _maze_task(task):
+    """The task as every evaluation here needs it: a maze (the simulator's episodes and goal)."""
+    return get_task(task, "maze2d", "evaluation in the simulator")
+
+
 class ControllerPolicy:
     """D4RL's waypoint controller heading to a fixed goal (default: the maze's evaluation goal),
     one controller per parallel episode, no action noise: the "expert" of the references."""
@@ -66,7 +71,7 @@ class ControllerPolicy:
         from rtaug.collect.waypoint import WaypointController
 
         self._cls = WaypointController
-        self.task = get_task(task, "maze2d", "evaluation in the simulator")
+        self.task = _maze_task(task)
         self.layout = self.task.layout
         self.goal = self.layout.eval_goal if goal is None else np.asarray(goal, np.float64)
         self.rng = np.random.default_rng(seed)
@@ -99,7 +104,7 @@ def rollout(task, policy, episodes: int, seed=0, batch_size: int = 100, progress
             max_episode_steps: int | None = None, desc: str | None = None) -> dict:
     """Run `episodes` episodes; return per-episode `sparse` and `dense` returns (N,) and
     `success` (the point ended within the goal radius). `seed`: an int or a tuple of ints."""
-    task = get_task(task, "maze2d", "evaluation in the simulator")
+    task = _maze_task(task)
     episodes = int(episodes)
     if episodes <= 0:
         raise ValueError(f"episodes must be positive, got {episodes}")
@@ -140,7 +145,7 @@ def rollout(task, policy, episodes: int, seed=0, batch_size: int = 100, progress
 def evaluate_policy(task, policy, episodes: int | None = None, seed: int = 0, batch_size: int = 100,
                     progress: bool = False, desc: str | None = None) -> EvalResult:
     """D4RL's protocol: raw returns and normalized scores over `episodes` (default: the task's)."""
-    task = get_task(task, "maze2d", "evaluation in the simulator")
+    task = _maze_task(task)
     n = int(episodes or task.evaluation.episodes)
     res = rollout(task, policy, n, seed=seed, batch_size=batch_size, progress=progress, desc=desc)
     other = "dense" if task.reward_type == "sparse" else "sparse"
@@ -160,7 +165,7 @@ def measure_references(task, seed: int = 0, min_episodes: int = 1000, max_episod
     """Random-policy and controller returns of a maze, for both reward types, in batches of
     `batch_size` episodes until every mean's standard error is under `rel_se` of its gap
     (expert − random), or `max_episodes`. Returns the means, SEs, episode counts and `converged`."""
-    task = get_task(task, "maze2d", "evaluation in the simulator")
+    task = _maze_task(task)
     seqs = {"random": [], "expert": []}
     policies = {"random": random_policy(seed + 1), "expert": ControllerPolicy(task, seed=seed + 2)}
     offsets = {"random": 0, "expert": 1}
@@ -219,7 +224,7 @@ def measure_references(task, seed: int = 0, min_episodes: int = 1000, max_episod
 def make_eval_fn(task, episodes: int | None = None, seed: int = 0, batch_size: int = 100):
     """`eval_fn(policy) -> dict` of flat numbers for `rtaug.train.train`: return mean/std,
     normalized mean/std (when references are measured), D4RL-normalized mean, success rate."""
-    task = get_task(task, "maze2d", "evaluation in the simulator")
+    task = _maze_task(task)
 
     def eval_fn(policy) -> dict:
         res = evaluate_policy(task, policy, episodes=episodes, seed=seed, batch_size=batch_size)
@@ -320,7 +325,7 @@ def evaluate_seeds(task, policies: dict, episodes: int | None = None, seed: int 
     Returns a JSON-ready dict: per-seed rows (means, success rate, per-episode returns) and
     `summarize_seeds` of the normalized, D4RL-normalized and raw per-seed means.
     """
-    task = get_task(task, "maze2d", "evaluation in the simulator")
+    task = _maze_task(task)
     if not policies:
         raise ValueError("no policies to evaluate")
     n = int(episodes or task.evaluation.episodes)
@@ -369,7 +374,7 @@ class LoadedRun:
 
     def check_task(self, task) -> None:
         """Refuse a task whose observation or action size the policies were not trained for."""
-        task = get_task(task, "maze2d", "evaluation in the simulator")
+        task = _maze_task(task)
         if self.obs_dim != task.obs_dim:
             raise ValueError(f"{self.path}: the run's policies take {self.obs_dim}-dimensional observations "
                              f"(checkpoint key 'obs_mean'), task {task.name!r} has {task.obs_dim}-dimensional "

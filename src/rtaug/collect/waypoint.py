@@ -223,7 +223,6 @@ def with_reward_type(data, task):
     """`data` (collected for one reward type of a maze) as the same maze's `task`: the controller never
     sees the reward, so -sparse and -dense data are the same trajectories and differ only in the
     `rewards` column, which the collector stored for both types (infos/reward_sparse, _dense)."""
-    from rtaug.data import Dataset
     from rtaug.envs.registry import get_task
 
     task = get_task(task, "maze2d", "relabelling maze rewards")
@@ -234,12 +233,8 @@ def with_reward_type(data, task):
     key = f"reward_{task.reward_type}"
     if key not in data.infos:
         raise ValueError(f"{data.source}: key 'infos/{key}' missing; cannot relabel for {task.name}")
-    return Dataset(
-        observations=data.observations, actions=data.actions, rewards=data.infos[key],
-        terminals=data.terminals, timeouts=data.timeouts, next_observations=data.next_observations,
-        infos=dict(data.infos), metadata={**meta, "env": task.name, "task": task.name},
-        source=f"{data.source} as {task.name}",
-    )
+    return replace(data, rewards=data.infos[key], infos=dict(data.infos),
+                   metadata={**meta, "env": task.name, "task": task.name}, source=f"{data.source} as {task.name}")
 
 
 def _maze_dataset(task, recipe, observations, next_observations, actions, goals, timeouts, collector: dict,

@@ -14,7 +14,7 @@ D4RL's published references (d4rl/infos.py) are kept separately, for comparison 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 
 import numpy as np
 
@@ -118,8 +118,11 @@ class Task:
                             f"shape {dataset.actions.shape} ({dataset.actions.dtype})")
 
     def describe(self) -> dict:
-        return {f.name: (asdict(v) if hasattr(v, "__dataclass_fields__") else v)
-                for f in fields(self) for v in [getattr(self, f.name)]}
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = asdict(value) if is_dataclass(value) else value
+        return out
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -222,18 +222,23 @@ def _plot_seed_curves(runs: list, ylabel: str, path: Path) -> Path | None:
     return _save_panels(fig, axes, ylabel, path)
 
 
+def _policy_tables(result: dict, name: str):
+    """(seed, rows) of each of a run's policies' `name` table (the training loop's metrics.csv or
+    eval.csv), as written into its policy stage's run directory."""
+    for stage in (s for s in result["stages"] if s["stage"] == "policy"):
+        for table in sorted(Path(stage["path"]).glob(f"run/seed_*/{name}")):
+            with table.open() as f:
+                yield table.parent.name.removeprefix("seed_"), list(csv.DictReader(f))
+
+
 def plot_q(results: list[dict], path: Path) -> Path | None:
     """Mean Q of the sampled batches over training, per task and method (seeds' range shaded):
     whether the critic has settled by the end of the budget, which a score alone cannot say."""
 
-    def series(stage):
-        table = next(Path(stage["path"]).glob("run/seed_*/metrics.csv"), None)
-        if table is None:
-            return None
-        rows = [r for r in csv.DictReader(table.open()) if r.get("q_mean") not in (None, "")]
-        return [(int(r["step"]), float(r["q_mean"])) for r in rows] or None
+    def series(rows):
+        return [(int(r["step"]), float(r["q_mean"])) for r in rows if r.get("q_mean") not in (None, "")]
 
-    runs = [(r, [q for q in (series(s) for s in r["stages"] if s["stage"] == "policy") if q]) for r in results]
+    runs = [(r, [q for q in (series(rows) for _, rows in _policy_tables(r, "metrics.csv")) if q]) for r in results]
     return _plot_seed_curves(runs, "mean Q of the training batches", path)
 
 
@@ -334,20 +339,19 @@ def write_tensorboard(root, logdir, printer=print) -> int:
     logdir = Path(logdir)
     written = 0
     for r in find_results(root):
-        policies = {p["label"].rsplit(" ", 1)[-1]: Path(p["path"]) for p in r["stages"] if p["stage"] == "policy"}
-        for seed, path in policies.items():
+        per_seed = {}  # one event file per seed: its training metrics and its evaluations
+        for csv_name, group in (("metrics.csv", "train"), ("eval.csv", "eval")):
+            for seed, rows in _policy_tables(r, csv_name):
+                per_seed.setdefault(seed, []).append((group, rows))
+        for seed, tables in per_seed.items():
             writer = SummaryWriter(str(logdir / r["task"] / r["label"] / f"seed_{seed}"))
-            for csv_name, group in (("metrics.csv", "train"), ("eval.csv", "eval")):
-                table = path / "run" / f"seed_{seed}" / csv_name
-                if not table.is_file():
-                    continue
-                with table.open() as f:
-                    for row in csv.DictReader(f):
-                        step = int(row.pop("step"))
-                        for k, v in row.items():
-                            if v not in ("", None):
-                                writer.add_scalar(f"{group}/{k}", float(v), step)
-                                written += 1
+            for group, rows in tables:
+                for row in rows:
+                    step = int(row.pop("step"))
+                    for k, v in row.items():
+                        if v not in ("", None):
+                            writer.add_scalar(f"{group}/{k}", float(v), step)
+                            written += 1
             writer.close()
     printer(f"wrote {written} scalars under {logdir} (tensorboard --logdir {logdir})")
     return written

@@ -131,7 +131,7 @@ def _mlp_stage(cfg: ExperimentConfig, data: Stage, model: Stage) -> Stage:
         t0 = time.perf_counter()
         trained = train_backward_mlp(load_hdf5(inputs["data"] / "data.hdf5"), spec, mlp, progress=log.progress)
         save_backward_mlp(work / "model", trained)
-        return {"train_seconds": {"backward MLP": round(time.perf_counter() - t0, 1)}}
+        return {"train_seconds": {"backward MLP": time.perf_counter() - t0}}
 
     return _stage("mlp", {"backward_mlp": to_dict(mlp)}, {"data": data, "model": model}, compute,
                   "model (backward MLP)")
@@ -221,7 +221,7 @@ def _policy_stage(cfg: ExperimentConfig, dataset: Stage, seed: int) -> Stage:
 
         from rtaug.data.hdf5 import load_hdf5
         from rtaug.evaluate import make_eval_fn
-        from rtaug.train import train
+        from rtaug.train import CHECKPOINT, train
 
         data = load_hdf5(inputs["dataset"] / "data.hdf5")
         if lr.data == "generated":  # D_model: the rows the generator appended after the input's
@@ -229,7 +229,7 @@ def _policy_stage(cfg: ExperimentConfig, dataset: Stage, seed: int) -> Stage:
             data = data.subset(np.arange(first, len(data)))
             log(f"learner data: the {len(data)} rows of the generated trajectories only")
         eval_fn = make_eval_fn(cfg.task, episodes=lr.eval_episodes, seed=cfg.evaluation.seed) if lr.eval_every else None
-        shorter = None if (work / "run" / "checkpoint.msgpack").exists() else _shorter_run(work, stage.spec)
+        shorter = None if (work / "run" / CHECKPOINT).exists() else _shorter_run(work, stage.spec)
         if shorter is not None:
             shutil.copytree(shorter[1] / "run", work / "run", dirs_exist_ok=True)
             log(f"[policy] {stage.label}: continuing the finished {shorter[0]}-update run {shorter[1].name}")
@@ -242,7 +242,7 @@ def _policy_stage(cfg: ExperimentConfig, dataset: Stage, seed: int) -> Stage:
                 "continued_from": None if shorter is None else {"key": shorter[1].name, "steps": shorter[0]}}
 
     stage = _stage("policy", spec, {"dataset": dataset}, compute, f"policy {lr.algo} seed {seed}", resumable=True)
-    return stage
+    return stage  # named: compute reads its full spec (the shorter-run search)
 
 
 def _evaluation_stage(cfg: ExperimentConfig, policy: Stage, seed: int) -> Stage:
@@ -405,8 +405,7 @@ def run_experiment(cfg: ExperimentConfig, out, cache=None, progress: bool = True
         if rec["cached"]:
             log(f"[{stage.name}] {stage.label}: cached ({stage.path(cache)})")
         records[stage.key] = rec
-    result = collect_result(p, cache, records, wall_s=time.perf_counter() - t0)
-    result["command"] = command
+    result = collect_result(p, cache, records, wall_s=time.perf_counter() - t0, command=command)
     write_result(out, result)
     log(format_result(result))
     log(f"wrote {out / 'result.json'}")
@@ -420,8 +419,10 @@ def _prepare_out(out: Path, cfg: ExperimentConfig) -> None:
     atomic_write_bytes(out / "config.yaml", dump_yaml(cfg).encode())
 
 
-def collect_result(p: Plan, cache, records: dict | None = None, wall_s: float | None = None) -> dict:
-    """The experiment's numbers and the evidence behind them, from its finished stages."""
+def collect_result(p: Plan, cache, records: dict | None = None, wall_s: float | None = None,
+                   command: str | None = None) -> dict:
+    """The experiment's numbers and the evidence behind them, from its finished stages (`command`:
+    the command line that ran them, recorded)."""
     from rtaug.evaluate import summarize_seeds
 
     cache = Path(cache)
@@ -453,7 +454,7 @@ def collect_result(p: Plan, cache, records: dict | None = None, wall_s: float | 
     return {"label": cfg.label, "task": cfg.task, "generator": cfg.generator.kind, "algo": cfg.learner.algo,
             "seeds": list(cfg.seeds), "learner_steps": cfg.learner.steps, "config": to_dict(cfg),
             "commit": commit(), "per_seed": per_seed, "summary": summary, "evidence": evidence,
-            "stages": stages, "wall_s": wall_s,
+            "stages": stages, "wall_s": wall_s, "command": command,
             "compute_s": sum(r["wall_s"] or 0.0 for r in stages)}
 
 

@@ -13,7 +13,8 @@ from rtaug.data.hdf5 import load_hdf5
 from rtaug.fileio import atomic_write_json
 from rtaug.generate.baselines import BackwardMLPConfig, generate_backward_mlp_config, train_backward_mlp
 from rtaug.generate.dynamics import DynamicsConfig, load_dynamics, train_dynamics
-from rtaug.generate.generation import GenerationConfig, format_summary, generate, select_starts, summarize
+from rtaug.generate.generation import (GenerationConfig, format_summary, generate, select_starts, start_kind,
+                                      summarize)
 from rtaug.generate.io import load_generator, save_generator
 from rtaug.generate.merge import MERGES, write_augmented
 from rtaug.generate.model import RTConfig
@@ -73,7 +74,7 @@ def train_model(
         t0 = time.perf_counter()
         log(f"training the {part} ...")
         out = fn(*args, **kwargs)
-        seconds[part] = round(time.perf_counter() - t0, 1)
+        seconds[part] = time.perf_counter() - t0  # unrounded: the parts add up to at most the whole
         log(f"trained the {part} in {seconds[part]:.0f} s")
         return out
 
@@ -128,9 +129,9 @@ def augment_file(dataset_path, model_dir, out_path, config: GenerationConfig, pr
     config.context_steps(rt.config.context_steps)  # the context must fit the model's window
     start_rows = None
     if samples_per_start > 1:
-        backward = generator == "backward-mlp" or rt.config.direction == "backward"
-        how = config.start if config.start != "auto" else ("goal" if backward else "uniform")
-        once = select_starts(data, config.num_trajectories, how, np.random.default_rng(config.seed))
+        direction = "backward" if generator == "backward-mlp" else rt.config.direction
+        once = select_starts(data, config.num_trajectories, start_kind(config, direction),
+                             np.random.default_rng(config.seed))
         start_rows = np.repeat(once, samples_per_start)
     if generator == "backward-mlp":
         if mlp is None:

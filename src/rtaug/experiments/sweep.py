@@ -179,8 +179,7 @@ def run_sweep(cells: list[Cell], out, cache=None, address: str | None = None, wo
                  "cached": sum(s == "cached" for s in states.values()), "failed": failed}
         if not failed:
             ran = {k: {**read_stage(unique[k], cache), "cached": False} for k, v in states.items() if v == "ran"}
-            result = collect_result(p, cache, records=ran)
-            result["command"] = command
+            result = collect_result(p, cache, records=ran, command=command)
             write_result(out / c.name, result)
             entry["normalized"] = result["summary"]["normalized"]
             log(format_result(result))

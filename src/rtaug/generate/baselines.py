@@ -181,9 +181,9 @@ def generate_backward_mlp_config(
     trajectories next to the same kind of start states, as for RT. Rewards as `generate` writes
     them (`config.reward`): the reward model's where it is used, else the MLP's own draw."""
     from rtaug.data.episodes import reward_to_go
-    from rtaug.generate.generation import _forced_steps, dist_function, resolve_reward
+    from rtaug.generate.generation import _forced_steps, dist_function, resolve_reward, start_kind
 
-    how = config.start if config.start in ("uniform", "rewarded") else "goal"
+    how = start_kind(config, "backward")
     if start_rows is None:
         start_rows = select_starts(data, config.num_trajectories, how, np.random.default_rng(config.seed))
     start_rows = np.asarray(start_rows, np.int64)

@@ -184,6 +184,14 @@ class Generated:
 
 
 # ---- start states (§3.2, footnote 1) -----------------------------------------------
+def start_kind(config: GenerationConfig, direction: str) -> str:
+    """The `select_starts` rule a generation uses: the configured one, or for "auto" goal states
+    backward and any state forward."""
+    if config.start != "auto":
+        return config.start
+    return "goal" if direction == "backward" else "uniform"
+
+
 def select_starts(data: Dataset, n: int, how: str, rng: np.random.Generator) -> np.ndarray:
     """Rows to start from. "goal": a uniformly drawn episode's state of maximal reward (ties:
     the latest, so an episode without reward starts from its end); "rewarded": the same among the
@@ -192,7 +200,7 @@ def select_starts(data: Dataset, n: int, how: str, rng: np.random.Generator) -> 
         return rng.integers(0, len(data), n)
     bounds = data.episodes()
     if how == "rewarded":
-        best = np.array([data.rewards[a:b].max() for a, b in bounds])
+        best = np.maximum.reduceat(data.rewards, bounds[:, 0])  # each episode's best reward
         bounds = bounds[best > data.rewards.min()]
         if len(bounds) == 0:
             raise ValueError(f"{data.source}: start 'rewarded': no episode has a reward above the data's least")
@@ -612,7 +620,7 @@ def generate(
     K = trained.config.context_steps
     config.context_steps(K)  # validates the context against the window
     rng = np.random.default_rng(config.seed)
-    how = config.start if config.start != "auto" else ("goal" if direction == "backward" else "uniform")
+    how = start_kind(config, direction)
     if start_rows is None:
         start_rows = select_starts(data, config.num_trajectories, how, rng)
     start_rows = np.asarray(start_rows, np.int64)
