@@ -139,7 +139,7 @@ def report(out: Path) -> None:
     for r in rows:
         finals = ", ".join(f"{x:.1f}" for x in r["final_normalized"])
         print(f"  {r['dataset']:7s} {r['algo']:6s} [{finals}]  {r['steps']} updates x {len(r['seeds'])} seeds, "
-              f"{r['wall_s']:.0f} s ({r['updates_per_s']:.0f} updates/s, all seeds)")
+              f"{r['wall_s']:.0f} s ({r['updates_per_s']:.0f} updates/s per seed)")
     _plot(list(by.values()), out / "correctness.png")
     print(f"\nlearning curves: {out / 'correctness.png'}")
 

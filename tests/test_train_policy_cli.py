@@ -51,14 +51,20 @@ def test_train_refuse_overwrite_then_resume(tmp_path, capsys):
             "--eval-every", "10", "--chunk", "10", "--no-progress"]
 
     assert main([*args, "--steps", "20"]) == 0
-    said = capsys.readouterr().out
-    assert "60 generated" in said and "domain maze2d" in said  # domain read from the file name
+    said = capsys.readouterr()
+    assert "60 generated" in said.out and "domain maze2d" in said.out  # domain read from the file name
+    # --no-progress: no bar, but the training still says when it starts and ends, at what rate
+    assert "[bc x2 seeds] started: 20 update" in said.err and "[bc x2 seeds] done: 20 update" in said.err
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [CHECKPOINT, "run.json", "summary.json", "seed_0", "seed_1"])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 20 and summary["seeds"] == [0, 1]
     assert np.isfinite(summary["final"]["1"]["bc_loss"]) and summary["final"]["0"]["eval_action_mse"] >= 0
     assert (out / "seed_0" / "eval.csv").read_text().count("\n") == 3  # header + steps 10, 20
+    # one rate everywhere: updates per second per seed. The first chunk compiles and is not
+    # timed, so the summary's rate is the second chunk's, as metrics.csv records it per seed.
+    second = float((out / "seed_0" / "metrics.csv").read_text().splitlines()[2].split(",")[1])
+    assert summary["updates_per_s"] == pytest.approx(second, rel=1e-6)
 
     # The run exists: without --resume that is an error, not a silent restart.
     assert main([*args, "--steps", "40"]) == 2

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from tqdm.auto import tqdm
+from rtaug.progress import progress_bar
 
 from rtaug.envs.maze2d import RESET_NOISE, RESET_VEL_STD, Maze2DBatch, maze_reward
 from rtaug.envs.registry import get_task
@@ -100,7 +100,7 @@ def _episode_starts(layout, seed, episodes: int):
     return qpos, qvel
 
 
-def rollout(task, policy, episodes: int, seed=0, batch_size: int = 100, progress: bool = False,
+def rollout(task, policy, episodes: int, seed=0, batch_size: int = 100, progress: bool | None = None,
             max_episode_steps: int | None = None, desc: str | None = None) -> dict:
     """Run `episodes` episodes; return per-episode `sparse` and `dense` returns (N,) and
     `success` (the point ended within the goal radius). `seed`: an int or a tuple of ints."""
@@ -116,8 +116,8 @@ def rollout(task, policy, episodes: int, seed=0, batch_size: int = 100, progress
     out = {"sparse": np.zeros(episodes), "dense": np.zeros(episodes), "success": np.zeros(episodes, bool)}
     # Counted in episode-steps, not episodes: all episodes of a batch end together, so an episode
     # count would sit at 0% until the whole batch is done.
-    bar = tqdm(total=episodes * T, desc=desc or f"eval {task.name} ({episodes} episodes)", unit="step",
-               unit_scale=True, disable=not progress, mininterval=0.5)
+    bar = progress_bar(total=episodes * T, desc=desc or f"eval {task.name} ({episodes} episodes)", unit="step",
+               unit_scale=True, progress=progress)
     for lo in range(0, episodes, batch_size):
         hi = min(lo + batch_size, episodes)
         b = hi - lo
@@ -143,7 +143,7 @@ def rollout(task, policy, episodes: int, seed=0, batch_size: int = 100, progress
 
 
 def evaluate_policy(task, policy, episodes: int | None = None, seed: int = 0, batch_size: int = 100,
-                    progress: bool = False, desc: str | None = None) -> EvalResult:
+                    progress: bool | None = None, desc: str | None = None) -> EvalResult:
     """D4RL's protocol: raw returns and normalized scores over `episodes` (default: the task's)."""
     task = _maze_task(task)
     n = int(episodes or task.evaluation.episodes)
@@ -317,7 +317,7 @@ def summarize_seeds(per_seed_scores, n_boot: int = 10_000, seed: int = 0) -> dic
 
 
 def evaluate_seeds(task, policies: dict, episodes: int | None = None, seed: int = 0, batch_size: int = 100,
-                   progress: bool = False, on_seed=None) -> dict:
+                   progress: bool | None = None, on_seed=None) -> dict:
     """Evaluate one policy per training seed, `policies` = {seed: policy}, and summarize across seeds.
 
     Every policy plays the same episode starts (from `seed`): the spread across seeds is then the

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import serialization
-from tqdm.auto import tqdm
+from rtaug.progress import progress_bar
 
 from rtaug import algos
 from rtaug.algos.common import prepare, with_domain
@@ -87,7 +87,7 @@ class TrainResult:
     obs_std: np.ndarray
     metrics: dict[int, list[dict]] = field(default_factory=dict)  # seed -> chunk rows
     evaluations: dict[int, list[dict]] = field(default_factory=dict)  # seed -> eval rows
-    updates_per_s: float = float("nan")  # all seeds together, compile time excluded
+    updates_per_s: float = float("nan")  # per seed (the seeds update together), compile time excluded
     out_dir: Path | None = None
 
     @property
@@ -318,8 +318,8 @@ def train(
                 eval_csv[s].append(row)
 
     run = make_runner(module, config, len(seeds), int(config.batch_size))
-    bar = tqdm(total=steps, initial=step, unit="update", disable=not progress,
-               desc=f"{name} x{len(seeds)} seeds", dynamic_ncols=True)
+    bar = progress_bar(total=steps, initial=step, unit="update", progress=progress,
+               desc=f"{name} x{len(seeds)} seeds")
     timed_updates, timed_seconds = 0, 0.0
     compiled = set()  # chunk lengths already compiled: the first chunk of each length is not timed
     try:
@@ -330,7 +330,7 @@ def train(
             metrics = jax.device_get(metrics)  # blocks: the timing below is the real compute time
             dt = time.perf_counter() - t0
             if length in compiled:
-                timed_updates, timed_seconds = timed_updates + length * len(seeds), timed_seconds + dt
+                timed_updates, timed_seconds = timed_updates + length, timed_seconds + dt
             compiled.add(length)
             step = end
             ups = length / dt

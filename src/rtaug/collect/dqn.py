@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
+from rtaug.progress import progress_bar
 
 from rtaug.envs.boxball import ACTIONS, GRID, BoxBallEnv
 from rtaug.nets.mlp import MLP
@@ -125,7 +125,7 @@ def collect_boxball(config: DQNConfig | None = None, progress: bool = True):
     greedy = int(act(params, s))
     ep_return, ep_len = 0.0, 0
     outcomes: list[bool] = []
-    bar = tqdm(total=n, desc="DQN BoxBall", disable=not progress, mininterval=0.5)
+    bar = progress_bar(total=n, desc="DQN BoxBall", unit="step", progress=progress)
     for t in range(n):
         a = int(random_actions[t]) if explore[t] else greedy
         s2, r, term, trunc, _ = env.step(a)

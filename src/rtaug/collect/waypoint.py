@@ -22,7 +22,7 @@ from collections import deque
 from dataclasses import asdict, replace
 
 import numpy as np
-from tqdm.auto import tqdm
+from rtaug.progress import progress_bar
 
 from rtaug.envs.maze2d import MazeLayout, maze_reward
 
@@ -180,7 +180,7 @@ def collect_maze2d(task, steps: int | None = None, seed: int = 0, progress: bool
 
     goal = env.sample_cell_position(rng)
     t_goal = 0
-    bar = tqdm(total=n, desc=f"collect {task.name}", unit="step", disable=not progress, mininterval=0.5)
+    bar = progress_bar(total=n, desc=f"collect {task.name}", unit="step", progress=progress)
     chunk = 5000
     for t in range(n):
         if t % _NOISE_BLOCK == 0:
@@ -314,7 +314,7 @@ def collect_maze2d_episodes(task, episodes: int, expert_fraction: float = 1.0, n
     goals = np.zeros((n, 2), np.float64)
     B = max(1, min(int(batch_size), episodes))
     sims = Maze2DBatch(task.maze, B)
-    bar = tqdm(total=n, desc=f"collect {task.name} episodes", unit="step", disable=not progress, mininterval=0.5)
+    bar = progress_bar(total=n, desc=f"collect {task.name} episodes", unit="step", progress=progress)
     for lo in range(0, episodes, B):
         hi = min(lo + B, episodes)
         b = hi - lo

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from rtaug.progress import progress_bar
 
 from rtaug.envs.maze2d import POINT_RADIUS, check_observations
 from rtaug.envs.registry import get_task
@@ -49,8 +49,7 @@ def audit_maze_transitions(task, observations, actions, next_observations, qpos=
 
     env = task.make_env()
     pred = np.zeros_like(nxt)
-    for i in tqdm(range(len(obs)), desc=f"audit {task.name}", unit="row", disable=not progress,
-                  mininterval=0.5):
+    for i in progress_bar(iterable=range(len(obs)), desc=f"audit {task.name}", unit="row", progress=progress):
         env.set_state(pos[i], vel[i])
         pred[i] = env.sim_step(act[i])
     env.close()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+from rtaug.progress import rate_text
+
 _print = functools.partial(print, flush=True)
 
 
@@ -131,7 +133,7 @@ def train_policy(req: TrainPolicyRequest, printer=_print) -> dict:
     atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     ups = result.updates_per_s
     printer(f"done: {result.steps} updates x {len(result.seeds)} seeds"
-            + (f", {ups:.0f} updates/s (all seeds)" if np.isfinite(ups) else "")
+            + (f", {rate_text(ups, 1.0, 'updates')} per seed" if np.isfinite(ups) else "")
             + f"; checkpoint, run.json, summary.json and seed_*/metrics.csv in {out}")
     return summary
 

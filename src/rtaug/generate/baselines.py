@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 import optax
-from tqdm.auto import tqdm
+from rtaug.progress import progress_bar
 
 from rtaug.data import Dataset
 from rtaug.generate.generation import Generated, GenerationConfig, select_starts
@@ -105,7 +105,7 @@ def train_backward_mlp(data: Dataset, spec: Spec, config: BackwardMLPConfig, pro
         return (optax.apply_updates(p, updates), o), loss
 
     run_chunk = jax.jit(lambda carry, batches: jax.lax.scan(update, carry, batches))
-    bar = tqdm(total=config.steps, desc="train backward MLP", disable=not progress, unit="upd")
+    bar = progress_bar(total=config.steps, desc="train backward MLP", progress=progress, unit="update")
     done = 0
     while done < config.steps:
         n = min(CHUNK * 4, config.steps - done)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 import optax
 from flax import serialization
-from tqdm.auto import tqdm
+from rtaug.progress import progress_bar
 
 from rtaug.data import Dataset
 from rtaug.fileio import atomic_write_bytes, atomic_write_json
@@ -204,7 +204,7 @@ def train_dynamics(data: Dataset, spec: Spec, config: DynamicsConfig, progress: 
         return (p, o), loss
 
     run_chunk = jax.jit(lambda carry, batches: jax.lax.scan(update, carry, batches))
-    bar = tqdm(total=config.steps, desc="train dynamics ensemble", disable=not progress, unit="upd")
+    bar = progress_bar(total=config.steps, desc="train dynamics ensemble", progress=progress, unit="update")
     done = 0
     while done < config.steps:
         n = min(CHUNK * 4, config.steps - done)

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import jax
 import jax.numpy as jnp
-from tqdm.auto import tqdm
+from rtaug.progress import progress_bar
 
 from rtaug.data import Dataset
 from rtaug.data.episodes import reward_to_go
@@ -634,7 +634,7 @@ def generate(
     run_config = replace(config, candidates=1) if config.tilt == "trajectory" else config
     alpha, real_gamma = measure_alpha(data, trained, dist_fn, run_config, rtg, bounds, how, copies=n_cand)
 
-    bar = tqdm(total=len(start_rows) * n_cand, desc=f"generate ({direction})", disable=not progress, unit="traj")
+    bar = progress_bar(total=len(start_rows) * n_cand, desc=f"generate ({direction})", progress=progress, unit="traj")
     s_new, a_new, r_new, _R, done, anchors, mass, n_win = rollout(
         data, trained, run_config, start_rows, rtg, bounds, forced=False, progress_bar=bar, copies=n_cand)
     bar.close()

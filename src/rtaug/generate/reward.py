@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import serialization
-from tqdm.auto import tqdm
+from rtaug.progress import progress_bar
 
 from rtaug.data import Dataset
 from rtaug.fileio import atomic_write_bytes, atomic_write_json
@@ -155,8 +155,8 @@ def train_reward(data: Dataset, spec: Spec, config: RewardConfig, progress: bool
 
     x_dev, r_dev = jnp.asarray(x), jnp.asarray(r)
     run_chunk = jax.jit(lambda carry, idx: jax.lax.scan(update, carry, idx))
-    bar = tqdm(total=config.steps, desc=f"train reward model r({'s′' if config.inputs == 'next_state' else 's, a, s′'})",
-               disable=not progress, unit="upd")
+    bar = progress_bar(total=config.steps, desc=f"train reward model r({'s′' if config.inputs == 'next_state' else 's, a, s′'})",
+               progress=progress, unit="update")
     done, chunk = 0, 200
     while done < config.steps:
         m = min(chunk, config.steps - done)

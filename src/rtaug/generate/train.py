@@ -13,7 +13,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 import optax
-from tqdm.auto import tqdm
+from rtaug.progress import progress_bar
 
 from rtaug.data import Dataset
 from rtaug.data.episodes import reward_to_go, window_rows
@@ -93,7 +93,7 @@ def train_sequence_model(data: Dataset, config: RTConfig, progress: bool = True,
 
     history = []
     done = 0
-    bar = tqdm(total=config.steps, desc=f"train RT ({config.direction})", disable=not progress, unit="upd")
+    bar = progress_bar(total=config.steps, desc=f"train RT ({config.direction})", progress=progress, unit="update")
     while done < config.steps:
         n = min(CHUNK, config.steps - done)
         batches = training_windows(data, rtg, bounds, rng.integers(0, len(data), (n, B)), K, config.direction)
@@ -157,7 +157,7 @@ def train_vae(data: Dataset, spec: Spec, config: VAEConfig, progress: bool = Tru
         return (optax.apply_updates(p, updates), o), loss
 
     run_chunk = jax.jit(lambda carry, xs, ks: jax.lax.scan(update, carry, (xs, ks)))
-    bar = tqdm(total=config.steps, desc="train VAE", disable=not progress, unit="upd")
+    bar = progress_bar(total=config.steps, desc="train VAE", progress=progress, unit="update")
     done = 0
     while done < config.steps:
         n = min(CHUNK * 4, config.steps - done)
