@@ -87,6 +87,7 @@ class TrainResult:
     obs_std: np.ndarray
     metrics: dict[int, list[dict]] = field(default_factory=dict)  # seed -> chunk rows
     evaluations: dict[int, list[dict]] = field(default_factory=dict)  # seed -> eval rows
+    first_step: int = 0  # where this call started (a resumed run: its checkpoint's step)
     updates_per_s: float = float("nan")  # per seed (the seeds update together), compile time excluded
     out_dir: Path | None = None
 
@@ -318,6 +319,7 @@ def train(
                 eval_csv[s].append(row)
 
     run = make_runner(module, config, len(seeds), int(config.batch_size))
+    first_step = step
     bar = progress_bar(total=steps, initial=step, unit="update", progress=progress,
                desc=f"{name} x{len(seeds)} seeds")
     timed_updates, timed_seconds = 0, 0.0
@@ -351,7 +353,7 @@ def train(
         bar.close()
 
     return TrainResult(
-        algo=name, config=config, seeds=seeds, steps=step, state=state,
+        algo=name, config=config, seeds=seeds, steps=step, first_step=first_step, state=state,
         obs_mean=obs_mean, obs_std=obs_std, metrics=metrics_rows, evaluations=eval_rows,
         updates_per_s=timed_updates / timed_seconds if timed_seconds > 0 else math.nan, out_dir=out,
     )

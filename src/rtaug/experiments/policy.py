@@ -4,6 +4,7 @@ command line only parses its flags into these requests (the same functions a Pyt
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass
 
 from rtaug.progress import rate_text
@@ -114,6 +115,7 @@ def train_policy(req: TrainPolicyRequest, printer=_print) -> dict:
         eval_fn = offline_action_eval(data)
         printer("evaluation: action MSE to the dataset's actions (no task, so no simulator; pass --task for "
                 "normalized scores)")
+    t0 = time.perf_counter()
     result = train(data, req.algo, steps=req.steps, seeds=req.seeds, out_dir=out, eval_fn=eval_fn,
                    eval_every=req.eval_every, domain=domain, progress=req.progress,
                    chunk=min(req.chunk, req.steps), resume=req.resume)
@@ -132,8 +134,13 @@ def train_policy(req: TrainPolicyRequest, printer=_print) -> dict:
         printer(f"  seed {s}: {shown}")
     atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     ups = result.updates_per_s
-    printer(f"done: {result.steps} updates x {len(result.seeds)} seeds"
-            + (f", {rate_text(ups, 1.0, 'updates')} per seed" if np.isfinite(ups) else "")
+    wall = time.perf_counter() - t0
+    # the same rate as the bar's and the log line's (updates of each seed per second of this
+    # run, evaluations and compilation included), then the compute rate metrics.csv records
+    printer(f"done: {result.steps} updates x {len(result.seeds)} seeds in {wall:.0f} s, "
+            f"{rate_text(result.steps - result.first_step, wall, 'updates')} per seed"
+            + (f" ({rate_text(ups, 1.0, 'updates')} not counting compilation and evaluation)"
+               if np.isfinite(ups) else "")
             + f"; checkpoint, run.json, summary.json and seed_*/metrics.csv in {out}")
     return summary
 
