@@ -159,6 +159,23 @@ def test_q_curves_are_drawn_for_learners_with_a_critic(tiny_experiment, tmp_path
     assert plot_q([critic], tmp_path / "q.png").stat().st_size > 1000
 
 
+def test_behaviour_value_is_the_real_data_discounted_return(tiny_experiment, tmp_path):
+    from rtaug.data.episodes import reward_to_go
+    from rtaug.data.hdf5 import load_hdf5
+    from rtaug.experiments.report import behaviour_value
+
+    d, result, _ = tiny_experiment
+    data_stage = next(s for s in result["stages"] if s["stage"] == "data")
+    assert behaviour_value(result) is None  # BC: no discount, no critic to compare with
+    run = tmp_path / "policy" / "run"
+    run.mkdir(parents=True)
+    run.joinpath("run.json").write_text(json.dumps({"config": {"discount": 0.5}}))
+    critic = {**result, "stages": [data_stage, {"stage": "policy", "path": str(tmp_path / "policy")}]}
+    data = load_hdf5(Path(data_stage["path"]) / "data.hdf5")
+    want = reward_to_go(data.rewards, data.episodes(), 0.5).mean()
+    assert behaviour_value(critic) == pytest.approx(want) and want > 0
+
+
 def test_learning_curves_as_tensorboard_events(tiny_experiment):
     pytest.importorskip("tensorboardX")
     from rtaug.experiments.report import write_tensorboard

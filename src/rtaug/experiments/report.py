@@ -5,7 +5,8 @@ bootstrap 95% interval, the D4RL-normalised mean, the paper's number where it ha
 evidence behind every run: generated volume, lengths, truncation, Γ, the simulator audit of the
 generated rows, and the wall-clock of each stage), `results.csv` for scripts, `curves.png`
 (learning curves per task, Fig. 5 style), `q.png` (the critics' mean Q over training: has it
-settled by the end of the budget?), `scores.png` (final scores per task and method,
+settled by the end of the budget? beside the real data's discounted return, what a critic of the
+behaviour policy would converge to), `scores.png` (final scores per task and method,
 Figs. 1-2 style) and `lengths.png` (the generated trajectories' length histograms).
 """
 
@@ -195,9 +196,9 @@ def plot_lengths(results: list[dict], path: Path) -> Path | None:
     return _save_panels(fig, axes, "share of trajectories", path)
 
 
-def _plot_seed_curves(runs: list, ylabel: str, path: Path) -> Path | None:
+def _plot_seed_curves(runs: list, ylabel: str, path: Path, levels: dict | None = None) -> Path | None:
     """Per task a panel; per run (result, [per seed [(step, value), ...]]) its seeds' mean as a
-    line and their range shaded."""
+    line and their range shaded; `levels` {task: (value, label)} a dashed reference line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -216,6 +217,9 @@ def _plot_seed_curves(runs: list, ylabel: str, path: Path) -> Path | None:
             line, = ax.plot(steps, y.mean(0), label=r["label"])
             if len(y) > 1:
                 ax.fill_between(steps, y.min(0), y.max(0), color=line.get_color(), alpha=0.15)
+        if levels and task in levels:
+            value, label = levels[task]
+            ax.axhline(value, color="0.3", ls="--", lw=1, label=label)
         ax.set_title(task, fontsize=9)
         ax.set_xlabel("updates")
         ax.grid(alpha=0.3)
@@ -239,7 +243,29 @@ def plot_q(results: list[dict], path: Path) -> Path | None:
         return [(int(r["step"]), float(r["q_mean"])) for r in rows if r.get("q_mean") not in (None, "")]
 
     runs = [(r, [q for q in (series(rows) for _, rows in _policy_tables(r, "metrics.csv")) if q]) for r in results]
-    return _plot_seed_curves(runs, "mean Q of the training batches", path)
+    levels = {}
+    for r in results:
+        if r["task"] not in levels and (q := behaviour_value(r)) is not None:
+            levels[r["task"]] = (q, f"real data's discounted return ({q:.1f})")
+    return _plot_seed_curves(runs, "mean Q of the training batches", path, levels)
+
+
+def behaviour_value(result: dict) -> float | None:
+    """The real data's mean discounted reward-to-go at the learner's discount: what a critic of
+    the behaviour policy converges to, so a reference for where a learner's mean Q should be
+    heading (an improved policy's critic settles above it, by at most the optimal policy's)."""
+    from rtaug.data.episodes import reward_to_go
+    from rtaug.data.hdf5 import load_hdf5
+
+    data = [s for s in result.get("stages", []) if s["stage"] == "data"]
+    runs = [Path(s["path"]) / "run" / "run.json" for s in result.get("stages", []) if s["stage"] == "policy"]
+    if not data or not (Path(data[0]["path"]) / "data.hdf5").exists() or not runs or not runs[0].exists():
+        return None
+    gamma = json.loads(runs[0].read_text())["config"].get("discount")
+    if gamma is None:  # a learner without a critic (BC)
+        return None
+    d = load_hdf5(Path(data[0]["path"]) / "data.hdf5")
+    return float(reward_to_go(d.rewards, d.episodes(), gamma).mean())
 
 
 def plot_curves(results: list[dict], path: Path) -> Path | None:
