@@ -21,7 +21,6 @@ still rising over training is a critic that has not finished propagating the rew
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -104,7 +103,7 @@ def main(argv=None) -> int:
           f"discounted return there of the data's behaviour {behaviour.mean():.2f}, "
           f"of the maze's controller {expert.mean():.2f}")
     for i, s in enumerate(run.seeds):
-        params = jax.tree_util.tree_map(lambda x: np.asarray(x)[i], ckpt["state"]["params"])
+        params = jax.tree_util.tree_map(lambda x, i=i: np.asarray(x)[i], ckpt["state"]["params"])
         act = run.policies[s](obs)
         q = critic_q(module, config, params, (obs - mean) / std, act)
         g = true_returns(task, run.policies[s], obs, gamma, args.horizon)
