@@ -586,41 +586,52 @@ def build_parser() -> argparse.ArgumentParser:
     msub.required = True
     q = msub.add_parser(
         "export", help="write a D4RL-layout HDF5 file as a new Minari dataset",
-        description="Write a D4RL-layout HDF5 file as the Minari dataset DATASET_ID (episodes split at "
-                    "terminals, timeouts, and wherever rows stop being contiguous). An existing id is an "
-                    "error: Minari datasets are never overwritten.",
-        epilog="Example: rtaug minari export data/umaze.hdf5 --id rtaug/umaze-sparse-v0 --task maze2d-umaze-sparse",
+        description="Write a D4RL-layout HDF5 file as the Minari dataset DATASET_ID (episodes split at\n"
+                    "terminals, timeouts, and wherever rows stop being contiguous). With a task (--task, or the\n"
+                    "one the file records) the dataset carries the task's env_spec (rtaug/<task>-v<N>: Minari's\n"
+                    "recover_environment() and d3rlpy.datasets.get_minari make the env from it) and its measured\n"
+                    "reference returns (ref_min_score, ref_max_score); an augmented file's generated and\n"
+                    "reliability columns become step infos. An existing id is an error: Minari datasets are\n"
+                    "never overwritten. See docs/interop.md.",
+        epilog="Example: rtaug minari export data/umaze-rt.hdf5 --id rtaug/umaze-rt-v0",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     q.add_argument("file", metavar="FILE", help="D4RL-layout HDF5 dataset")
     q.add_argument("--id", required=True, metavar="DATASET_ID", help="Minari id to create, e.g. rtaug/umaze-sparse-v0")
     q.add_argument("--root", metavar="DIR", help="Minari root directory (default: MINARI_DATASETS_PATH or "
                                                  "~/.minari/datasets)")
-    q.add_argument("--task", metavar="TASK", help="check the data against this task's sizes and name it in the "
-                                                  "dataset's description")
+    q.add_argument("--task", metavar="TASK", help="the task the data belong to (`rtaug tasks`; default: the one the file "
+                                                  "records): checked against the data, written as the env_spec")
     q.set_defaults(func=_cmd_minari_export, paths=(In("file"), Out("--root", DIR, reuse=True, shared=True)))
     q = msub.add_parser(
         "import", help="read a local Minari dataset into a D4RL-layout HDF5 file",
         description="Read a Minari dataset (an id under the Minari root, or a dataset directory) and write\n"
                     "it as a D4RL-layout HDF5 file: one row per step, next_observations from the episode,\n"
                     "terminals/timeouts from terminations/truncations; dict observations (PointMaze's)\n"
-                    "contribute their 'observation' entry, the goal goes to infos/goal.",
+                    "contribute their 'observation' entry, the goal goes to infos/goal; generated and\n"
+                    "reliability step infos become those columns.\n\n"
+                    "The dataset's env_spec says which task the data belong to and in which frame: one of\n"
+                    "rtaug's ids (D4RL's frame), or gymnasium-robotics' PointMaze on one of D4RL's mazes (its\n"
+                    "frame, mapped into D4RL's; reward type from the env_spec). --task and --frame are needed\n"
+                    "only where it cannot tell (no env_spec, another env), and are refused where they\n"
+                    "contradict it. See docs/interop.md.",
         epilog="Examples:\n"
                "  rtaug minari import rtaug/umaze-sparse-v0 --out data/umaze.hdf5\n"
-               "  rtaug minari import D4RL/pointmaze/umaze-v2 --out data/pm.hdf5 --task maze2d-umaze-sparse \\\n"
-               "      --frame gymnasium-robotics --relabel",
+               "  rtaug minari import D4RL/pointmaze/umaze-v2 --out data/pm.hdf5 --relabel",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     q.add_argument("source", metavar="DATASET_ID_OR_DIR", help="Minari dataset id, or a dataset directory")
     q.add_argument("--out", required=True, metavar="FILE", help="HDF5 file to write")
     q.add_argument("--root", metavar="DIR", help="Minari root directory (default: MINARI_DATASETS_PATH or "
                                                  "~/.minari/datasets)")
-    q.add_argument("--task", metavar="TASK", help="maze2d task the data belong to: checks sizes, records it in "
-                                                  "the file's metadata (train-policy then evaluates in its simulator)")
-    q.add_argument("--frame", choices=["d4rl", "gymnasium-robotics"], default="d4rl",
-                   help="coordinate frame of the stored data: gymnasium-robotics (Minari's PointMaze data) is "
-                        "mapped into D4RL's frame; needs --task (default: %(default)s)")
+    q.add_argument("--task", metavar="TASK", help="task the data belong to (default: the one the env_spec names): "
+                                                  "checks sizes, records it in the file's metadata (train-policy "
+                                                  "then evaluates in its simulator)")
+    q.add_argument("--frame", choices=["d4rl", "gymnasium-robotics"], default=None,
+                   help="coordinate frame of the stored data, for a maze task, when the env_spec cannot tell "
+                        "(default: the env_spec's); gymnasium-robotics (PointMaze's) is mapped into D4RL's")
     q.add_argument("--relabel", action="store_true",
-                   help="recompute rewards for the task's reward type and D4RL's evaluation goal (needs --task)")
+                   help="recompute rewards for the maze task's reward type and D4RL's evaluation goal")
     _add_overwrite(q)
     q.set_defaults(func=_cmd_minari_import, paths=(In("--root", DIR, "Minari root directory"), Out("--out")))
     return parser
