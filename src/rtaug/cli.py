@@ -151,7 +151,8 @@ def _cmd_train_policy(args):
 def _cmd_eval(args):
     from rtaug.experiments.policy import EvalRequest, evaluate
 
-    evaluate(EvalRequest(run=args.run, policy=args.policy, task=args.task, episodes=args.episodes,
+    evaluate(EvalRequest(run=args.run, policy=args.policy, policy_fn=args.policy_fn, task=args.task,
+                         episodes=args.episodes,
                          seeds=tuple(args.seeds) if args.seeds is not None else None, seed=args.seed,
                          json=args.json, progress=not args.no_progress))
 
@@ -537,14 +538,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train_policy, paths=(In("--dataset"), Out("--out", DIR, reuse="resume")))
 
     p = sub.add_parser(
-        "eval", help="evaluate a trained policy (or a reference policy) on a maze2d task, by D4RL's protocol",
+        "eval", help="evaluate a trained policy, a reference policy or any Python function on a maze2d task, "
+                     "by D4RL's protocol",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Evaluate policies in the task's simulator by D4RL's protocol: N episodes from D4RL's\n"
                     "random starts (default: the task's 100), the return of each, and the normalized score\n"
                     "100·(R − R_random)/(R_expert − R_random).\n\n"
-                    "The policy is either a run of `rtaug train-policy` (--run DIR: each seed's deterministic\n"
-                    "policy at the run's checkpoint) or a built-in reference (--policy random | controller,\n"
-                    "to sanity-check the references: they should score about 0 and 100).\n\n"
+                    "The policy is a run of `rtaug train-policy` (--run DIR: each seed's deterministic\n"
+                    "policy at the run's checkpoint), a built-in reference (--policy random | controller,\n"
+                    "to sanity-check the references: they should score about 0 and 100), or any Python\n"
+                    "callable (--policy-fn MODULE:FUNCTION, e.g. a policy trained by d3rlpy): called with a\n"
+                    "batch of observations (B, obs_dim) float32 it returns actions (B, act_dim); a function\n"
+                    "of one observation (obs_dim,) -> (act_dim,) is detected and called once per observation.\n"
+                    "MODULE is imported from the current directory or the Python path (set a model up at\n"
+                    "import time); a reset(batch_size) attribute is called before each batch of episodes.\n\n"
                     "Printed per seed: return mean ± std over episodes, normalized mean (with the references\n"
                     "measured in this simulator), D4RL-normalized mean (with D4RL's published references, for\n"
                     "comparison with papers only), success rate (ended within 0.5 of the goal). Across seeds:\n"
@@ -554,14 +561,17 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Examples:\n"
                "  rtaug eval --run runs/umaze-iql --task maze2d-umaze-sparse --json eval.json\n"
                "  rtaug eval --run runs/umaze-iql --seeds 0 2 --episodes 20\n"
-               "  rtaug eval --policy controller --task maze2d-umaze-sparse\n\n"
-               "See docs/evaluation.md for what the numbers mean.",
+               "  rtaug eval --policy controller --task maze2d-umaze-sparse\n"
+               "  rtaug eval --policy-fn my_policy:act --task maze2d-umaze-sparse   # my_policy.py here\n\n"
+               "See docs/evaluation.md for what the numbers mean, docs/interop.md for --policy-fn with d3rlpy.",
     )
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--run", metavar="DIR", help="run directory of `rtaug train-policy` (run.json, checkpoint.msgpack)")
     which.add_argument("--policy", choices=["random", "controller"],
                        help="a built-in reference: uniform random actions, or D4RL's waypoint controller "
                             "without noise (the expert)")
+    which.add_argument("--policy-fn", metavar="MODULE:FUNCTION",
+                       help="any Python callable observations -> actions (batch or single; see above)")
     p.add_argument("--task", metavar="TASK",
                    help="maze2d task (`rtaug tasks`); with --run, default: the task the run was trained with "
                         "(train-policy --task records it)")
