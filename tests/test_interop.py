@@ -25,7 +25,7 @@ def test_an_augmented_file_round_trips_through_minari(tiny_experiment, tmp_path,
 
     assert main(["minari", "export", str(path), "--id", "rtaug/umaze-rt-v0"]) == 0  # the task: the file's
     said = capsys.readouterr().out
-    assert "env_spec rtaug/maze2d-umaze-sparse-v0" in said and "generated as step infos" in said
+    assert "env_spec rtaug/maze2d-umaze-sparse-v0" in said and "generated and reliability as step infos" in said
 
     md = minari.load_dataset("rtaug/umaze-rt-v0")
     assert md.total_steps == len(data)

@@ -51,7 +51,7 @@ def _recorded_task(data):
 def export_minari(req: ExportRequest, printer=_print) -> None:
     """What `rtaug minari export` does: check the id, the target and the task first, then write."""
     from rtaug.data.hdf5 import load_hdf5
-    from rtaug.data.minari_io import dataset_root, save_minari
+    from rtaug.data.minari_io import STEP_INFOS, dataset_root, save_minari
     from rtaug.envs.registry import get_task
 
     next_id = _check_minari_id(req.id)
@@ -76,10 +76,12 @@ def export_minari(req: ExportRequest, printer=_print) -> None:
         printer("note: no task (no --task, none recorded in the file): the dataset gets no env_spec, so "
                 "recover_environment() cannot make its env; pass --task (one of `rtaug tasks`) to add it")
     md = save_minari(data, req.id, root=req.root, task=task)
-    extras = [f"{k} as step infos" for k in ("generated", "reliability") if getattr(data, k) is not None]
-    refs = task is not None and task.references.random is not None and task.references.expert is not None
+    columns = [k for k in STEP_INFOS if getattr(data, k) is not None]
+    ref = task.references if task is not None else None
     printer(f"wrote {req.id}: {md.total_episodes} episodes, {md.total_steps} steps ({target})"
-            + "".join(f"; {x}" for x in extras + (["reference scores"] if refs else [])))
+            + (f"; {' and '.join(columns)} as step infos" if columns else "")
+            + (f"; reference scores {ref.random} (random), {ref.expert} (expert)"
+               if ref is not None and ref.random is not None and ref.expert is not None else ""))
 
 
 def _import_frame(req, info):
