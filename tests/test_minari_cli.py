@@ -190,3 +190,22 @@ def test_export_without_a_task_says_what_is_missing(tmp_path, walks, env_root, c
     _, path = walks
     assert main(["minari", "export", str(path), "--id", "rtaug/walks-v0"]) == 0
     assert "note: no task" in capsys.readouterr().out
+
+
+def test_a_boxball_export_recovers_its_env_and_imports_with_its_task(tmp_path, env_root, capsys):
+    import minari
+
+    from conftest import grid_walks
+
+    path = tmp_path / "grid.hdf5"
+    save_hdf5(grid_walks(), path)
+    assert main(["minari", "export", str(path), "--id", "rtaug/grid-v0", "--task", "boxball"]) == 0
+    md = minari.load_dataset("rtaug/grid-v0")
+    env = md.recover_environment()
+    assert env.spec.id == "rtaug/boxball-v0" and "ref_max_score" not in md.storage.metadata  # none measured
+    assert env.observation_space.contains(env.reset(seed=0)[0])
+    capsys.readouterr()
+    assert main(["minari", "import", "rtaug/grid-v0", "--out", str(tmp_path / "back.hdf5")]) == 0
+    assert "(task boxball from its env_spec rtaug/boxball-v0)" in capsys.readouterr().out
+    back = load_hdf5(tmp_path / "back.hdf5")
+    assert back.metadata["task"] == "boxball" and back.discrete_actions

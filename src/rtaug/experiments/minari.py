@@ -145,8 +145,9 @@ def import_minari(req: ImportRequest, printer=_print) -> None:
     how = ""
     if task is not None:
         told = "--task" if req.task else f"its {src.basis}"
-        mapped = f"{frame} frame" + (" mapped to D4RL's" if frame != "d4rl" else "")
-        how = f" (task {task} from {told}, {mapped}{', rewards relabelled' if req.relabel else ''})"
+        mapped = "" if get_task(task).family != "maze2d" else (
+            f", {frame} frame" + (" mapped to D4RL's" if frame != "d4rl" else ""))
+        how = f" (task {task} from {told}{mapped}{', rewards relabelled' if req.relabel else ''})"
     printer(f"wrote {req.out}: {len(data)} transitions, {m.get('total_episodes')} episodes from Minari "
             f"{m.get('dataset_id')}{how}")
     if frame == "gymnasium-robotics" and not req.relabel:
