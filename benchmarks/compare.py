@@ -9,7 +9,10 @@ reuses after, when it still imports; --rebuild-peers makes it anew): a venv at -
 (default ~/.cache/rtaug/bench-peers, or $XDG_CACHE_HOME/rtaug/bench-peers) with
 torch==2.13.0 installed first (the CPU build), then d3rlpy==2.8.1 with --no-deps and its other
 requirements, gymnasium left unpinned (d3rlpy pins gymnasium==1.0.0, which the main environment
-does not have to share). jax and rtaug are never installed there, d3rlpy never here. One
+does not have to share), then minari, gymnasium-robotics and mujoco at rtaug's own pins (for
+docs/interop.md: d3rlpy.datasets.get_minari on rtaug's Minari exports, whose env it recovers with
+rtaug's source on PYTHONPATH; a reused environment without them gets them). jax and rtaug are never
+installed there, d3rlpy never here. One
 process of that environment (benchmarks/peers/run_peer.py) is started and asked for one timing
 at a time; it waits, idle, while rtaug is timed, and rtaug waits while it is.
 
@@ -73,6 +76,7 @@ PARTS = ("learners", "rt_training", "generation")
 TORCH_PIN = "torch==2.13.0"
 D3RLPY_PIN = "d3rlpy==2.8.1"
 UNPINNED = {"gymnasium"}  # d3rlpy's pins on these are dropped
+INTEROP = ("minari", "gymnasium-robotics", "mujoco")  # at rtaug's pins (pyproject.toml): docs/interop.md
 MAX_PEAK_DROP = 0.20
 SAME_TOLERANCE = 1e-3  # relative: loss and gradient norm of the two RT models on the same weights and batch
 MARKER = "rtaug-peers.json"
@@ -161,16 +165,34 @@ def _wanted(info: dict) -> str | None:
     return None
 
 
-def _dependencies(requires: list[str]) -> list[str]:
-    """d3rlpy's requirements, its pin on gymnasium dropped, torch pinned to ours, extras left out."""
+def _name(requirement: str) -> str:
+    """The package a requirement string is about ("minari[hdf5]==0.5.4" -> "minari")."""
     import re
 
+    return re.split(r"[\s<>=!~\[(;]", requirement.strip(), maxsplit=1)[0]
+
+
+def interop_pins() -> list[str]:
+    """rtaug's requirements (pyproject.toml) on the INTEROP packages, as pinned there."""
+    import tomllib
+
+    deps = tomllib.loads((HERE.parent / "pyproject.toml").read_text())["project"]["dependencies"]
+    return [d for d in deps if _name(d).lower() in INTEROP]
+
+
+def _interop_missing(info: dict) -> list[str]:
+    """The INTEROP pins the environment (its `versions`) does not meet."""
+    return [pin for pin in interop_pins() if info.get(_name(pin)) != pin.rpartition("==")[2]]
+
+
+def _dependencies(requires: list[str]) -> list[str]:
+    """d3rlpy's requirements, its pin on gymnasium dropped, torch pinned to ours, extras left out."""
     out = [TORCH_PIN]
     for req in requires:
         spec, _, marker = req.partition(";")
         if "extra" in marker:
             continue
-        name = re.split(r"[\s<>=!~\[(]", spec.strip(), maxsplit=1)[0]
+        name = _name(spec)
         if name.lower() == "torch":
             continue
         if name.lower() in UNPINNED:
@@ -207,6 +229,7 @@ def build_peer_env(env_dir: Path) -> dict:
             [str(py), "-c", "import importlib.metadata as m, json; print(json.dumps(m.requires('d3rlpy') or []))"],
             env=_clean_env(), text=True))
         run([py, "-m", "pip", "install", *_dependencies(requires)])
+        run([py, "-m", "pip", "install", *interop_pins()])
     check = _peer_json(py, "--check")
     info = check["versions"]
     reason = _wanted(info)
@@ -235,6 +258,17 @@ def ensure_peer_env(env_dir: Path, rebuild: bool) -> tuple[Path, dict]:
             record = {}
             if (env_dir / MARKER).exists():
                 record = json.loads((env_dir / MARKER).read_text())
+            missing = _interop_missing(info)
+            if missing:  # an environment built before they were added: add them, keep the rest
+                cmd = [str(py), "-m", "pip", "install", *missing]
+                print("  $ " + shlex.join(cmd), flush=True)
+                with open(env_dir.parent / f"{env_dir.name}-build.log", "a") as log:
+                    log.write("$ " + shlex.join(cmd) + "\n")
+                    log.flush()
+                    subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, env=_clean_env())
+                record.setdefault("commands", []).append(shlex.join(cmd))
+                info = _peer_json(py, "--versions", timeout=300)
+                (env_dir / MARKER).write_text(json.dumps({**record, "versions": info}, indent=2))
             record["versions"] = info
             print(f"peers' environment: {env_dir} (reused; torch {info['torch']}, d3rlpy {info['d3rlpy']}, "
                   f"gymnasium {info['gymnasium']})", flush=True)

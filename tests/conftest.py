@@ -43,6 +43,31 @@ def continuous_walks(n=600, ep_len=50, seed=0) -> Dataset:
                    next_observations=np.concatenate([obs[1:], obs[-1:]]))
 
 
+def record_pointmaze(dataset_id, episodes=3, steps=60, env_id="PointMaze_UMaze-v3"):
+    """A Minari dataset recorded by `minari.DataCollector` around gymnasium-robotics' PointMaze (random
+    actions, `episodes` x `steps`), under the current MINARI_DATASETS_PATH: data made elsewhere."""
+    import os
+
+    import gymnasium as gym
+    import gymnasium_robotics
+    from minari import DataCollector
+
+    gym.register_envs(gymnasium_robotics)
+    env = DataCollector(gym.make(env_id, max_episode_steps=steps))
+    os.unlink(env.unwrapped.tmp_xml_file_path)  # gymnasium-robotics leaves its generated model file behind
+    rng = np.random.default_rng(0)
+    for ep in range(episodes):
+        env.reset(seed=ep)
+        for _ in range(steps):
+            _, _, term, trunc, _ = env.step(rng.uniform(-1, 1, 2).astype(np.float32))
+            if term or trunc:
+                break
+    md = env.create_dataset(dataset_id=dataset_id, algorithm_name="random", description="test", author="rtaug tests",
+                            author_email="tests@rtaug.invalid", code_permalink="tests/conftest.py", eval_env=env_id)
+    env.close()
+    return md
+
+
 @pytest.fixture(scope="session")
 def grid_data():
     return grid_walks()

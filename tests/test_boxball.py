@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from rtaug.envs import (
-    ENV_ID, GOAL, WALL, BoxBallEnv, audit_boxball_trajectories, audit_boxball_transitions,
+    GOAL, WALL, BoxBallEnv, audit_boxball_trajectories, audit_boxball_transitions,
     crosses_wall, in_grid, true_step,
 )
+from rtaug.envs.registry import get_task
 
 UP, DOWN, LEFT, RIGHT = 0, 1, 2, 3
 
@@ -111,7 +112,7 @@ def test_env_reaches_goal_by_detour():
 
 
 def test_registered_with_gymnasium():
-    env = gym.make(ENV_ID)
+    env = gym.make(get_task("boxball").gym_id)
     s, _ = env.reset(seed=0)
     assert env.observation_space.contains(s)
     env.close()

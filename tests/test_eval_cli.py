@@ -235,5 +235,84 @@ def test_help_explains_the_numbers(capsys):
         build_parser().parse_args(["eval", "--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    for word in ("--run", "--policy", "--task", "--episodes", "--seeds", "--json", "IQM", "bootstrap", "100"):
+    for word in ("--run", "--policy", "--policy-fn", "MODULE:FUNCTION", "--task", "--episodes", "--seeds", "--json",
+                 "IQM", "bootstrap", "100"):
         assert word in text
+
+
+# -------------------------------------------------------------------------------- --policy-fn
+
+POLICY_MODULE = '''
+import numpy as np
+from rtaug.evaluate import ControllerPolicy
+
+controller = ControllerPolicy("maze2d-umaze-dense", seed=0)  # has reset(batch_size): it is called
+GOAL = np.array([1.0, 1.0])
+
+
+def batch(obs):  # (B, 4) -> (B, 2)
+    return np.clip(GOAL - obs[:, :2] - 0.5 * obs[:, 2:], -1, 1)
+
+
+def one(o):  # (4,) -> (2,): detected, called once per observation
+    return np.clip(GOAL - o[:2] - 0.5 * o[2:], -1, 1)
+
+
+class Box:
+    act = staticmethod(batch)
+
+
+NUMBER = 3
+'''
+
+
+@pytest.fixture
+def policy_module(tmp_path, monkeypatch):
+    """`rtaug_test_policies.py` in the current directory (where --policy-fn looks first)."""
+    import sys
+
+    (tmp_path / "rtaug_test_policies.py").write_text(POLICY_MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    yield "rtaug_test_policies"
+    sys.modules.pop("rtaug_test_policies", None)
+
+
+def _eval_json(tmp_path, name, *argv):
+    out = tmp_path / f"{name}.json"
+    assert main(["eval", *argv, "--task", DENSE, "--episodes", "3", "--json", str(out), "--no-progress"]) == 0
+    return json.loads(out.read_text())
+
+
+@needs_sim
+def test_policy_fn_is_evaluated_like_any_policy(policy_module, tmp_path, capsys):
+    # The controller as a function: the same episodes, the same report as --policy controller.
+    ref = _eval_json(tmp_path, "ref", "--policy", "controller")
+    got = _eval_json(tmp_path, "fn", "--policy-fn", f"{policy_module}:controller")
+    assert got["policy"] == {"kind": "function", "function": f"{policy_module}:controller", "called_with": "batch"}
+    assert got["per_seed"][0]["returns"] == ref["per_seed"][0]["returns"]
+    assert got["summary"] == ref["summary"] and got["references"] == ref["references"]
+    # A function of one observation is detected, and scores what its batch twin scores.
+    batch = _eval_json(tmp_path, "batch", "--policy-fn", f"{policy_module}:batch")
+    one = _eval_json(tmp_path, "one", "--policy-fn", f"{policy_module}:one")
+    dotted = _eval_json(tmp_path, "dotted", "--policy-fn", f"{policy_module}:Box.act")
+    assert (batch["policy"]["called_with"], one["policy"]["called_with"]) == ("batch", "observation")
+    assert one["per_seed"][0]["returns"] == pytest.approx(batch["per_seed"][0]["returns"], rel=1e-6)
+    assert dotted["per_seed"][0]["returns"] == batch["per_seed"][0]["returns"]
+    assert "was called with one observation at a time" in capsys.readouterr().out
+
+
+def test_policy_fn_errors_are_one_line(policy_module, tmp_path, capsys):
+    cases = [
+        (["--policy-fn", policy_module], "expected MODULE:FUNCTION"),
+        (["--policy-fn", "no_such_module_here:act"], "no module named 'no_such_module_here'"),
+        (["--policy-fn", f"{policy_module}:absent"], "rtaug_test_policies.py has no 'absent'"),
+        (["--policy-fn", f"{policy_module}:NUMBER"], "NUMBER is not callable (int)"),
+        (["--policy-fn", f"{policy_module}:batch", "--seeds", "1"], "--seeds: a --policy-fn function has no seeds"),
+    ]
+    for argv, message in cases:
+        assert main(["eval", *argv, "--task", TASK, "--episodes", "1", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("rtaug eval: error: ") and message in err and err.count("\n") == 1, err
+    assert main(["eval", "--policy-fn", f"{policy_module}:batch", "--no-progress"]) == 2
+    assert "--task is required with --policy-fn" in capsys.readouterr().err

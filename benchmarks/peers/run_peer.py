@@ -45,7 +45,8 @@ def versions() -> dict:
     out = {"python": sys.version.split()[0], "platform": platform.platform(), "executable": sys.executable,
            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
            "torch_interop_threads": torch.get_num_interop_threads(), "cpu_count": os.cpu_count()}
-    for pkg in ("d3rlpy", "gymnasium", "gym", "numpy", "scikit-learn", "h5py"):
+    for pkg in ("d3rlpy", "gymnasium", "gym", "numpy", "scikit-learn", "h5py", "minari", "gymnasium-robotics",
+                "mujoco"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:

@@ -151,7 +151,8 @@ def _cmd_train_policy(args):
 def _cmd_eval(args):
     from rtaug.experiments.policy import EvalRequest, evaluate
 
-    evaluate(EvalRequest(run=args.run, policy=args.policy, task=args.task, episodes=args.episodes,
+    evaluate(EvalRequest(run=args.run, policy=args.policy, policy_fn=args.policy_fn, task=args.task,
+                         episodes=args.episodes,
                          seeds=tuple(args.seeds) if args.seeds is not None else None, seed=args.seed,
                          json=args.json, progress=not args.no_progress))
 
@@ -537,14 +538,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train_policy, paths=(In("--dataset"), Out("--out", DIR, reuse="resume")))
 
     p = sub.add_parser(
-        "eval", help="evaluate a trained policy (or a reference policy) on a maze2d task, by D4RL's protocol",
+        "eval", help="evaluate a trained policy, a reference policy or any Python function on a maze2d task, "
+                     "by D4RL's protocol",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Evaluate policies in the task's simulator by D4RL's protocol: N episodes from D4RL's\n"
                     "random starts (default: the task's 100), the return of each, and the normalized score\n"
                     "100·(R − R_random)/(R_expert − R_random).\n\n"
-                    "The policy is either a run of `rtaug train-policy` (--run DIR: each seed's deterministic\n"
-                    "policy at the run's checkpoint) or a built-in reference (--policy random | controller,\n"
-                    "to sanity-check the references: they should score about 0 and 100).\n\n"
+                    "The policy is a run of `rtaug train-policy` (--run DIR: each seed's deterministic\n"
+                    "policy at the run's checkpoint), a built-in reference (--policy random | controller,\n"
+                    "to sanity-check the references: they should score about 0 and 100), or any Python\n"
+                    "callable (--policy-fn MODULE:FUNCTION, e.g. a policy trained by d3rlpy): called with a\n"
+                    "batch of observations (B, obs_dim) float32 it returns actions (B, act_dim); a function\n"
+                    "of one observation (obs_dim,) -> (act_dim,) is detected and called once per observation.\n"
+                    "MODULE is imported from the current directory or the Python path (set a model up at\n"
+                    "import time); a reset(batch_size) attribute is called before each batch of episodes.\n\n"
                     "Printed per seed: return mean ± std over episodes, normalized mean (with the references\n"
                     "measured in this simulator), D4RL-normalized mean (with D4RL's published references, for\n"
                     "comparison with papers only), success rate (ended within 0.5 of the goal). Across seeds:\n"
@@ -554,14 +561,17 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Examples:\n"
                "  rtaug eval --run runs/umaze-iql --task maze2d-umaze-sparse --json eval.json\n"
                "  rtaug eval --run runs/umaze-iql --seeds 0 2 --episodes 20\n"
-               "  rtaug eval --policy controller --task maze2d-umaze-sparse\n\n"
-               "See docs/evaluation.md for what the numbers mean.",
+               "  rtaug eval --policy controller --task maze2d-umaze-sparse\n"
+               "  rtaug eval --policy-fn my_policy:act --task maze2d-umaze-sparse   # my_policy.py here\n\n"
+               "See docs/evaluation.md for what the numbers mean, docs/interop.md for --policy-fn with d3rlpy.",
     )
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--run", metavar="DIR", help="run directory of `rtaug train-policy` (run.json, checkpoint.msgpack)")
     which.add_argument("--policy", choices=["random", "controller"],
                        help="a built-in reference: uniform random actions, or D4RL's waypoint controller "
                             "without noise (the expert)")
+    which.add_argument("--policy-fn", metavar="MODULE:FUNCTION",
+                       help="any Python callable observations -> actions (batch or single; see above)")
     p.add_argument("--task", metavar="TASK",
                    help="maze2d task (`rtaug tasks`); with --run, default: the task the run was trained with "
                         "(train-policy --task records it)")
@@ -586,41 +596,52 @@ def build_parser() -> argparse.ArgumentParser:
     msub.required = True
     q = msub.add_parser(
         "export", help="write a D4RL-layout HDF5 file as a new Minari dataset",
-        description="Write a D4RL-layout HDF5 file as the Minari dataset DATASET_ID (episodes split at "
-                    "terminals, timeouts, and wherever rows stop being contiguous). An existing id is an "
-                    "error: Minari datasets are never overwritten.",
-        epilog="Example: rtaug minari export data/umaze.hdf5 --id rtaug/umaze-sparse-v0 --task maze2d-umaze-sparse",
+        description="Write a D4RL-layout HDF5 file as the Minari dataset DATASET_ID (episodes split at\n"
+                    "terminals, timeouts, and wherever rows stop being contiguous). With a task (--task, or the\n"
+                    "one the file records) the dataset carries the task's env_spec (rtaug/<task>-v<N>: Minari's\n"
+                    "recover_environment() and d3rlpy.datasets.get_minari make the env from it) and its measured\n"
+                    "reference returns (ref_min_score, ref_max_score); an augmented file's generated and\n"
+                    "reliability columns become step infos. An existing id is an error: Minari datasets are\n"
+                    "never overwritten. See docs/interop.md.",
+        epilog="Example: rtaug minari export data/umaze-rt.hdf5 --id rtaug/umaze-rt-v0",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     q.add_argument("file", metavar="FILE", help="D4RL-layout HDF5 dataset")
     q.add_argument("--id", required=True, metavar="DATASET_ID", help="Minari id to create, e.g. rtaug/umaze-sparse-v0")
     q.add_argument("--root", metavar="DIR", help="Minari root directory (default: MINARI_DATASETS_PATH or "
                                                  "~/.minari/datasets)")
-    q.add_argument("--task", metavar="TASK", help="check the data against this task's sizes and name it in the "
-                                                  "dataset's description")
+    q.add_argument("--task", metavar="TASK", help="the task the data belong to (`rtaug tasks`; default: the one the file "
+                                                  "records): checked against the data, written as the env_spec")
     q.set_defaults(func=_cmd_minari_export, paths=(In("file"), Out("--root", DIR, reuse=True, shared=True)))
     q = msub.add_parser(
         "import", help="read a local Minari dataset into a D4RL-layout HDF5 file",
         description="Read a Minari dataset (an id under the Minari root, or a dataset directory) and write\n"
                     "it as a D4RL-layout HDF5 file: one row per step, next_observations from the episode,\n"
                     "terminals/timeouts from terminations/truncations; dict observations (PointMaze's)\n"
-                    "contribute their 'observation' entry, the goal goes to infos/goal.",
+                    "contribute their 'observation' entry, the goal goes to infos/goal; generated and\n"
+                    "reliability step infos become those columns.\n\n"
+                    "The dataset's env_spec says which task the data belong to and in which frame: one of\n"
+                    "rtaug's ids (D4RL's frame), or gymnasium-robotics' PointMaze on one of D4RL's mazes (its\n"
+                    "frame, mapped into D4RL's; reward type from the env_spec). --task and --frame are needed\n"
+                    "only where it cannot tell (no env_spec, another env), and are refused where they\n"
+                    "contradict it. See docs/interop.md.",
         epilog="Examples:\n"
                "  rtaug minari import rtaug/umaze-sparse-v0 --out data/umaze.hdf5\n"
-               "  rtaug minari import D4RL/pointmaze/umaze-v2 --out data/pm.hdf5 --task maze2d-umaze-sparse \\\n"
-               "      --frame gymnasium-robotics --relabel",
+               "  rtaug minari import D4RL/pointmaze/umaze-v2 --out data/pm.hdf5 --relabel",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     q.add_argument("source", metavar="DATASET_ID_OR_DIR", help="Minari dataset id, or a dataset directory")
     q.add_argument("--out", required=True, metavar="FILE", help="HDF5 file to write")
     q.add_argument("--root", metavar="DIR", help="Minari root directory (default: MINARI_DATASETS_PATH or "
                                                  "~/.minari/datasets)")
-    q.add_argument("--task", metavar="TASK", help="maze2d task the data belong to: checks sizes, records it in "
-                                                  "the file's metadata (train-policy then evaluates in its simulator)")
-    q.add_argument("--frame", choices=["d4rl", "gymnasium-robotics"], default="d4rl",
-                   help="coordinate frame of the stored data: gymnasium-robotics (Minari's PointMaze data) is "
-                        "mapped into D4RL's frame; needs --task (default: %(default)s)")
+    q.add_argument("--task", metavar="TASK", help="task the data belong to (default: the one the env_spec names): "
+                                                  "checks sizes, records it in the file's metadata (train-policy "
+                                                  "then evaluates in its simulator)")
+    q.add_argument("--frame", choices=["d4rl", "gymnasium-robotics"], default=None,
+                   help="coordinate frame of the stored data, for a maze task, when the env_spec cannot tell "
+                        "(default: the env_spec's); gymnasium-robotics (PointMaze's) is mapped into D4RL's")
     q.add_argument("--relabel", action="store_true",
-                   help="recompute rewards for the task's reward type and D4RL's evaluation goal (needs --task)")
+                   help="recompute rewards for the maze task's reward type and D4RL's evaluation goal")
     _add_overwrite(q)
     q.set_defaults(func=_cmd_minari_import, paths=(In("--root", DIR, "Minari root directory"), Out("--out")))
     return parser

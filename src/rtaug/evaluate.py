@@ -19,7 +19,8 @@ from rtaug.envs.maze2d import RESET_NOISE, RESET_VEL_STD, Maze2DBatch, maze_rewa
 from rtaug.envs.registry import get_task
 
 __all__ = [
-    "EvalResult", "rollout", "evaluate_policy", "random_policy", "ControllerPolicy",
+    "EvalResult", "rollout", "evaluate_policy", "random_policy", "ControllerPolicy", "FunctionPolicy",
+    "load_function",
     "measure_references", "make_eval_fn", "iqm", "bootstrap_ci", "summarize_seeds",
     "evaluate_seeds", "LoadedRun", "load_run",
 ]
@@ -88,6 +89,85 @@ class ControllerPolicy:
         if len(self.controllers) != len(obs):
             self.reset(len(obs))
         return np.stack([c.act(o[:2], o[2:], self.goal)[0] for c, o in zip(self.controllers, obs)]).astype(np.float32)
+
+
+def load_function(spec: str, flag: str = "--policy-fn"):
+    """The callable named by "MODULE:FUNCTION" (FUNCTION may be dotted: an attribute of an attribute),
+    imported as `python -m` would: the current directory first on the path. A bad name is a ValueError
+    naming `flag`; an error raised by the module's own code while it is imported propagates."""
+    import importlib
+    import os
+    import sys
+
+    module_name, sep, attr = str(spec).partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"{flag} {spec!r}: expected MODULE:FUNCTION, e.g. my_policy:act (a module on the path "
+                         "or in the current directory, and a callable in it)")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            raise ValueError(f"{flag} {spec}: no module named {exc.name!r} in the current directory or on "
+                             "the Python path") from None
+        raise ValueError(f"{flag} {spec}: importing {module_name} failed: {exc}") from None
+    where = getattr(obj, "__file__", module_name)
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"{flag} {spec}: {where} has no {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ValueError(f"{flag} {spec}: {attr} is not callable ({type(obj).__name__})")  # noqa: TRY004 - a bad flag
+    return obj
+
+
+class FunctionPolicy:
+    """Any Python callable as a policy: `fn(observations)` with a batch (B, obs_dim) float32 returns
+    actions (B, act_dim) (d3rlpy's `predict`, a network); a callable of one observation (obs_dim,)
+    returning one action (act_dim,) works too: when its answer to the first batch is not (B, act_dim),
+    or it fails on the batch, it is called once per observation from then on (`called_with` says
+    which). A `reset(batch_size)` attribute of the callable is called before each batch of episodes."""
+
+    def __init__(self, fn, act_dim: int):
+        self.fn = fn
+        self.act_dim = int(act_dim)
+        self.called_with = None  # "batch" | "observation", decided by the first call
+
+    def reset(self, batch_size: int) -> None:
+        if hasattr(self.fn, "reset"):
+            self.fn.reset(batch_size)
+
+    def _one_by_one(self, obs, first=None):
+        rows = [first] if first is not None else []
+        rows += [self.fn(o) for o in obs[len(rows):]]
+        return np.stack([np.asarray(a, np.float64).reshape(self.act_dim) for a in rows])
+
+    def __call__(self, obs):
+        if self.called_with == "batch":
+            return np.asarray(self.fn(obs))
+        if self.called_with == "observation":
+            return self._one_by_one(obs)
+        want = (len(obs), self.act_dim)
+        try:
+            out = np.asarray(self.fn(obs))
+            if out.shape == want:
+                self.called_with = "batch"
+                return out
+            batch_error = None
+        except Exception as exc:  # noqa: BLE001 - maybe a function of one observation: try that first
+            batch_error = exc
+        try:
+            first = np.asarray(self.fn(obs[0]))
+        except Exception:  # noqa: BLE001 - not one either: the batch's error (or shape) is reported
+            first = None
+        if first is None or first.shape not in ((self.act_dim,), (1, self.act_dim)):
+            if batch_error is not None:
+                raise batch_error
+            raise ValueError(f"the policy function returned actions of shape {out.shape} for a batch of "
+                             f"{len(obs)} observations; expected {want} (or ({self.act_dim},) for one observation)")
+        self.called_with = "observation"
+        return self._one_by_one(obs, first)
 
 
 def _episode_starts(layout, seed, episodes: int):

@@ -11,6 +11,12 @@ episode whose last step is neither keeps its boundary as a timeout. Dict observa
 {observation, achieved_goal, desired_goal}) contribute their `observation` entry; the goal is kept
 as infos/goal.
 
+The `generated` and `reliability` columns of an augmented file travel as step infos, as Minari's
+DataCollector records infos: T+1 entries per episode, entry 0 from the reset and entry t+1 from step
+t (here: row t); the reset's entry repeats step 0's. An export for a task carries the task's
+`env_spec` (and as its evaluation env too), so `recover_environment()` makes the task's env, and the
+task's measured reference returns as `ref_min_score` / `ref_max_score`.
+
 The data is returned as stored. Fitting it to one of our tasks (a size check, Minari's PointMaze
 data mapped from gymnasium-robotics' frame into D4RL's, rewards relabelled) is the task's
 business: `rtaug.envs.frames.as_task`.
@@ -25,7 +31,11 @@ import numpy as np
 
 from rtaug.data.dataset import Dataset, DatasetError
 
-__all__ = ["load_minari", "save_minari", "dataset_root", "local_dataset_ids"]
+__all__ = ["load_minari", "save_minari", "minari_info", "dataset_root", "local_dataset_ids", "EXPORT_MARK",
+           "STEP_INFOS"]
+
+EXPORT_MARK = "exported by rtaug"  # how every description save_minari writes begins
+STEP_INFOS = ("generated", "reliability")  # the Dataset columns written as step infos
 
 
 def _require_minari():
@@ -97,6 +107,27 @@ def _open(source, root):
                                "rtaug never downloads") from exc
 
 
+def minari_info(source, root=None) -> dict:
+    """What a local Minari dataset says about itself, read without its episodes: `dataset_id`,
+    `env_spec` (an EnvSpec or None), `description`, `total_steps`, `dict_observations`."""
+    import gymnasium as gym
+
+    md, name = _open(source, root)
+    return {"name": name, "dataset_id": str(md.spec.dataset_id), "env_spec": md.env_spec,
+            "description": md.storage.metadata.get("description") or "", "total_steps": int(md.total_steps),
+            "dict_observations": isinstance(md.observation_space, gym.spaces.Dict)}
+
+
+def _step_info(infos, key, T, name, ep_id):
+    """Step info `key` of an episode as T values (one per step), or None when it is not there."""
+    if not infos or key not in infos:
+        return None
+    v = np.asarray(infos[key])
+    if len(v) not in (T, T + 1):
+        raise DatasetError(f"{name}: episode {ep_id}: step info '{key}' has {len(v)} entries for {T} steps")
+    return v[len(v) - T:]
+
+
 def _obs_array(obs, source, ep_id):
     if isinstance(obs, dict):
         if "observation" not in obs:
@@ -110,7 +141,7 @@ def load_minari(source, root=None) -> Dataset:
     """Read a local Minari dataset into a Dataset, as stored (see the module docstring)."""
     md, name = _open(source, root)
     cols = {k: [] for k in ("observations", "next_observations", "actions", "rewards", "terminals", "timeouts",
-                            "goal")}
+                            "goal", *STEP_INFOS)}
     for ep in md.iterate_episodes():
         obs, goal = _obs_array(ep.observations, name, ep.id)
         T = len(ep.rewards)
@@ -134,15 +165,23 @@ def load_minari(source, root=None) -> Dataset:
         cols["timeouts"].append(trunc)
         if goal is not None:
             cols["goal"].append(goal[:-1].reshape(T, -1))
+        for key in STEP_INFOS:
+            v = _step_info(ep.infos, key, T, name, ep.id)
+            if v is not None:
+                cols[key].append(v.reshape(T))
     if not cols["observations"]:
         raise DatasetError(f"{name}: key 'observations': empty dataset (no steps in any episode)")
-    arrays = {k: np.concatenate(v) for k, v in cols.items() if k != "goal"}
+    arrays = {k: np.concatenate(cols[k]) for k in ("observations", "next_observations", "actions", "rewards",
+                                                  "terminals", "timeouts")}
+    for key in STEP_INFOS:  # a column only when every episode has it
+        if len(cols[key]) == len(cols["observations"]):
+            arrays[key] = np.concatenate(cols[key])
     infos = {}
     if len(cols["goal"]) == len(cols["observations"]):
         infos["goal"] = np.concatenate(cols["goal"]).astype(np.float32)
 
     meta = {"minari": {"dataset_id": str(md.spec.dataset_id), "total_episodes": int(md.total_episodes),
-                       "frame": "as stored"}}
+                       "env_id": md.env_spec.id if md.env_spec is not None else None, "frame": "as stored"}}
     return Dataset.from_arrays({**arrays, **{f"infos/{k}": v for k, v in infos.items()}}, metadata=meta,
                                source=f"minari:{name}")
 
@@ -152,7 +191,9 @@ def save_minari(dataset: Dataset, dataset_id: str, root=None, task=None, descrip
 
     Episodes are split at `terminals | timeouts` and also wherever a next observation is not the
     following row's observation (Minari episodes are contiguous trajectories; a split gets a
-    truncation). `task` (optional) gives the action space bounds and is stored in the description.
+    truncation). With `task` (a name or a Task) the dataset carries the task's `env_spec` (also as
+    its evaluation env) and its measured reference returns; without, no env can be recovered from it.
+    `description` is added to the one written (which names the source and the task).
     """
     _require_minari()
     import gymnasium as gym
@@ -168,6 +209,7 @@ def save_minari(dataset: Dataset, dataset_id: str, root=None, task=None, descrip
     cut[-1] = True
     stops = np.flatnonzero(cut) + 1
     starts = np.concatenate([[0], stops[:-1]])
+    columns = {k: getattr(dataset, k) for k in STEP_INFOS if getattr(dataset, k) is not None}
     buffers = []
     for i, (s, e) in enumerate(zip(starts, stops)):
         term = dataset.terminals[s:e].copy()
@@ -177,7 +219,8 @@ def save_minari(dataset: Dataset, dataset_id: str, root=None, task=None, descrip
         buffers.append(EpisodeBuffer(
             id=i, observations=np.concatenate([obs[s:e], nxt[e - 1:e]]), actions=dataset.actions[s:e],
             rewards=dataset.rewards[s:e].astype(np.float64).tolist(), terminations=term.tolist(),
-            truncations=trunc.tolist(), infos={}))
+            truncations=trunc.tolist(),
+            infos={k: np.concatenate([v[s:s + 1], v[s:e]]) for k, v in columns.items()}))  # entry 0: the reset's
     if dataset.discrete_actions:
         action_space = gym.spaces.Discrete(dataset.num_actions)
     else:
@@ -185,7 +228,21 @@ def save_minari(dataset: Dataset, dataset_id: str, root=None, task=None, descrip
         if np.abs(dataset.actions).max() > 1.0:
             action_space = gym.spaces.Box(-np.inf, np.inf, (dataset.act_dim,), np.float32)
     observation_space = gym.spaces.Box(-np.inf, np.inf, (dataset.obs_dim,), np.float32)
-    desc = description or f"exported by rtaug from {dataset.source}" + (f" (task {task})" if task else "")
+    env = {}
+    if task is not None:
+        from rtaug.envs.registration import task_spec
+        from rtaug.envs.registry import get_task
+
+        task = get_task(task)
+        spec = task_spec(task)
+        env = {"env": spec, "eval_env": spec}
+        ref = task.references
+        if ref.random is not None and ref.expert is not None:
+            env.update(ref_min_score=ref.random, ref_max_score=ref.expert,
+                       num_episodes_average_score=(ref.episodes or (100, 100))[1])
+    desc = (f"{EXPORT_MARK} from {dataset.source}" + (f" (task {task.name}, {task.gym_id})" if task else "")
+            + (f": {description}" if description else ""))
+    collector = dataset.metadata.get("collector")
     with _minari_root(root):
         if root is not None:
             Path(root).mkdir(parents=True, exist_ok=True)
@@ -195,6 +252,5 @@ def save_minari(dataset: Dataset, dataset_id: str, root=None, task=None, descrip
             warnings.simplefilter("ignore", UserWarning)  # Minari nags about missing author / permalink
             return create_dataset_from_buffers(
                 dataset_id, buffers, observation_space=observation_space, action_space=action_space,
-                algorithm_name=str(dataset.metadata.get("collector", {}).get("algo", "unknown"))
-                if isinstance(dataset.metadata.get("collector"), dict) else "unknown",
-                description=desc, data_format="hdf5")
+                algorithm_name=str(collector.get("algo", "unknown")) if isinstance(collector, dict) else "unknown",
+                description=desc, data_format="hdf5", **env)

@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 
 __all__ = [
-    "GRID", "GOAL", "ACTIONS", "WALL", "MAX_EPISODE_STEPS", "ENV_ID",
+    "GRID", "GOAL", "ACTIONS", "WALL", "MAX_EPISODE_STEPS",
     "true_step", "crosses_wall", "in_grid", "BoxBallEnv", "make_boxball", "render_grid",
 ]
 
@@ -25,7 +25,6 @@ ACTIONS = np.array([[0, 1], [0, -1], [-1, 0], [1, 0]], dtype=np.int64)
 # (x, 8) <-> (x, 9) for x in 3..7 and nothing else.
 WALL = ((2.5, 8.5), (7.5, 8.5))
 MAX_EPISODE_STEPS = 50
-ENV_ID = "rtaug/BoxBall-v0"
 
 
 def in_grid(s) -> np.ndarray:
@@ -111,12 +110,6 @@ class BoxBallEnv(gym.Env):
 
 def make_boxball(**kwargs) -> BoxBallEnv:
     return BoxBallEnv(**kwargs)
-
-
-# Registration is guarded so that re-importing (e.g. after importlib.reload) stays silent.
-# The env enforces its own time limit, so no TimeLimit wrapper is requested.
-if ENV_ID not in gym.registry:
-    gym.register(id=ENV_ID, entry_point="rtaug.envs.boxball:BoxBallEnv")
 
 
 def render_grid(ax):

@@ -1,5 +1,5 @@
 """The task registry: one place that knows, per task, how to make its env, how its data is made,
-how it is evaluated, and its reference scores.
+how it is evaluated, its reference scores, and its Gymnasium id.
 
 Tasks: `maze2d-{umaze,medium,large}-{sparse,dense}` (D4RL's Maze2D rebuilt on
 gymnasium-robotics' PointMaze, see `rtaug.envs.maze2d`) and `boxball` (the paper's Fig. 4 grid,
@@ -11,6 +11,11 @@ stored beside them; D4RL's published ones do not transfer (the same controller s
 here than D4RL's published expert return). A task whose references have not been measured keeps
 them as None, and normalising its scores raises an error that names the command to run.
 D4RL's published references (d4rl/infos.py) are kept separately, for comparison with the paper.
+
+Every task is a Gymnasium environment, `rtaug/<task>-v<version>` (`Task.gym_id`; registered from
+this table by `rtaug.envs.registration`). The version starts at 0 and is raised whenever a change
+alters what an episode does (dynamics, reward, start states, observations, time limit), so that data
+and scores recorded under one id stay comparable (docs/interop.md).
 """
 from __future__ import annotations
 
@@ -74,6 +79,12 @@ class Task:
     references: References = field(default_factory=References)
     discrete_actions: bool = False
     summary: str = ""  # one line for `rtaug tasks`
+    version: int = 0  # of the Gymnasium id: raised when what an episode does changes
+
+    @property
+    def gym_id(self) -> str:
+        """The task's Gymnasium id, e.g. rtaug/maze2d-umaze-sparse-v0."""
+        return f"rtaug/{self.name}-v{self.version}"
 
     @property
     def reward_of_next_state(self) -> bool:
@@ -122,6 +133,7 @@ class Task:
         for f in fields(self):
             value = getattr(self, f.name)
             out[f.name] = asdict(value) if is_dataclass(value) else value
+        out["gym_id"] = self.gym_id
         return out
 
 

@@ -31,7 +31,8 @@ class TrainPolicyRequest:
 @dataclass
 class EvalRequest:
     run: str | None = None  # a train-policy run directory, or
-    policy: str | None = None  # a reference policy: "random" | "controller"
+    policy: str | None = None  # a reference policy: "random" | "controller", or
+    policy_fn: str | None = None  # "MODULE:FUNCTION", any Python callable obs -> action
     task: str | None = None
     episodes: int | None = None
     seeds: tuple | None = None
@@ -155,7 +156,9 @@ def evaluate(req: EvalRequest, printer=_print) -> dict:
     import time
 
     from rtaug.envs.registry import get_task
-    from rtaug.evaluate import ControllerPolicy, evaluate_seeds, load_run, random_policy
+    from rtaug.evaluate import (
+        ControllerPolicy, FunctionPolicy, evaluate_seeds, load_function, load_run, random_policy,
+    )
     from rtaug.fileio import atomic_write_json
 
     if req.episodes is not None and req.episodes < 1:
@@ -178,6 +181,17 @@ def evaluate(req: EvalRequest, printer=_print) -> dict:
         shown = (f"{run.path} ({run.algo}, checkpoint at update {run.step}"
                  + (f" of {run.steps}" if run.steps and run.steps != run.step else "")
                  + (f", trained for {run.task}" if run.task and run.task != task.name else "") + ")")
+    elif req.policy_fn is not None:
+        if req.task is None:
+            raise ValueError("--task is required with --policy-fn (one of `rtaug tasks`)")
+        if req.seeds is not None:
+            raise ValueError("--seeds: a --policy-fn function has no seeds of its own (it is evaluated once, "
+                             "as seed 0); --seed sets the episode starts")
+        task = get_task(req.task)
+        fn_policy = FunctionPolicy(load_function(req.policy_fn), task.act_dim)
+        policies = {0: fn_policy}
+        about = {"kind": "function", "function": req.policy_fn}
+        shown = f"the function {req.policy_fn}"
     else:
         if req.task is None:
             raise ValueError("--task is required with --policy (one of `rtaug tasks`)")
@@ -206,6 +220,11 @@ def evaluate(req: EvalRequest, printer=_print) -> dict:
 
     report = evaluate_seeds(task, policies, episodes=episodes, seed=req.seed, progress=req.progress,
                             on_seed=show)
+    if about["kind"] == "function":
+        about["called_with"] = fn_policy.called_with
+        printer(f"  {req.policy_fn} was called with "
+                + ("a batch of observations per step" if fn_policy.called_with == "batch"
+                   else "one observation at a time"))
     report["policy"] = about
     report["wall_time_s"] = time.perf_counter() - t0
     n = len(policies)
