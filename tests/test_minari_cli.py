@@ -118,6 +118,7 @@ def test_foreign_pointmaze_import_reads_the_frame_off_its_env_spec(tmp_path, env
     assert main(["audit", str(out), "--task", "maze2d-umaze-sparse", "--json", str(audit), "--no-progress"]) == 0
     a = json.loads(audit.read_text())
     assert a["transitions"] == 300 and a["wall_rate"] == 0.0 and a["max_error"] < 1e-5
+    assert "[audit maze2d-umaze-sparse] done: 300 row" in capsys.readouterr().err  # --no-progress still logs
 
     refused = [
         (["--task", "maze2d-large-sparse"], ("--task maze2d-large-sparse: pointmaze/umaze-random-v0 was recorded "
