@@ -16,6 +16,9 @@ wrappers; the 1,000-step limit is applied by the loops themselves.
 """
 from __future__ import annotations
 
+import contextlib
+import warnings
+
 import numpy as np
 from rtaug.progress import progress_bar
 
@@ -45,18 +48,41 @@ def versions() -> dict:
     return {"gymnasium": gymnasium.__version__, "mujoco": mujoco.__version__}
 
 
+@contextlib.contextmanager
+def _compiler_notices():
+    """MuJoCo 3+ warns, when it compiles HalfCheetah's model, that the XML's `settotalmass` is
+    deprecated (the model is still built as the XML says), on stderr and in a MUJOCO_LOG.TXT
+    it creates in the working directory, once per env made. That one notice is dropped; any
+    other MuJoCo warning becomes a Python warning."""
+    import mujoco
+
+    previous = mujoco.get_mju_user_warning()
+
+    def notice(message: str) -> None:
+        if "'settotalmass' is deprecated" not in message:
+            warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=2)
+
+    mujoco.set_mju_user_warning(notice)
+    try:
+        yield
+    finally:
+        mujoco.set_mju_user_warning(previous)
+
+
 def make_env(env_id: str, max_episode_steps: int = MAX_EPISODE_STEPS, **kwargs):
     """The Gymnasium environment as a user would make it (with its time limit)."""
     import gymnasium
 
-    return gymnasium.make(env_id, max_episode_steps=max_episode_steps, **kwargs)
+    with _compiler_notices():
+        return gymnasium.make(env_id, max_episode_steps=max_episode_steps, **kwargs)
 
 
 def make_sim(env_id: str):
     """The unwrapped MuJoCo environment: `step` is the simulator step, no time limit, no checks."""
     import gymnasium
 
-    sim = gymnasium.make(env_id).unwrapped
+    with _compiler_notices():
+        sim = gymnasium.make(env_id).unwrapped
     low, high = sim.action_space.low, sim.action_space.high
     if not (np.all(low == -1.0) and np.all(high == 1.0)):
         # The SAC actor, the offline learners and D4RL's files all act in [-1, 1].
