@@ -121,6 +121,21 @@ def test_real_rows_audit_at_numerical_precision(random_data):
     assert res["restored_from_state"] == 0.0 and res["max_error"] < 1e-4
 
 
+def test_walker_states_need_the_stored_simulator_state():
+    """Walker2d's observation clips joint velocities at ±10, and a flailing random walker exceeds
+    that: from the observation alone those rows cannot be restored; from infos/qpos, qvel they can."""
+    task = get_task("walker2d-medium")
+    arrays = policy_data(task.recipe.env_id, random_policy(0, 6), 1000, seed=1, progress=False)
+    data = locomotion_dataset(task, arrays, {}, source="test:walker")
+    assert np.abs(arrays["qvel"]).max() > 10
+    res = audit_locomotion_dataset(data, task)
+    assert res["max_error"] < 1e-5 and res["at_velocity_clip"] == 0.0
+    bare = Dataset(**{k: getattr(data, k) for k in ("observations", "actions", "rewards", "terminals", "timeouts",
+                                                   "next_observations")})
+    res = audit_locomotion_dataset(bare, task)
+    assert res["at_velocity_clip"] > 0.01 and res["max_error"] > 1.0
+
+
 def test_generated_rows_get_their_true_error(random_data):
     """Rows marked generated, with a known error on s′ and a reward off by 0.5, and (as RT's merge
     writes them) the simulator state of another row in their infos: the audit must restore them

@@ -26,6 +26,7 @@ __all__ = [
     "DATASETS",
     "ENV_IDS",
     "MAX_EPISODE_STEPS",
+    "VELOCITY_CLIP",
     "episode_seed",
     "evaluate_locomotion",
     "make_env",
@@ -38,6 +39,9 @@ __all__ = [
 ENV_IDS = {"hopper": "Hopper-v5", "walker2d": "Walker2d-v5", "halfcheetah": "HalfCheetah-v5"}
 DATASETS = ("medium", "medium-replay", "expert", "medium-expert")
 MAX_EPISODE_STEPS = 1000  # D4RL's (and Gymnasium's) time limit for all three
+# Hopper's and Walker2d's observations clip every joint velocity to ±10 (their v5 `_get_obs`);
+# HalfCheetah's do not. A state with a faster joint cannot be restored from its observation.
+VELOCITY_CLIP = {"Hopper-v5": 10.0, "Walker2d-v5": 10.0, "HalfCheetah-v5": None}
 
 
 def versions() -> dict:

@@ -28,12 +28,13 @@ REWARD_TOLERANCE = 0.01  # per-step rewards are O(1); real rows agree to float32
 def audit_locomotion_transitions(task, observations, actions, next_observations, qpos=None, qvel=None,
                                  use_state=None, progress: bool = False, source: str = "<input>") -> dict:
     """Per-transition arrays: `error` (N,), `reward` and `terminated` (the simulator's),
-    `from_state` (the stored qpos/qvel restored s, not the observation), `predicted_next` (N, obs_dim).
+    `from_state` (the stored qpos/qvel restored s, not the observation), `at_velocity_clip` (s came
+    from an observation with a velocity at hopper's / walker2d's ±10 clip), `predicted_next` (N, obs_dim).
 
     `qpos`/`qvel` (N, nq) / (N, nv): the stored simulator state; `use_state` (N,) bool: the rows
     where it may be used (default: all); it is used only where it reproduces the observation.
     """
-    from rtaug.envs.locomotion import make_sim
+    from rtaug.envs.locomotion import VELOCITY_CLIP, make_sim
 
     task = get_task(task, "mujoco", "the locomotion audit")
     obs = np.asarray(observations, np.float64)
@@ -67,8 +68,11 @@ def audit_locomotion_transitions(task, observations, actions, next_observations,
         if not from_state[i]:
             sim.set_state(np.concatenate([[0.0], obs[i, :nq - 1]]), obs[i, nq - 1:])
         pred[i], reward[i], terminated[i], _, _ = sim.step(act[i])
+    clip = VELOCITY_CLIP[task.recipe.env_id]
+    at_clip = (~from_state & (np.abs(obs[:, nq - 1:]) >= clip - 1e-6).any(axis=1) if clip is not None
+               else np.zeros(n, bool))
     return {"error": np.linalg.norm(pred - nxt, axis=1), "reward": reward, "terminated": terminated,
-            "from_state": from_state, "predicted_next": pred}
+            "from_state": from_state, "at_velocity_clip": at_clip, "predicted_next": pred}
 
 
 def _summary(res: dict, data, mask, penalised: bool) -> dict:
@@ -82,6 +86,8 @@ def _summary(res: dict, data, mask, penalised: bool) -> dict:
         "transitions": n,
         "mean_error": float(err.mean()), "median_error": float(np.median(err)), "max_error": float(err.max()),
         "restored_from_state": float(res["from_state"][mask].mean()),  # the rest from the observation
+        # restored from an observation whose velocity sits at the clip: the true state is unknown
+        "at_velocity_clip": float(res["at_velocity_clip"][mask].mean()),
         "terminal_agreement": float(np.mean(res["terminated"][mask] == data.terminals[mask])),
         # The row's reward against the simulator's reward of (s, a); a generated row's RT penalty is
         # undone first. Agreement: within REWARD_TOLERANCE.
