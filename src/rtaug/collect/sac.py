@@ -272,11 +272,12 @@ def make_actor_policy(config: SACConfig, actor_params, stochastic: bool = False,
     call from a key sequence that starts at `key` (default PRNGKey(0))."""
     deterministic, _, explore_step = _jitted(config)
     if not stochastic:
-        return lambda obs: np.asarray(deterministic(actor_params, jnp.asarray(obs, jnp.float32)))
+        return lambda obs: np.asarray(deterministic(actor_params, np.asarray(obs, np.float32)))
     keys = [jax.random.PRNGKey(0) if key is None else key]
 
     def policy(obs):
-        a, keys[0] = explore_step(actor_params, jnp.asarray(obs, jnp.float32), keys[0])
+        # numpy straight into the jitted call: a jnp.asarray first costs a device_put per step
+        a, keys[0] = explore_step(actor_params, np.asarray(obs, np.float32), keys[0])
         return np.asarray(a)
 
     return policy
@@ -465,7 +466,7 @@ def train_sac(config: SACConfig, run_dir, progress: bool = True, log=print) -> S
     def evaluate(t):
         nonlocal sums, updates_since_eval
         actor = state["params"]["actor"]
-        res = rollout(config.env_id, lambda o: np.asarray(deterministic(actor, jnp.asarray(o))),
+        res = rollout(config.env_id, lambda o: np.asarray(deterministic(actor, o)),
                       config.eval_episodes, seed=(config.seed, EVAL_STREAM), batch_size=config.eval_episodes,
                       max_episode_steps=config.max_episode_steps, progress=None)
         (run_dir / "policies").mkdir(parents=True, exist_ok=True)
