@@ -71,7 +71,7 @@ def test_measured_references_are_complete_and_ordered():
             assert task.normalize(ref.random) == pytest.approx(0.0)
             assert task.normalize(ref.expert) == pytest.approx(100.0)
         # D4RL's published references are kept for comparison only (BoxBall is not D4RL's).
-        if task.family == "maze2d":
+        if task.family in ("maze2d", "mujoco"):
             assert task.normalize_d4rl(ref.d4rl_expert) == pytest.approx(100.0)
         else:
             with pytest.raises(TaskError, match="D4RL publishes no reference scores"):

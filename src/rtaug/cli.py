@@ -53,10 +53,27 @@ def _cmd_quickstart(args):
 
 
 def _cmd_collect(args):
+    from rtaug.envs.registry import get_task
     from rtaug.experiments.stages import collect
 
+    sac = _key_values(args.sac, "--sac") if args.sac else {}
+    if args.sac_dir is not None:
+        sac["sac_dir"] = args.sac_dir
+    if sac and get_task(args.task).family != "mujoco":
+        raise ValueError("--sac and --sac-dir apply to the SAC-made tasks (hopper-*, walker2d-*, halfcheetah-*)")
     collect(args.task, args.out, steps=args.steps, seed=args.seed, timeouts=args.timeouts,
-            progress=not args.no_progress)
+            progress=not args.no_progress, **sac)
+
+
+def _key_values(items, flag: str) -> dict:
+    """KEY=VALUE words as a dict of strings (the callee converts each to its field's type)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{flag} {item!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
 
 
 def _cmd_audit(args):
@@ -84,8 +101,14 @@ def _cmd_reference(args):
     from rtaug.evaluate import measure_references
     from rtaug.fileio import atomic_write_json
 
-    get_task(args.task, "maze2d", "rtaug reference")
-    refs = measure_references(args.task, seed=args.seed, max_episodes=args.max_episodes)
+    if get_task(args.task).family == "mujoco":
+        if args.sac_dir is None:
+            raise ValueError(f"{args.task}: --sac-dir is required: the SAC run whose final actor is the expert")
+        refs = get_task(args.task).measure_references(args.sac_dir, seed=args.seed, episodes=args.episodes,
+                                                      progress=not args.no_progress)
+    else:
+        get_task(args.task, "maze2d", "rtaug reference")
+        refs = measure_references(args.task, seed=args.seed, max_episodes=args.max_episodes)
     print(json.dumps(refs, indent=2, default=str))
     if args.json:
         atomic_write_json(args.json, json.loads(json.dumps(refs, default=str)))
@@ -323,25 +346,41 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Collect a dataset by the paper's protocol and write it as D4RL-layout HDF5. "
                                    "boxball: an online DQN's experience, exploration included (20k steps). "
                                    "maze2d-*: D4RL's waypoint controller with noise on gymnasium-robotics "
-                                   "PointMaze, in D4RL's coordinates (1M / 2M / 4M steps by default).")
-    p.add_argument("task", metavar="TASK", help="boxball or maze2d-{umaze,medium,large}-{sparse,dense} (`rtaug tasks`)")
+                                   "PointMaze, in D4RL's coordinates (1M / 2M / 4M steps by default). "
+                                   "hopper-*, walker2d-*, halfcheetah-*: D4RL's locomotion recipe on Gymnasium's "
+                                   "MuJoCo v5: SAC trained online in --sac-dir (resumed if killed, reused when "
+                                   "finished; one run serves an environment's four datasets), then medium (1M steps "
+                                   "of the policy at a third of the expert's return), medium-replay (SAC's replay "
+                                   "buffer until then), expert (1M steps of the final policy) or medium-expert "
+                                   "(docs/locomotion.md).")
+    p.add_argument("task", metavar="TASK", help="boxball, maze2d-{umaze,medium,large}-{sparse,dense} or "
+                                                "{hopper,walker2d,halfcheetah}-{medium,medium-replay,expert,"
+                                                "medium-expert} (`rtaug tasks`)")
     p.add_argument("--out", required=True, metavar="FILE", help="output HDF5 file")
     p.add_argument("--steps", type=int, default=None, help="environment steps (default: the task's recipe)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeouts", choices=["length", "goal"], default=None,
                    help="maze2d: mark episode ends every episode length (the recipe's) or, as D4RL's files, "
                         "where a goal was reached")
+    p.add_argument("--sac-dir", metavar="DIR", default=None,
+                   help="locomotion: the SAC run directory (default: runs/sac/<env>-seed<seed>)")
+    p.add_argument("--sac", nargs="+", metavar="KEY=VALUE", default=None,
+                   help="locomotion: recipe fields (sac_steps, medium_fraction, default_steps) and SAC settings "
+                        "(fields of rtaug.collect.sac.SACConfig), e.g. --sac sac_steps=3000 learning_starts=500 "
+                        "eval_every=1000 eval_episodes=2 hidden=64,64 for a small run")
     _add_overwrite(p)
     _add_progress(p)
-    p.set_defaults(func=_cmd_collect, paths=(Out("--out"),))
+    p.set_defaults(func=_cmd_collect, paths=(Out("--out"), Out("--sac-dir", DIR, reuse=True)))
 
     p = sub.add_parser("audit", help="check a dataset's transitions against the true dynamics",
                        description="Audit every transition of a dataset file (real or generated) against the "
                                    "task's true dynamics: invalid rate and wall crossings (boxball); simulator "
                                    "error and wall rate (maze2d: reset to the state, apply the action, compare "
-                                   "with the next state). Split by `generated` when the file has it.")
+                                   "with the next state); simulator error, reward and termination (locomotion: "
+                                   "restore qpos/qvel, take the env's step). Split by `generated` when the file "
+                                   "has it.")
     p.add_argument("file", metavar="FILE", help="D4RL-layout HDF5 dataset of that task")
-    p.add_argument("--task", required=True, help="boxball or a maze2d task")
+    p.add_argument("--task", required=True, help="boxball, a maze2d task or a locomotion task (`rtaug tasks`)")
     p.add_argument("--json", metavar="OUT", help="also write the summary as JSON")
     _add_overwrite(p)
     _add_progress(p)
@@ -352,15 +391,21 @@ def build_parser() -> argparse.ArgumentParser:
                                    "protocol and reference scores.")
     p.set_defaults(func=_cmd_tasks)
 
-    p = sub.add_parser("reference", help="measure a maze task's random and expert reference returns",
+    p = sub.add_parser("reference", help="measure a task's random and expert reference returns",
                        description="Evaluate a random policy and the data-collecting controller on a maze2d task "
-                                   "until the standard error of each return is under 1% of their gap.")
+                                   "until the standard error of each return is under 1% of their gap; on a "
+                                   "locomotion task, a random policy and the final actor of a SAC run (--sac-dir), "
+                                   "--episodes each.")
     p.add_argument("task", metavar="TASK")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-episodes", type=int, default=10_000)
+    p.add_argument("--max-episodes", type=int, default=10_000, help="maze2d: the most episodes per policy")
+    p.add_argument("--sac-dir", metavar="DIR", default=None,
+                   help="locomotion: the finished SAC run of the task's environment (its final actor is the expert)")
+    p.add_argument("--episodes", type=int, default=100, help="locomotion: episodes per policy (default: %(default)s)")
     p.add_argument("--json", metavar="OUT", help="also write the result as JSON")
     _add_overwrite(p)
-    p.set_defaults(func=_cmd_reference, paths=(Out("--json"),))
+    _add_progress(p)
+    p.set_defaults(func=_cmd_reference, paths=(In("--sac-dir", DIR, "SAC run directory"), Out("--json")))
 
     p = sub.add_parser(
         "train-model", help="train RT's sequence model, reliability VAE, dynamics ensemble and reward model on a "
@@ -515,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S",
                    help="seeds, all trained at once (default: 0)")
     p.add_argument("--task", default=None, metavar="TASK",
-                   help="maze2d task of the data (`rtaug tasks`): periodic evaluation runs in its simulator, "
+                   help="maze2d or locomotion task of the data (`rtaug tasks`): periodic evaluation runs in its simulator, "
                         "and a dataset of the wrong shape is refused (default: the dataset's metadata `task` "
                         "if it is a known task, else none)")
     p.add_argument("--domain", choices=["auto", "mujoco", "maze2d", "antmaze"], default="auto",
@@ -538,11 +583,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train_policy, paths=(In("--dataset"), Out("--out", DIR, reuse="resume")))
 
     p = sub.add_parser(
-        "eval", help="evaluate a trained policy, a reference policy or any Python function on a maze2d task, "
-                     "by D4RL's protocol",
+        "eval", help="evaluate a trained policy, a reference policy or any Python function on a maze2d or "
+                     "locomotion task, by D4RL's protocol",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Evaluate policies in the task's simulator by D4RL's protocol: N episodes from D4RL's\n"
-                    "random starts (default: the task's 100), the return of each, and the normalized score\n"
+                    "random starts (default: the task's, 100 or 10), the return of each, and the normalized score\n"
                     "100·(R − R_random)/(R_expert − R_random).\n\n"
                     "The policy is a run of `rtaug train-policy` (--run DIR: each seed's deterministic\n"
                     "policy at the run's checkpoint), a built-in reference (--policy random | controller,\n"
@@ -554,7 +599,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "import time); a reset(batch_size) attribute is called before each batch of episodes.\n\n"
                     "Printed per seed: return mean ± std over episodes, normalized mean (with the references\n"
                     "measured in this simulator), D4RL-normalized mean (with D4RL's published references, for\n"
-                    "comparison with papers only), success rate (ended within 0.5 of the goal). Across seeds:\n"
+                    "comparison with papers only), success rate (maze: ended within 0.5 of the goal; locomotion:\n"
+                    "ran to the time limit without falling). Across seeds:\n"
                     "mean ± std (sample std) of the per-seed means, and their interquartile mean (IQM) with a\n"
                     "95% percentile-bootstrap interval over seeds (none with a single seed).\n"
                     "Every seed plays the same episode starts (from --seed).",
@@ -573,10 +619,10 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--policy-fn", metavar="MODULE:FUNCTION",
                        help="any Python callable observations -> actions (batch or single; see above)")
     p.add_argument("--task", metavar="TASK",
-                   help="maze2d task (`rtaug tasks`); with --run, default: the task the run was trained with "
-                        "(train-policy --task records it)")
+                   help="maze2d or locomotion task (`rtaug tasks`); with --run, default: the task the run was "
+                        "trained with (train-policy --task records it)")
     p.add_argument("--episodes", type=int, default=None, metavar="N",
-                   help="episodes per seed (default: the task's protocol, 100)")
+                   help="episodes per seed (default: the task's protocol: 100 on a maze, 10 on a locomotion task)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="S",
                    help="with --run: evaluate only these of the run's seeds (default: all); with --policy: "
                         "the reference policy's own random seeds (default: 0)")

@@ -16,7 +16,7 @@ import numpy as np
 from rtaug.progress import progress_bar
 
 from rtaug.envs.maze2d import RESET_NOISE, RESET_VEL_STD, Maze2DBatch, maze_reward
-from rtaug.envs.registry import get_task
+from rtaug.envs.registry import SIMULATED, get_task
 
 __all__ = [
     "EvalResult", "rollout", "evaluate_policy", "random_policy", "ControllerPolicy", "FunctionPolicy",
@@ -62,6 +62,11 @@ def random_policy(seed: int = 0, act_dim: int = 2):
 def _maze_task(task):
     """The task as every evaluation here needs it: a maze (the simulator's episodes and goal)."""
     return get_task(task, "maze2d", "evaluation in the simulator")
+
+
+def _sim_task(task):
+    """A task with a simulator: a maze, or a locomotion task (`rtaug.envs.locomotion` runs its episodes)."""
+    return get_task(task, SIMULATED, "evaluation in the simulator")
 
 
 class ControllerPolicy:
@@ -225,7 +230,12 @@ def rollout(task, policy, episodes: int, seed=0, batch_size: int = 100, progress
 def evaluate_policy(task, policy, episodes: int | None = None, seed: int = 0, batch_size: int = 100,
                     progress: bool | None = None, desc: str | None = None) -> EvalResult:
     """D4RL's protocol: raw returns and normalized scores over `episodes` (default: the task's)."""
-    task = _maze_task(task)
+    task = _sim_task(task)
+    if task.family == "mujoco":
+        from rtaug.envs.locomotion import evaluate_locomotion
+
+        return evaluate_locomotion(task, policy, episodes, seed=seed, batch_size=batch_size, progress=progress,
+                                   desc=desc)
     n = int(episodes or task.evaluation.episodes)
     res = rollout(task, policy, n, seed=seed, batch_size=batch_size, progress=progress, desc=desc)
     other = "dense" if task.reward_type == "sparse" else "sparse"
@@ -304,7 +314,7 @@ def measure_references(task, seed: int = 0, min_episodes: int = 1000, max_episod
 def make_eval_fn(task, episodes: int | None = None, seed: int = 0, batch_size: int = 100):
     """`eval_fn(policy) -> dict` of flat numbers for `rtaug.train.train`: return mean/std,
     normalized mean/std (when references are measured), D4RL-normalized mean, success rate."""
-    task = _maze_task(task)
+    task = _sim_task(task)
 
     def eval_fn(policy) -> dict:
         res = evaluate_policy(task, policy, episodes=episodes, seed=seed, batch_size=batch_size)
@@ -405,7 +415,7 @@ def evaluate_seeds(task, policies: dict, episodes: int | None = None, seed: int 
     Returns a JSON-ready dict: per-seed rows (means, success rate, per-episode returns) and
     `summarize_seeds` of the normalized, D4RL-normalized and raw per-seed means.
     """
-    task = _maze_task(task)
+    task = _sim_task(task)
     if not policies:
         raise ValueError("no policies to evaluate")
     n = int(episodes or task.evaluation.episodes)
@@ -428,7 +438,7 @@ def evaluate_seeds(task, policies: dict, episodes: int | None = None, seed: int 
                "normalized": None}
     if all(r["normalized_mean"] is not None for r in rows):
         summary["normalized"] = summarize_seeds([r["normalized_mean"] for r in rows])
-    return {"task": task.name, "reward_type": task.reward_type, "episodes": n, "episode_seed": seed,
+    return {"task": task.name, "reward_type": getattr(task, "reward_type", None), "episodes": n, "episode_seed": seed,
             "max_episode_steps": task.evaluation.max_episode_steps,
             "references": {"random": ref.random, "expert": ref.expert,
                            "d4rl_random": ref.d4rl_random, "d4rl_expert": ref.d4rl_expert},
@@ -454,7 +464,7 @@ class LoadedRun:
 
     def check_task(self, task) -> None:
         """Refuse a task whose observation or action size the policies were not trained for."""
-        task = _maze_task(task)
+        task = _sim_task(task)
         if self.obs_dim != task.obs_dim:
             raise ValueError(f"{self.path}: the run's policies take {self.obs_dim}-dimensional observations "
                              f"(checkpoint key 'obs_mean'), task {task.name!r} has {task.obs_dim}-dimensional "

@@ -10,7 +10,8 @@ import numpy as np
 
 from rtaug.envs import boxball as bb
 
-__all__ = ["audit_boxball_transitions", "audit_boxball_trajectories", "reward_check", "boxball_reward"]
+__all__ = ["audit_boxball_transitions", "audit_boxball_trajectories", "reward_check", "boxball_reward",
+           "audit_dataset_file"]
 
 
 def audit_boxball_transitions(obs, actions, next_obs) -> dict[str, np.ndarray]:
@@ -110,6 +111,18 @@ def reward_check(dataset, mask, true_reward, tol: float, penalised: bool) -> dic
     return {"reward_agreement": float(np.mean(np.abs(r - true) < tol)),
             "reward_mean_abs_error": float(np.mean(np.abs(r - true))),
             "reward_mean": float(r.mean()), "true_reward_mean": float(true.mean())}
+
+
+def audit_dataset_file(path, audit_dataset, task, json_out=None, progress: bool = True) -> dict:
+    """`rtaug audit FILE --task TASK --json OUT` for a simulator task: `audit_dataset(data, task,
+    progress=...)` of the file's dataset, its summary also written as JSON when asked."""
+    from rtaug.data.hdf5 import load_hdf5
+    from rtaug.fileio import atomic_write_json
+
+    summary = audit_dataset(load_hdf5(path), task, progress=progress)
+    if json_out is not None:
+        atomic_write_json(json_out, summary)
+    return summary
 
 
 def audit_boxball_file(path, json_out=None) -> dict:

@@ -13,8 +13,6 @@ rather than from the float32 observation.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from rtaug.progress import progress_bar
 
@@ -122,10 +120,6 @@ def _reward_check(task, dataset, mask, penalised: bool) -> dict:
 
 def audit_maze_file(path, task, json_out=None, progress: bool = True) -> dict:
     """`rtaug audit FILE --task TASK --json OUT`: audit a dataset file, optionally write the summary."""
-    from rtaug.data.hdf5 import load_hdf5
-    from rtaug.fileio import atomic_write_json
+    from rtaug.envs.audit import audit_dataset_file
 
-    summary = audit_maze_dataset(load_hdf5(path), task, progress=progress)
-    if json_out is not None:
-        atomic_write_json(Path(json_out), summary)
-    return summary
+    return audit_dataset_file(path, audit_maze_dataset, task, json_out=json_out, progress=progress)

@@ -42,14 +42,14 @@ class EvalRequest:
 
 
 def _policy_task(req, data):
-    """The maze task whose simulator evaluates the policy: --task, else the dataset's metadata
+    """The task (a maze or a locomotion task) whose simulator evaluates the policy: --task, else the dataset's metadata
     `task` when it names a registered task, else None (no simulator: offline checks only)."""
-    from rtaug.envs.registry import get_task, task_names
+    from rtaug.envs.registry import SIMULATED, get_task, task_names
 
     if req.task is not None:
-        return get_task(req.task, "maze2d", "--task (evaluation in the simulator)"), "--task"
+        return get_task(req.task, SIMULATED, "--task (evaluation in the simulator)"), "--task"
     named = (data.metadata or {}).get("task")
-    if isinstance(named, str) and named in task_names() and get_task(named).family == "maze2d":
+    if isinstance(named, str) and named in task_names() and get_task(named).family in SIMULATED:
         return get_task(named), "the dataset's metadata"
     return None, None
 
@@ -155,7 +155,7 @@ def evaluate(req: EvalRequest, printer=_print) -> dict:
     protocol, print per seed and across seeds, write the JSON; returns the report."""
     import time
 
-    from rtaug.envs.registry import get_task
+    from rtaug.envs.registry import SIMULATED, get_task
     from rtaug.evaluate import (
         ControllerPolicy, FunctionPolicy, evaluate_seeds, load_function, load_run, random_policy,
     )
@@ -166,7 +166,7 @@ def evaluate(req: EvalRequest, printer=_print) -> dict:
     if req.seeds is not None and len(set(req.seeds)) != len(req.seeds):
         raise ValueError(f"--seeds must be distinct, got {req.seeds}")
     if req.task is not None:  # an unknown task is an error before anything is loaded
-        get_task(req.task, "maze2d", "rtaug eval")
+        get_task(req.task, SIMULATED, "rtaug eval")
     t0 = time.perf_counter()
     if req.run is not None:
         run = load_run(req.run, seeds=req.seeds)
@@ -199,6 +199,9 @@ def evaluate(req: EvalRequest, printer=_print) -> dict:
         seeds = req.seeds or [0]
         if req.policy == "random":
             policies = {s: random_policy(s, task.act_dim) for s in seeds}
+        elif task.family != "maze2d":
+            raise ValueError(f"--policy controller: task {task.name!r} has no controller (it is the maze tasks' "
+                             "expert); evaluate --policy random or a --run")
         else:
             policies = {s: ControllerPolicy(task, seed=s) for s in seeds}
         about = {"kind": req.policy}

@@ -24,15 +24,17 @@ from rtaug.generate.train import VAEConfig, train_sequence_model, train_vae
 
 
 def collect(task: str, out_path, steps: int | None = None, seed: int = 0, timeouts: str | None = None,
-            progress: bool = True, log=print):
+            progress: bool = True, log=print, **recipe):
     """`rtaug collect`: a task's dataset by its recipe (`Task.collect`: BoxBall, an online DQN's
-    experience, 20k steps; maze2d-*, D4RL's noisy waypoint controller), written as D4RL-layout
-    HDF5. `timeouts` (maze2d) replaces the recipe's episode marking."""
+    experience, 20k steps; maze2d-*, D4RL's noisy waypoint controller; hopper-* etc., a SAC run),
+    written as D4RL-layout HDF5. `timeouts` (maze2d) replaces the recipe's episode marking; `recipe`
+    holds the task's other settings (locomotion: sac_dir, recipe and SAC fields)."""
     from rtaug.data.hdf5 import save_hdf5
     from rtaug.envs.registry import get_task
 
     task = get_task(task)  # an unknown task is a clear error before any work
-    recipe = {"timeouts": timeouts} if timeouts is not None else {}
+    if timeouts is not None:
+        recipe["timeouts"] = timeouts
     data = task.collect(steps=steps, seed=seed, progress=progress, **recipe)
     save_hdf5(data, out_path)
     reached = data.metadata.get("episodes_reaching_goal")

@@ -1,0 +1,266 @@
+"""Locomotion tasks (hopper, walker2d, halfcheetah on Gymnasium MuJoCo v5): the registry's entries,
+evaluation, the dataset layout, the simulator audit, and the SAC collection through `rtaug collect`."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from rtaug.cli import main
+from rtaug.collect.locomotion import locomotion_dataset, medium_cut, policy_data
+from rtaug.data import Dataset, load_hdf5, save_hdf5
+from rtaug.envs.locomotion import ENV_IDS, episode_seed, make_sim, rollout
+from rtaug.envs.locomotion_audit import audit_locomotion_dataset
+from rtaug.envs.registry import TaskError, get_task, task_names
+from rtaug.evaluate import evaluate_policy, random_policy
+
+KINDS = ("medium", "medium-replay", "expert", "medium-expert")
+D4RL = {"hopper": (-20.272305, 3234.3), "halfcheetah": (-280.178953, 12135.0), "walker2d": (1.629008, 4592.3)}
+
+
+@pytest.mark.parametrize("env", sorted(ENV_IDS))
+def test_registry_has_the_four_datasets_of_each_env(env):
+    sim = make_sim(ENV_IDS[env])
+    for kind in KINDS:
+        task = get_task(f"{env}-{kind}")
+        assert f"{env}-{kind}" in task_names()
+        assert (task.family, task.env, task.recipe.dataset) == ("mujoco", env, kind)
+        assert task.recipe.env_id == ENV_IDS[env] and task.recipe.env_id.endswith("-v5")
+        assert (task.obs_dim, task.act_dim) == (sim.observation_space.shape[0], sim.action_space.shape[0])
+        assert (task.evaluation.episodes, task.evaluation.max_episode_steps) == (10, 1000)
+        assert (task.recipe.default_steps, task.recipe.medium_fraction) == (1_000_000, pytest.approx(1 / 3))
+        ref = task.references
+        assert (ref.d4rl_random, ref.d4rl_expert) == D4RL[env]
+        assert task.normalize_d4rl(ref.d4rl_expert) == pytest.approx(100.0)
+        assert task.normalize_d4rl(ref.d4rl_random) == pytest.approx(0.0)
+        # Not measured yet: no number is made up, and the error names the command that measures them.
+        assert ref.random is None and ref.expert is None
+        with pytest.raises(TaskError, match=rf"not been measured yet; run `rtaug reference {env}-medium --sac-dir"):
+            task.normalize(100.0)
+        assert task.make_env().spec.max_episode_steps == 1000
+    with pytest.raises(TaskError, match=f"task '{env}-medium': rtaug run supports maze2d tasks only"):
+        get_task(f"{env}-medium", "maze2d", "rtaug run")
+
+
+def test_making_an_env_leaves_no_mujoco_log(tmp_path, monkeypatch, capfd):
+    """MuJoCo's notice about HalfCheetah's deprecated `settotalmass` would land in a MUJOCO_LOG.TXT
+    in the user's working directory and on stderr, once per env made."""
+    monkeypatch.chdir(tmp_path)
+    make_sim("HalfCheetah-v5")
+    get_task("halfcheetah-expert").make_env()
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists() and "settotalmass" not in capfd.readouterr().err
+
+
+def test_episode_starts_do_not_depend_on_batching():
+    def still(obs):  # deterministic: no action at all
+        return np.zeros((len(obs), 3), np.float32)
+
+    a = rollout("Hopper-v5", still, 3, seed=5, batch_size=1, max_episode_steps=50)
+    b = rollout("Hopper-v5", still, 3, seed=5, batch_size=3, max_episode_steps=50)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    c = rollout("Hopper-v5", still, 3, seed=6, batch_size=3, max_episode_steps=50)
+    assert not np.array_equal(a["returns"], c["returns"])
+    assert episode_seed(1, 2) == episode_seed((1, 2)) != episode_seed(2, 1)
+
+
+def test_evaluation_by_d4rl_protocol():
+    task = get_task("hopper-medium")
+    res = evaluate_policy(task, random_policy(0, 3), episodes=4, seed=0)
+    assert res.returns.shape == (4,) and np.all(np.isfinite(res.returns))
+    assert res.normalized is None  # references not measured
+    np.testing.assert_allclose(res.normalized_d4rl, task.normalize_d4rl(res.returns))
+    # a random hopper falls within a few dozen steps; the env's termination ends its episode
+    assert res.extra["success_rate"] == 0.0 and 1 <= res.extra["length_mean"] < 1000
+    cheetah = evaluate_policy("halfcheetah-medium", random_policy(0, 6), episodes=2, seed=0)
+    assert cheetah.extra == {"success_rate": 1.0, "length_mean": 1000.0}  # halfcheetah never terminates
+    with pytest.raises(ValueError, match=r"policy returned actions of shape \(2, 2\), expected \(2, 3\)"):
+        evaluate_policy(task, random_policy(0, 2), episodes=2)
+
+
+@pytest.fixture(scope="module")
+def random_data():
+    """1,500 rows of uniform actions on Hopper-v5, in the collectors' layout."""
+    task = get_task("hopper-medium")
+    arrays = policy_data(task.recipe.env_id, random_policy(0, 3), 1500, seed=(0, 9), progress=False)
+    return locomotion_dataset(task, arrays, {"algo": "uniform", "seed": 0}, source="test:hopper")
+
+
+def test_dataset_layout_and_episodes(random_data, tmp_path):
+    save_hdf5(random_data, tmp_path / "h.hdf5")
+    data = load_hdf5(tmp_path / "h.hdf5")  # the validator accepts it
+    get_task("hopper-medium").check_dataset(data)
+    with h5py.File(tmp_path / "h.hdf5") as f:
+        assert {"observations", "actions", "rewards", "terminals", "timeouts", "next_observations"} <= set(f)
+        assert set(f["infos"]) == {"qpos", "qvel"}
+        assert f["infos/qpos"].shape == (1500, 6) and f["infos/qpos"].dtype == np.float64
+    meta = data.metadata
+    assert meta["task"] == "hopper-medium" and meta["env_id"] == "Hopper-v5" and meta["mujoco"] and meta["gymnasium"]
+    ends = data.terminals | data.timeouts
+    assert data.terminals.sum() > 10 and ends[-1]  # random hoppers fall; the stream's end is an episode end
+    assert not (data.terminals & data.timeouts).any()
+    inside = ~ends[:-1]  # within an episode the next row starts where this one ended
+    np.testing.assert_array_equal(data.next_observations[:-1][inside], data.observations[1:][inside])
+    # the observation is the stored state without the root's x (hopper: velocities within ±10 here)
+    np.testing.assert_allclose(data.observations, np.concatenate([data.infos["qpos"][:, 1:], data.infos["qvel"]], 1),
+                               atol=1e-5)
+    assert np.all(np.abs(data.actions) <= 1.0)
+
+
+def test_real_rows_audit_at_numerical_precision(random_data):
+    res = audit_locomotion_dataset(random_data, "hopper-medium")
+    assert res["transitions"] == 1500 and res["restored_from_state"] == 1.0
+    assert res["mean_error"] < 1e-6 and res["max_error"] < 1e-5
+    assert res["terminal_agreement"] == 1.0 and res["reward_agreement"] == 1.0
+    assert res["reward_mean_abs_error"] < 1e-6
+    # From the float32 observations alone (no infos), still at float32 precision.
+    bare = Dataset(**{k: getattr(random_data, k) for k in ("observations", "actions", "rewards", "terminals",
+                                                          "timeouts", "next_observations")})
+    res = audit_locomotion_dataset(bare, "hopper-medium")
+    assert res["restored_from_state"] == 0.0 and res["max_error"] < 1e-4
+
+
+def test_walker_states_need_the_stored_simulator_state():
+    """Walker2d's observation clips joint velocities at ±10, and a flailing random walker exceeds
+    that: from the observation alone those rows cannot be restored; from infos/qpos, qvel they can."""
+    task = get_task("walker2d-medium")
+    arrays = policy_data(task.recipe.env_id, random_policy(0, 6), 1000, seed=1, progress=False)
+    data = locomotion_dataset(task, arrays, {}, source="test:walker")
+    assert np.abs(arrays["qvel"]).max() > 10
+    res = audit_locomotion_dataset(data, task)
+    assert res["max_error"] < 1e-5 and res["at_velocity_clip"] == 0.0
+    bare = Dataset(**{k: getattr(data, k) for k in ("observations", "actions", "rewards", "terminals", "timeouts",
+                                                   "next_observations")})
+    res = audit_locomotion_dataset(bare, task)
+    assert res["at_velocity_clip"] > 0.01 and res["max_error"] > 1.0
+
+
+def test_generated_rows_get_their_true_error(random_data):
+    """Rows marked generated, with a known error on s′ and a reward off by 0.5, and (as RT's merge
+    writes them) the simulator state of another row in their infos: the audit must restore them
+    from their observation and report exactly the error that was put in."""
+    real = random_data.subset(np.arange(500))
+    rng = np.random.default_rng(0)
+    shift = rng.normal(0.0, 1e-2, real.next_observations.shape).astype(np.float32)
+    gen = Dataset(observations=real.observations, actions=real.actions, rewards=real.rewards + 0.5,
+                  terminals=real.terminals, timeouts=real.timeouts, next_observations=real.next_observations + shift,
+                  infos={k: v[::-1].copy() for k, v in real.infos.items()}, generated=np.ones(500, bool),
+                  reliability=np.zeros(500, np.float32), metadata={"generator": {"beta": 0.0, "alpha": 1.0}})
+    both = real.concat(gen)
+    res = audit_locomotion_dataset(both, "hopper-medium")
+    assert res["real"]["max_error"] < 1e-5 and res["real"]["restored_from_state"] == 1.0
+    g = res["generated"]
+    assert g["restored_from_state"] < 0.02  # a reversed row's state reproduces an observation only by chance
+    expected = np.linalg.norm(shift.astype(np.float64), axis=1)
+    assert g["mean_error"] == pytest.approx(expected.mean(), rel=0.01)
+    assert g["reward_agreement"] == 0.0 and g["reward_mean_abs_error"] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_audit_and_eval_commands(random_data, tmp_path, capsys):
+    save_hdf5(random_data, tmp_path / "h.hdf5")
+    out = tmp_path / "audit.json"
+    assert main(["audit", str(tmp_path / "h.hdf5"), "--task", "hopper-medium", "--json", str(out),
+                 "--no-progress"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(out.read_text()) and printed["max_error"] < 1e-5
+    assert main(["eval", "--policy", "random", "--task", "walker2d-medium", "--episodes", "2", "--no-progress"]) == 0
+    said = capsys.readouterr().out
+    assert "walker2d-medium: uniform random actions" in said and "(1.629008, 4592.3)" in said
+    assert "normalized       n/a (references not measured)" in said
+    assert main(["eval", "--policy", "controller", "--task", "hopper-medium"]) == 2
+    assert "has no controller" in capsys.readouterr().err
+
+
+def test_collect_refuses_bad_settings_before_any_work(tmp_path, capsys):
+    sac_dir = tmp_path / "sac"
+    cases = [
+        (["hopper-medium-replay", "--steps", "100"], "medium-replay is SAC's replay buffer"),
+        (["hopper-medium", "--sac", "bogus=1"], "unknown setting(s) bogus"),
+        (["hopper-medium", "--sac", "learning_starts=many"], "learning_starts='many': expected int"),
+        (["hopper-medium", "--sac", "medium_fraction=2"], "medium_fraction must be in (0, 1]"),
+        (["hopper-medium", "--sac", "eval_every"], "expected KEY=VALUE"),
+        (["maze2d-umaze-sparse", "--sac-dir", str(sac_dir)], "--sac and --sac-dir apply to the SAC-made tasks"),
+    ]
+    for args, message in cases:
+        assert main(["collect", *args, "--out", str(tmp_path / "x.hdf5"), "--sac-dir", str(sac_dir)]) == 2
+        assert message in capsys.readouterr().err, args
+    assert not (tmp_path / "x.hdf5").exists() and not (sac_dir / "checkpoint.msgpack").exists()
+
+
+def test_medium_cut_is_the_first_evaluation_at_a_third_of_the_last():
+    curve = [{"step": s, "return_mean": r} for s, r in ((10, 5.0), (20, 40.0), (30, 20.0), (40, 90.0))]
+    cut = medium_cut(curve, 1 / 3)
+    assert (cut["expert_step"], cut["expert_return"], cut["medium_step"], cut["medium_return"]) == (40, 90.0, 20, 40.0)
+    assert medium_cut(curve, 1.0)["medium_step"] == 40
+    with pytest.raises(ValueError, match="no evaluations yet"):
+        medium_cut([], 1 / 3)
+
+
+# ------------------------------------------------------------------------ through a SAC run
+
+SMALL_SAC = ["sac_steps=1200", "learning_starts=300", "eval_every=300", "eval_episodes=2", "hidden=16,16",
+             "batch_size=16", "checkpoint_every=500"]
+
+
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory):
+    """A tiny SAC run on Hopper-v5 (1,200 steps) and the four datasets cut out of it by `rtaug collect`."""
+    root = tmp_path_factory.mktemp("loco")
+    for kind in KINDS:
+        steps = [] if kind == "medium-replay" else ["--steps", "700"]
+        assert main(["collect", f"hopper-{kind}", "--out", str(root / f"{kind}.hdf5"), *steps, "--seed", "3",
+                     "--sac-dir", str(root / "sac"), "--sac", *SMALL_SAC, "--no-progress"]) == 0
+    return root
+
+
+@pytest.mark.slow  # trains a tiny SAC (compiling it is most of the time)
+def test_collect_cuts_four_datasets_out_of_one_sac_run(collected):
+    from rtaug.collect.sac import load_buffer, read_curve
+
+    data = {kind: load_hdf5(collected / f"{kind}.hdf5") for kind in KINDS}
+    curve = read_curve(collected / "sac")
+    assert [r["step"] for r in curve] == [300, 600, 900, 1200]
+    cut = medium_cut(curve, 1 / 3)
+    for kind, d in data.items():
+        get_task(f"hopper-{kind}").check_dataset(d)
+        c = d.metadata["collector"]
+        assert (c["algo"], c["seed"], c["cut"]) == ("sac", 3, cut)
+        assert c["sac"]["total_steps"] == 1200 and c["sac"]["hidden"] == [16, 16]
+        assert audit_locomotion_dataset(d, f"hopper-{kind}")["max_error"] < 1e-5
+    # medium-replay: the replay buffer up to the medium cut, as it was
+    replay, buffer = data["medium-replay"], load_buffer(collected / "sac", cut["medium_step"])
+    assert len(replay) == cut["medium_step"]
+    np.testing.assert_array_equal(replay.observations, buffer["observations"])
+    np.testing.assert_array_equal(replay.infos["qpos"], buffer["qpos"])
+    assert replay.timeouts[-1] or replay.terminals[-1]
+    # medium and expert: 700 rows of the actor saved at the cut and at the end
+    assert len(data["medium"]) == len(data["expert"]) == 700
+    assert data["medium"].metadata["collector"]["policy"]["step"] == cut["medium_step"]
+    assert data["expert"].metadata["collector"]["policy"]["step"] == 1200
+    assert not np.array_equal(data["medium"].actions, data["expert"].actions)
+    # medium-expert: the same two, one after the other
+    both = data["medium-expert"]
+    np.testing.assert_array_equal(both.observations, np.concatenate([data["medium"].observations,
+                                                                     data["expert"].observations]))
+    assert both.metadata["task"] == "hopper-medium-expert"
+    # the same command again reuses the finished run and the drawn data: the same rows
+    again = collected / "again.hdf5"
+    assert main(["collect", "hopper-medium", "--out", str(again), "--steps", "700", "--seed", "3", "--sac-dir",
+                 str(collected / "sac"), "--sac", *SMALL_SAC, "--no-progress"]) == 0
+    np.testing.assert_array_equal(load_hdf5(again).actions, data["medium"].actions)
+
+
+@pytest.mark.slow  # trains a BC policy on the collected data and evaluates it
+def test_policy_trained_on_collected_data_is_evaluated_in_the_simulator(collected, tmp_path, capsys):
+    run = tmp_path / "bc"
+    assert main(["train-policy", "--dataset", str(collected / "medium.hdf5"), "--algo", "bc", "--steps", "20",
+                 "--chunk", "10", "--out", str(run), "--eval-every", "20", "--eval-episodes", "2",
+                 "--no-progress"]) == 0  # the task comes from the file's metadata
+    rows = (run / "seed_0" / "eval.csv").read_text().splitlines()
+    assert rows[0].startswith("step,return_mean") and len(rows) == 2
+    assert json.loads((run / "summary.json").read_text())["task"] == "hopper-medium"
+    capsys.readouterr()
+    assert main(["eval", "--run", str(run), "--episodes", "2", "--no-progress"]) == 0
+    said = capsys.readouterr().out
+    assert "hopper-medium:" in said and "D4RL-normalized" in said
