@@ -1,5 +1,8 @@
-"""Shared small datasets (deterministic, built in memory, no dependence on ../shared) and one
-tiny maze experiment whose trained model the tests that need one share."""
+"""Shared small datasets (deterministic, built in memory, no dependence on ../shared), one
+tiny maze experiment whose trained model the tests that need one share, and the check that a
+refused command said one line and changed nothing."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,6 +44,29 @@ def continuous_walks(n=600, ep_len=50, seed=0) -> Dataset:
     return Dataset(observations=obs, actions=act, rewards=rng.random(n).astype(np.float32),
                    terminals=np.zeros(n, bool), timeouts=timeouts,
                    next_observations=np.concatenate([obs[1:], obs[-1:]]))
+
+
+def file_bytes(*paths) -> dict:
+    """Every file's bytes under each path (a file, or a directory's tree)."""
+    found = {}
+    for p in map(Path, paths):
+        for f in ([p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())):
+            found[str(f)] = f.read_bytes()
+    return found
+
+
+def refused(argv, message, capsys, keep=()):
+    """Run `rtaug argv`: it must exit 2 with exactly one line, `rtaug CMD: error: <message>`,
+    and leave the paths in `keep` (those that exist) byte for byte as they were."""
+    from rtaug.cli import main
+
+    kept = [k for k in keep if Path(k).exists()]
+    before = file_bytes(*kept)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    command = " ".join(argv[:2]) if argv[0] == "minari" else argv[0]
+    assert err == f"rtaug {command}: error: {message}\n"
+    assert file_bytes(*kept) == before
 
 
 @pytest.fixture(scope="session")

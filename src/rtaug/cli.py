@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rtaug.requests import DIR, In, Out, RequestError, check_paths
+from rtaug.ranges import COUNT, NONNEGATIVE, SEED
+from rtaug.requests import DIR, In, Num, Out, RequestError, check_request, flags_of
 
 DESCRIPTION = """\
 rtaug: the Reliability-guaranteed Transformer (RT) for model-based offline RL.
@@ -106,14 +107,10 @@ def _cmd_train_model(args):
     from rtaug.generate.dynamics import DynamicsConfig
 
     mlp_cfg = BackwardMLPConfig(steps=args.vae_steps, seed=args.seed) if args.backward_mlp else None
-    if args.dynamics_steps < 0 or args.dynamics_members < 1:
-        raise ValueError("--dynamics-steps must be >= 0 and --dynamics-members >= 1")
     dyn_cfg = (DynamicsConfig(members=args.dynamics_members, steps=args.dynamics_steps, seed=args.seed)
                if args.dynamics_steps else None)
     from rtaug.generate.reward import RewardConfig
 
-    if args.reward_steps < 0:
-        raise ValueError("--reward-steps must be >= 0")
     reward_cfg = (RewardConfig(inputs=args.reward_inputs, steps=args.reward_steps, seed=args.seed)
                   if args.reward_steps else None)
     from rtaug.fileio import replacing_dir
@@ -192,10 +189,6 @@ def _cmd_sweep(args):
 
     from rtaug.experiments.sweep import load_sweep, run_sweep
 
-    if args.workers is not None and args.workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {args.workers}")
-    if args.retries < 0:
-        raise ValueError(f"--retries must be >= 0, got {args.retries}")
     cells = load_sweep(args.config, args.overrides)
     try:
         import ray  # noqa: F401
@@ -221,6 +214,12 @@ def _cmd_report(args):
         from rtaug.experiments.report import write_tensorboard
 
         write_tensorboard(args.dir, args.tensorboard)
+
+
+def _heads_divide_width(args):
+    # each of the transformer's heads attends over an equal share of the embedding
+    if args.d_model % args.heads:
+        raise RequestError(f"--d-model {args.d_model}: must be a multiple of --heads {args.heads}")
 
 
 # The stage cache is shared with other runs and a sweep's workers; a re-run reuses both.
@@ -250,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of every stage (default: %(default)s)")
     p.add_argument("--trajectories", type=int, default=50, help="trajectories per generator (default: %(default)s)")
     _add_progress(p)
-    p.set_defaults(func=_cmd_quickstart, paths=(Out("--out", DIR, reuse=True),))
+    p.set_defaults(func=_cmd_quickstart, paths=(Out("--out", DIR, reuse=True),),
+                   checks=(Num("--seed", SEED), Num("--trajectories", COUNT)))
 
     p = sub.add_parser(
         "run", help="one experiment from a config file: task × generator × learner × seeds, every stage cached",
@@ -297,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray)")
     p.add_argument("--retries", type=int, default=1, help="retries of a failed stage (default: %(default)s)")
     p.add_argument("--dry-run", action="store_true", help="list the cells and stop")
-    p.set_defaults(func=_cmd_sweep, paths=_EXPERIMENT_PATHS)
+    p.set_defaults(func=_cmd_sweep, paths=_EXPERIMENT_PATHS,
+                   checks=(Num("--workers", COUNT), Num("--retries", NONNEGATIVE)))
 
     p = sub.add_parser(
         "report", help="tables, CSV and figures of the results under a directory",
@@ -332,7 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "where a goal was reached")
     _add_overwrite(p)
     _add_progress(p)
-    p.set_defaults(func=_cmd_collect, paths=(Out("--out"),))
+    from rtaug.experiments.config import DataConfig
+
+    p.set_defaults(func=_cmd_collect, paths=(Out("--out"),), checks=flags_of(DataConfig, "steps", "seed"))
 
     p = sub.add_parser("audit", help="check a dataset's transitions against the true dynamics",
                        description="Audit every transition of a dataset file (real or generated) against the "
@@ -359,7 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-episodes", type=int, default=10_000)
     p.add_argument("--json", metavar="OUT", help="also write the result as JSON")
     _add_overwrite(p)
-    p.set_defaults(func=_cmd_reference, paths=(Out("--json"),))
+    p.set_defaults(func=_cmd_reference, paths=(Out("--json"),),
+                   checks=(Num("--seed", SEED), Num("--max-episodes", COUNT)))
 
     p = sub.add_parser(
         "train-model", help="train RT's sequence model, reliability VAE, dynamics ensemble and reward model on a "
@@ -405,7 +409,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     _add_overwrite(p)
     _add_progress(p)
-    p.set_defaults(func=_cmd_train_model, paths=(In("--dataset"), Out("--out", DIR)))
+    from rtaug.generate.dynamics import DynamicsConfig
+    from rtaug.generate.model import RTConfig
+    from rtaug.generate.train import VAEConfig
+
+    p.set_defaults(func=_cmd_train_model, paths=(In("--dataset"), Out("--out", DIR)), checks=(
+        *flags_of(RTConfig, "context_steps", "d_model", "gamma", "rtg_bins", "batch_size", "steps", "lr", "seed",
+                  n_layer="--layers", n_head="--heads"),
+        *flags_of(VAEConfig, steps="--vae-steps", alpha_quantile="--alpha-quantile"),
+        *flags_of(DynamicsConfig, members="--dynamics-members"),
+        Num("--dynamics-steps", NONNEGATIVE), Num("--reward-steps", NONNEGATIVE),  # 0 = none
+        _heads_divide_width))
 
     p = sub.add_parser(
         "augment", help="generate trajectories with a trained model and write the augmented dataset",
@@ -476,7 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overwrite(p)
     _add_progress(p)
     p.set_defaults(func=_cmd_augment,
-                   paths=(In("--dataset"), In("--model", DIR, "model directory"), Out("--out")))
+                   paths=(In("--dataset"), In("--model", DIR, "model directory"), Out("--out")),
+                   checks=flags_of(GenerationConfig, "num_trajectories", "max_length", "context", "candidates",
+                                   "kappa", "beta", "alpha_quantile", "alpha_trajectories", "fixed_length", "seed"))
 
     p = sub.add_parser(
         "train-policy", help="train an offline RL policy (BC, TD3+BC, IQL, CQL, BCQ) on a dataset file",
@@ -534,7 +550,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="updates per compiled chunk: the granularity of metrics rows and of the progress "
                         "bar (default: %(default)s)")
     _add_progress(p)
-    p.set_defaults(func=_cmd_train_policy, paths=(In("--dataset"), Out("--out", DIR, reuse="resume")))
+    from rtaug.experiments.policy import TrainPolicyRequest
+
+    p.set_defaults(func=_cmd_train_policy, paths=(In("--dataset"), Out("--out", DIR, reuse="resume")),
+                   checks=flags_of(TrainPolicyRequest, "steps", "seeds", "eval_every", "eval_episodes", "chunk"))
 
     p = sub.add_parser(
         "eval", help="evaluate a trained policy (or a reference policy) on a maze2d task, by D4RL's protocol",
@@ -574,7 +593,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT", help="also write everything (per-episode returns included) as JSON")
     _add_overwrite(p)
     _add_progress(p)
-    p.set_defaults(func=_cmd_eval, paths=(In("--run", DIR, "run directory"), Out("--json")))
+    p.set_defaults(func=_cmd_eval, paths=(In("--run", DIR, "run directory"), Out("--json")),
+                   checks=(Num("--episodes", COUNT), Num("--seeds", SEED), Num("--seed", SEED)))
 
     p = sub.add_parser(
         "minari", help="import a local Minari dataset as HDF5, or export an HDF5 file as a Minari dataset",
@@ -632,7 +652,7 @@ def main(argv=None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     command = args.command + (f" {args.minari_command}" if args.command == "minari" else "")
     try:
-        check_paths(args)
+        check_request(args)
     except RequestError as e:
         print(f"rtaug {command}: error: {e}", file=sys.stderr)
         return 2

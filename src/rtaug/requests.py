@@ -1,9 +1,11 @@
-"""What every `rtaug` command checks about its paths before it works.
+"""What every `rtaug` command checks about its request before it works.
 
 Each subcommand declares the roles of its path arguments (`In` and `Out`, in its parser's
-`paths` default); `check_paths` runs after parsing and before the command's function, so a
-request that would read a missing file or destroy an input is refused in one line before any
-minutes of work, and nothing on disk is touched by a refused request.
+`paths` default) and the checks of its flags (`checks`: `Num` for a numeric flag's range, and
+functions for combinations of flags). `check_request` runs after parsing and before the
+command's function, so a request that would read a missing file, destroy an input or run with
+a flag out of range is refused in one line before any minutes of work, and nothing on disk is
+touched by a refused request.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+from rtaug.ranges import Range, range_of
 
 FILE, DIR = "file", "directory"
 
@@ -41,6 +45,35 @@ class Out:
     kind: str = FILE
     reuse: bool | str = False
     shared: bool = False
+
+
+@dataclass(frozen=True)
+class Num:
+    """A numeric flag and the range of its values (every value, for a flag that takes several)."""
+
+    arg: str
+    rule: Range
+
+    def __call__(self, args) -> None:
+        value = getattr(args, _dest(self.arg), None)
+        for v in value if isinstance(value, list) else [value]:
+            problem = None if v is None else self.rule.problem(v)
+            if problem:  # the value as typed: 2, not argparse's 2.0
+                raise RequestError(f"{self.arg} {format(v, 'g') if isinstance(v, float) else v}: {problem}")
+
+
+def flags_of(cls, *fields: str, **flags: str) -> tuple[Num, ...]:
+    """`Num` checks of flags that set fields of the config dataclass `cls`, by the ranges the
+    fields declare (`rtaug.ranges`): a field in `fields` is set by --its-name, a `field="--flag"`
+    by that flag."""
+    named = {**{f: "--" + f.replace("_", "-") for f in fields}, **flags}
+    checks = []
+    for name, flag in named.items():
+        rule = range_of(cls, name)
+        if rule is None:
+            raise TypeError(f"{cls.__name__}.{name} declares no range")
+        checks.append(Num(flag, rule))
+    return tuple(checks)
 
 
 def _dest(arg: str) -> str:
@@ -130,9 +163,19 @@ def _check_output(role: Out, value, args, inputs: list[tuple[In, Path, str]]) ->
     return path
 
 
-def check_paths(args) -> None:
-    """Refuse the request (RequestError) if a declared path is wrong; then remove what a killed
-    earlier run left beside (and, for directories no one else writes, inside) its outputs."""
+def check_request(args) -> None:
+    """Refuse the request (RequestError) if a declared path or check fails; then remove what a
+    killed earlier run left beside (and, for directories no one else writes, inside) its outputs."""
+    outputs = _check_paths(args)
+    for check in getattr(args, "checks", ()):
+        check(args)
+    # Only once the whole request passed: a refused request changes nothing on disk.
+    for role, path in outputs:
+        remove_leftovers(path, inside=role.kind == DIR and not role.shared)
+
+
+def _check_paths(args) -> list[tuple[Out, Path]]:
+    """The declared inputs and outputs checked; the outputs with their roles."""
     roles = getattr(args, "paths", ())
     inputs = []
     for role in roles:
@@ -142,9 +185,7 @@ def check_paths(args) -> None:
     for role in roles:
         if isinstance(role, Out) and getattr(args, _dest(role.arg), None) is not None:
             outputs.append((role, _check_output(role, getattr(args, _dest(role.arg)), args, inputs)))
-    # Only once the whole request passed: a refused request changes nothing on disk.
-    for role, path in outputs:
-        remove_leftovers(path, inside=role.kind == DIR and not role.shared)
+    return outputs
 
 
 # rtaug.fileio's temporary names: "." + target name + "." + mkstemp's 8 random characters
@@ -187,4 +228,5 @@ def remove_leftovers(path, inside: bool = False) -> list[Path]:
     return removed
 
 
-__all__ = ["DIR", "FILE", "In", "Out", "RequestError", "check_paths", "is_leftover", "remove_leftovers"]
+__all__ = ["DIR", "FILE", "In", "Num", "Out", "RequestError", "check_request", "flags_of", "is_leftover",
+           "remove_leftovers"]
