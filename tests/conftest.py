@@ -55,9 +55,10 @@ def file_bytes(*paths) -> dict:
     return found
 
 
-def refused(argv, message, capsys, keep=()):
-    """Run `rtaug argv`: it must exit 2 with exactly one line, `rtaug CMD: error: <message>`,
-    and leave the paths in `keep` (those that exist) byte for byte as they were."""
+def refused(argv, message, capsys, keep=(), whole=True):
+    """Run `rtaug argv`: it must exit 2 with exactly one line, `rtaug CMD: error: <message>` (with
+    `whole` false, a line that begins so), and leave the paths in `keep` (those that exist) byte
+    for byte as they were."""
     from rtaug.cli import main
 
     kept = [k for k in keep if Path(k).exists()]
@@ -65,7 +66,8 @@ def refused(argv, message, capsys, keep=()):
     assert main(argv) == 2
     err = capsys.readouterr().err
     command = " ".join(argv[:2]) if argv[0] == "minari" else argv[0]
-    assert err == f"rtaug {command}: error: {message}\n"
+    assert err.count("\n") == 1 and err.endswith("\n")
+    assert err == f"rtaug {command}: error: {message}\n" if whole else err.startswith(f"rtaug {command}: error: {message}")
     assert file_bytes(*kept) == before
 
 

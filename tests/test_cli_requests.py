@@ -1,17 +1,26 @@
-"""Every command checks its flags before it works (issue 13): a numeric flag out of its field's
-range (`rtaug.ranges`) or a combination that cannot run is refused in one line,
-`rtaug CMD: error: --flag VALUE: problem`, exit code 2, and the inputs survive byte for byte.
-Nothing here trains a model."""
+"""Every command checks its request before it works (issue 13): a numeric flag out of its
+field's range (`rtaug.ranges`) or a combination that cannot run, a dataset too small to train
+on, a model directory that is partial, hand-broken, of other spaces or too short a window for
+the flags, are refused in one line, `rtaug CMD: error: <flag or file>: problem`, exit code 2,
+and the inputs survive byte for byte. A model records the data it was trained on, and
+generating from other data of its spaces is a one-line warning. Nothing here trains a model
+beyond the session's tiny experiment (conftest.py)."""
 
+import json
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from rtaug.cli import build_parser
-from rtaug.data.hdf5 import save_hdf5
+from rtaug.cli import build_parser, main
+from rtaug.data.hdf5 import load_hdf5, save_hdf5
+from rtaug.generate.io import FORMAT, load_generator
+from rtaug.generate.model import RTConfig
+from rtaug.generate.spec import Spec
 from rtaug.requests import check_request
 
-from conftest import continuous_walks, refused
+from conftest import continuous_walks, file_bytes, grid_walks, refused
 
 SEED_RANGE = "must be in [0, 2^32) (JAX's generators use a seed's low 32 bits)"
 INPUTS = ("walks.hdf5", "c.yaml")
@@ -81,8 +90,8 @@ EVAL = ["eval", "--policy", "random", "--task", "maze2d-umaze-sparse", "--no-pro
     # rtaug run: the typed config's validation, by the same ranges, names the key
     (["run", "c.yaml", "learner.steps=0"], "learner.steps: must be at least 1, got 0"),
     (["run", "c.yaml", "generator.model.sequence.context_steps=0"],
-     "generator.model.sequence.context_steps: must be at least 2 (a window holds at least one step of context "
-     "and one generated step), got 0"),
+     ("generator.model.sequence.context_steps: must be at least 2 (a window holds at least one step of context "
+      "and one generated step), got 0")),
     (["run", "c.yaml", "seeds=[0, 4294967296]"], f"seeds: {SEED_RANGE}, got [0, 4294967296]"),
 ])
 def test_a_flag_out_of_range_is_refused_before_work(work, capsys, argv, message):
@@ -99,3 +108,161 @@ def test_a_flag_out_of_range_is_refused_before_work(work, capsys, argv, message)
 ])
 def test_the_ends_of_each_range_pass(work, argv):
     check_request(build_parser().parse_args(argv))  # refuses by raising
+
+
+# ------------------------------------------------------------------ a dataset too small to train on
+
+
+@pytest.mark.parametrize("rows, row_word", [(1, "row"), (2, "rows")])
+def test_a_dataset_smaller_than_one_window_is_refused(work, capsys, rows, row_word):
+    save_hdf5(continuous_walks(n=100).subset(np.arange(rows)), "tiny.hdf5")
+    refused(["train-model", "--dataset", "tiny.hdf5", "--out", "m", "--context-steps", "8"],
+            f"--dataset tiny.hdf5: {rows} {row_word}, too few to train on: needs at least --context-steps (8), "
+            "one window of the sequence model", capsys, keep=("tiny.hdf5",))
+    assert not Path("m").exists()
+
+
+# ------------------------------------------------------------------ augment's model, checked before generation
+
+
+@pytest.fixture
+def model(work):
+    """A model directory of the walks' spaces as far as augment's check reads one: the spec
+    fitted on the walks, a sequence model of an 8-step window, and stand-ins for the weights."""
+    d = Path("model")
+    d.mkdir()
+    spec = Spec.fit(load_hdf5("walks.hdf5"))
+    (d / "spec.json").write_text(json.dumps({"format": FORMAT, **spec.to_dict()}))
+    (d / "rt.json").write_text(json.dumps({"config": RTConfig(context_steps=8).to_dict(), "history": []}))
+    for name in ("rt.msgpack", "vae.json", "vae.msgpack", "dynamics.json", "dynamics.msgpack"):
+        (d / name).write_text("stand-in")
+    save_hdf5(grid_walks(n_episodes=5), "grid.hdf5")
+    wide = continuous_walks(n=100)
+    wide.actions = np.zeros((100, 3), np.float32)  # 3-dimensional actions, the model's have 2
+    save_hdf5(wide, "wide.hdf5")
+    return d
+
+
+def _edit_json(path, change):
+    d = json.loads(Path(path).read_text())
+    change(d)
+    Path(path).write_text(json.dumps(d))
+
+
+AUGMENT_MODEL = ["augment", "--dataset", "walks.hdf5", "--model", "model", "--out", "a.hdf5", "--no-progress"]
+MODEL_FILES = "spec.json, rt.json, rt.msgpack, vae.json, vae.msgpack"
+
+
+@pytest.mark.parametrize("change, argv, message", [
+    (None, [*AUGMENT_MODEL, "--context", "8"],
+     "--context 8: must be less than the model's window, 8 steps (--model model), to leave a step to generate"),
+    (None, [*AUGMENT_MODEL[:2], "grid.hdf5", *AUGMENT_MODEL[3:]],
+     ("grid.hdf5: key 'observations': discrete states on a 10x10 grid, but the model in model was trained on "
+      "4-dimensional states")),
+    (None, [*AUGMENT_MODEL[:2], "wide.hdf5", *AUGMENT_MODEL[3:]],
+     "wide.hdf5: key 'actions': dimension 3 does not match the model in model (trained on 2)"),
+    (lambda: Path("model/rt.msgpack").unlink(), AUGMENT_MODEL,
+     f"model/rt.msgpack: missing (a model directory of `rtaug train-model` holds {MODEL_FILES})"),
+    (lambda: Path("model/spec.json").write_text('{"format": 3, "obs_dim"'), AUGMENT_MODEL,
+     "model/spec.json: not valid JSON (Expecting ':' delimiter: line 1 column 24 (char 23))"),
+    (lambda: _edit_json("model/spec.json", lambda d: d.pop("obs_std")), AUGMENT_MODEL,
+     "model/spec.json: not a model spec (TypeError: "),
+    (lambda: _edit_json("model/spec.json", lambda d: d.update(format=2)), AUGMENT_MODEL,
+     ("model/spec.json: a model of format 2, written by an older rtaug whose heads differ (format 3 now): "
+      "retrain it with `rtaug train-model`")),
+    (lambda: _edit_json("model/rt.json", lambda d: d["config"].update(n_layers=2)), AUGMENT_MODEL,
+     "model/rt.json: not a sequence model config (TypeError: "),
+    (lambda: _edit_json("model/rt.json", lambda d: d.pop("config")), AUGMENT_MODEL,
+     "model/rt.json: not a sequence model config (KeyError: 'config')"),
+    (lambda: Path("model/dynamics.json").unlink(), AUGMENT_MODEL,
+     ("--dist forward: model has no dynamics ensemble (dynamics.json); retrain it with `rtaug train-model`, "
+      "or pass --dist vae")),
+    (None, [*AUGMENT_MODEL, "--reward", "model"],
+     ("--reward model: model has no reward model (reward.json); retrain it with `rtaug train-model` (without "
+      "--reward-steps 0), or pass --reward mean")),
+    (None, [*AUGMENT_MODEL, "--generator", "backward-mlp"],
+     ("--generator backward-mlp: model has no backward MLP (backward_mlp.json); train one with "
+      "`rtaug train-model --backward-mlp`")),
+])
+def test_augment_refuses_a_model_it_cannot_use_before_generating(model, capsys, change, argv, message):
+    if change is not None:
+        change()
+    # a TypeError's own words differ between Python versions: those messages are checked up to them
+    refused(argv, message, capsys, keep=("walks.hdf5", "grid.hdf5", "wide.hdf5", "model"),
+            whole=not message.endswith("(TypeError: "))
+    assert not Path("a.hdf5").exists()
+
+
+def test_a_model_that_fits_passes_the_check(model):
+    check_request(build_parser().parse_args([*AUGMENT_MODEL, "--context", "7", "--max-length", "50"]))
+
+
+# ------------------------------------------------------------------ what a model records of its data
+
+
+def _tiny_model(tiny_experiment, d: Path):
+    stages = {s["stage"]: Path(s["path"]) for s in tiny_experiment[1]["stages"]}
+    shutil.copy(stages["data"] / "data.hdf5", d / "umaze.hdf5")
+    shutil.copytree(stages["model"] / "model", d / "model")
+    return d / "umaze.hdf5", d / "model"
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_at_generation(monkeypatch):
+    from rtaug.experiments import stages
+
+    def generate(*args, **kwargs):
+        raise _Stop("generation reached")
+
+    monkeypatch.setattr(stages, "generate", generate)
+
+
+def test_a_model_records_its_data_and_warns_when_used_on_other_data(tiny_experiment, tmp_path, capsys,
+                                                                    monkeypatch):
+    data_path, model_dir = _tiny_model(tiny_experiment, tmp_path)
+    data = load_hdf5(data_path)
+    recorded = json.loads((model_dir / "spec.json").read_text())["dataset"]
+    assert recorded["fingerprint"] == data.fingerprint() and recorded["rows"] == len(data)
+    assert recorded["task"] == "maze2d-umaze-sparse"
+
+    _stop_at_generation(monkeypatch)
+    other = tmp_path / "other.hdf5"  # the same spaces, other transitions
+    save_hdf5(data.subset(np.arange(len(data) // 2)), other)
+    before = file_bytes(other, model_dir)
+    argv = ["augment", "--model", str(model_dir), "--out", str(tmp_path / "a.hdf5"), "--no-progress"]
+    assert main([*argv, "--dataset", str(other)]) == 1  # the stand-in generation stops it
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == (f"warning: {model_dir} was trained on other data ({recorded['source']}, {len(data)} rows), "
+                      f"not {other}: its normalisation and reward bins are those data's")
+    assert err[1].startswith("rtaug augment: error: _Stop: generation reached")
+    assert file_bytes(other, model_dir) == before
+
+    assert main([*argv, "--dataset", str(data_path)]) == 1  # its own data: no warning
+    assert capsys.readouterr().err.startswith("rtaug augment: error: _Stop")
+
+
+def test_a_model_directory_without_alpha_names_its_file(tiny_experiment, tmp_path):
+    _, model_dir = _tiny_model(tiny_experiment, tmp_path)
+    _edit_json(model_dir / "vae.json", lambda d: d.pop("alpha"))
+    with pytest.raises(ValueError, match=f"^{model_dir / 'vae.json'}: key 'alpha': missing or not a number"):
+        load_generator(model_dir)
+
+
+# ------------------------------------------------------------------ a damaged checkpoint
+
+
+def test_resuming_from_a_truncated_checkpoint_names_it(work, capsys):
+    from flax import serialization
+
+    Path("run").mkdir()
+    whole = serialization.msgpack_serialize({"meta": "{}", "step": 5, "state": {"w": np.zeros(64, np.float32)},
+                                             "keys": np.zeros((1, 2), np.uint32), "obs_mean": np.zeros(4),
+                                             "obs_std": np.ones(4)})
+    Path("run/checkpoint.msgpack").write_bytes(whole[: len(whole) // 2])  # a copy cut short
+    refused(["train-policy", "--dataset", "walks.hdf5", "--algo", "bc", "--out", "run", "--resume", "--steps", "10",
+             "--no-progress"],
+            "run/checkpoint.msgpack: not a readable rtaug checkpoint (", capsys, keep=("walks.hdf5", "run"),
+            whole=False)

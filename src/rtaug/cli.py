@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from rtaug.ranges import COUNT, NONNEGATIVE, SEED
-from rtaug.requests import DIR, In, Num, Out, RequestError, check_request, flags_of
+from rtaug.requests import DIR, In, Num, Out, RequestError, check_request, flags_of, read_dataset
 
 DESCRIPTION = """\
 rtaug: the Reliability-guaranteed Transformer (RT) for model-based offline RL.
@@ -122,18 +123,56 @@ def _cmd_train_model(args):
                     dynamics_config=dyn_cfg, reward_config=reward_cfg)
 
 
-def _cmd_augment(args):
-    from rtaug.experiments.stages import augment_file
+def _enough_rows(args):
+    # the sequence model learns from windows of --context-steps rows: fewer cannot fill one, and
+    # the statistics the model is fitted to (a 1-row dataset's spread is 0) are meaningless
+    data = read_dataset(args.dataset)
+    if len(data) < args.context_steps:
+        rows = f"{len(data)} row{'' if len(data) == 1 else 's'}"
+        raise RequestError(f"--dataset {args.dataset}: {rows}, too few to train on: needs at least --context-steps "
+                           f"({args.context_steps}), one window of the sequence model")
+
+
+def _generation_config(args):
     from rtaug.generate.generation import GenerationConfig
 
-    cfg = GenerationConfig(
+    return GenerationConfig(
         num_trajectories=args.num_trajectories, max_length=args.max_length, candidates=args.candidates,
         kappa=args.kappa, beta=args.beta, start=args.start, truncation=not args.no_truncation,
         fixed_length=args.fixed_length, seed=args.seed, context=args.context, reliability=args.reliability,
         dist=args.dist, alpha_quantile=args.alpha_quantile, alpha_trajectories=args.alpha_trajectories,
         merge=args.merge, tilt=args.tilt, reward=args.reward,
     )
-    augment_file(args.dataset, args.model, args.out, cfg, progress=not args.no_progress, generator=args.generator)
+
+
+def _model_fits(args):
+    """The model directory is whole, has the parts and the window this generation needs, and was
+    trained on the dataset's spaces: what augment would find out only after loading it all."""
+    from rtaug.experiments.stages import check_model_parts
+    from rtaug.generate.io import check_complete, read_config, read_spec
+    from rtaug.generate.model import RTConfig
+
+    cfg = _generation_config(args)
+    try:
+        check_complete(args.model)
+        spec = read_spec(args.model)
+        window = read_config(Path(args.model) / "rt.json", RTConfig, "sequence model")[0].context_steps
+        check_model_parts(args.model, cfg, args.generator)
+        spec.check_fits(read_dataset(args.dataset), args.model)
+    except (FileNotFoundError, ValueError) as e:  # each message names its file or flag
+        raise RequestError(str(e)) from None
+    try:
+        cfg.context_steps(window)
+    except ValueError:
+        raise RequestError(f"--context {args.context}: must be less than the model's window, {window} steps "
+                           f"(--model {args.model}), to leave a step to generate") from None
+
+
+def _cmd_augment(args):
+    from rtaug.experiments.stages import augment_file
+
+    augment_file(args.dataset, args.model, args.out, _generation_config(args), progress=not args.no_progress,
+                 generator=args.generator)
 
 
 def _cmd_train_policy(args):
@@ -174,8 +213,6 @@ def _command_line(args) -> str:
 
 
 def _cmd_run(args):
-    from pathlib import Path
-
     from rtaug.experiments.config import load
     from rtaug.experiments.run import run_experiment
 
@@ -185,8 +222,6 @@ def _cmd_run(args):
 
 
 def _cmd_sweep(args):
-    from pathlib import Path
-
     from rtaug.experiments.sweep import load_sweep, run_sweep
 
     cells = load_sweep(args.config, args.overrides)
@@ -419,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
         *flags_of(VAEConfig, steps="--vae-steps", alpha_quantile="--alpha-quantile"),
         *flags_of(DynamicsConfig, members="--dynamics-members"),
         Num("--dynamics-steps", NONNEGATIVE), Num("--reward-steps", NONNEGATIVE),  # 0 = none
-        _heads_divide_width))
+        _heads_divide_width, _enough_rows))
 
     p = sub.add_parser(
         "augment", help="generate trajectories with a trained model and write the augmented dataset",
@@ -491,8 +526,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_progress(p)
     p.set_defaults(func=_cmd_augment,
                    paths=(In("--dataset"), In("--model", DIR, "model directory"), Out("--out")),
-                   checks=flags_of(GenerationConfig, "num_trajectories", "max_length", "context", "candidates",
-                                   "kappa", "beta", "alpha_quantile", "alpha_trajectories", "fixed_length", "seed"))
+                   checks=(*flags_of(GenerationConfig, "num_trajectories", "max_length", "context", "candidates",
+                                     "kappa", "beta", "alpha_quantile", "alpha_trajectories", "fixed_length",
+                                     "seed"),
+                           _model_fits))
 
     p = sub.add_parser(
         "train-policy", help="train an offline RL policy (BC, TD3+BC, IQL, CQL, BCQ) on a dataset file",

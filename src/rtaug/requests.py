@@ -76,6 +76,18 @@ def flags_of(cls, *fields: str, **flags: str) -> tuple[Num, ...]:
     return tuple(checks)
 
 
+def read_dataset(path):
+    """The dataset file at `path`, for a check that reads it: a malformed file is refused with the
+    loader's message (it names the file, the key and the problem)."""
+    from rtaug.data.dataset import DatasetError
+    from rtaug.data.hdf5 import load_hdf5
+
+    try:
+        return load_hdf5(path)
+    except DatasetError as e:
+        raise RequestError(str(e)) from None
+
+
 def _dest(arg: str) -> str:
     return arg.lstrip("-").replace("-", "_")
 
@@ -229,4 +241,4 @@ def remove_leftovers(path, inside: bool = False) -> list[Path]:
 
 
 __all__ = ["DIR", "FILE", "In", "Num", "Out", "RequestError", "check_request", "flags_of", "is_leftover",
-           "remove_leftovers"]
+           "read_dataset", "remove_leftovers"]
