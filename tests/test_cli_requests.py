@@ -266,3 +266,68 @@ def test_resuming_from_a_truncated_checkpoint_names_it(work, capsys):
              "--no-progress"],
             "run/checkpoint.msgpack: not a readable rtaug checkpoint (", capsys, keep=("walks.hdf5", "run"),
             whole=False)
+
+
+# ------------------------------------------------------------------ a file's recorded task against --task
+
+
+@pytest.fixture
+def recorded(work):
+    """Datasets recording their task as rtaug's collectors do (a maze's `task`, BoxBall's `env`),
+    one recording a name rtaug does not know, and a run trained for the umaze."""
+    for name, meta in (("umaze.hdf5", {"task": "maze2d-umaze-sparse", "env": "maze2d-umaze-sparse"}),
+                       ("foreign.hdf5", {"task": "maze2d-umaze-v1"})):
+        walks = continuous_walks(n=100)
+        walks.metadata = meta
+        save_hdf5(walks, name)
+    grid = grid_walks(n_episodes=5)
+    grid.metadata = {**grid.metadata, "env": "boxball"}
+    save_hdf5(grid, "boxball.hdf5")
+    Path("run").mkdir()
+    Path("run/checkpoint.msgpack").write_bytes(b"a stand-in: nothing here reads it")
+    Path("run/summary.json").write_text(json.dumps({"algo": "bc", "task": "maze2d-umaze-sparse"}))
+    return work
+
+
+TRAIN_BC = ["train-policy", "--algo", "bc", "--out", "p", "--no-progress", "--dataset"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["audit", "umaze.hdf5", "--task", "maze2d-large-sparse"],
+     "--task maze2d-large-sparse: umaze.hdf5 records task maze2d-umaze-sparse"),
+    (["audit", "umaze.hdf5", "--task", "boxball"], "--task boxball: umaze.hdf5 records task maze2d-umaze-sparse"),
+    (["audit", "umaze.hdf5", "--task", "maze2d-umaze-dense"],
+     ("--task maze2d-umaze-dense: umaze.hdf5 records task maze2d-umaze-sparse (the same maze, but its rewards are "
+      "the sparse ones)")),
+    (["audit", "boxball.hdf5", "--task", "maze2d-umaze-sparse"],
+     "--task maze2d-umaze-sparse: boxball.hdf5 records task boxball"),
+    (["audit", "walks.hdf5", "--task", "boxball"],  # records none: its spaces are checked
+     "walks.hdf5: key 'observations': task 'boxball' has 2-dimensional observations, the dataset has shape (100, 4)"),
+    ([*TRAIN_BC, "umaze.hdf5", "--task", "maze2d-large-sparse"],
+     "--task maze2d-large-sparse: umaze.hdf5 records task maze2d-umaze-sparse"),
+    ([*TRAIN_BC, "umaze.hdf5", "--task", "maze2d-umaze-dense"],
+     ("--task maze2d-umaze-dense: umaze.hdf5 records task maze2d-umaze-sparse (the same maze, but its rewards are "
+      "the sparse ones)")),
+    (["eval", "--run", "run", "--task", "maze2d-large-sparse"],
+     "--task maze2d-large-sparse: the run run was trained for maze2d-umaze-sparse"),
+])
+def test_a_task_other_than_the_recorded_one_is_refused(recorded, capsys, argv, message):
+    refused(argv, message, capsys, keep=("umaze.hdf5", "boxball.hdf5", "walks.hdf5", "run"))
+    assert not Path("p").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["audit", "umaze.hdf5", "--task", "maze2d-umaze-sparse"],
+    ["audit", "walks.hdf5", "--task", "maze2d-large-sparse"],  # records no task: as before
+    ["audit", "foreign.hdf5", "--task", "maze2d-large-sparse"],  # a name rtaug does not know: not compared
+    ["audit", "boxball.hdf5", "--task", "boxball"],
+    [*TRAIN_BC, "umaze.hdf5"],
+    ["eval", "--run", "run", "--task", "maze2d-umaze-dense"],  # the same maze, returns in its dense reward
+])
+def test_the_recorded_task_or_none_passes(recorded, argv):
+    check_request(build_parser().parse_args(argv))
+
+
+def test_a_run_that_records_no_task_is_not_compared(recorded):
+    Path("run/summary.json").unlink()  # killed before its summary
+    check_request(build_parser().parse_args(["eval", "--run", "run", "--task", "maze2d-large-sparse"]))

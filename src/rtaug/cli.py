@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from rtaug.ranges import COUNT, NONNEGATIVE, SEED
-from rtaug.requests import DIR, In, Num, Out, RequestError, check_request, flags_of, read_dataset
+from rtaug.requests import DIR, In, Num, Out, RequestError, TaskOf, check_request, flags_of, read_dataset
 
 DESCRIPTION = """\
 rtaug: the Reliability-guaranteed Transformer (RT) for model-based offline RL.
@@ -382,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT", help="also write the summary as JSON")
     _add_overwrite(p)
     _add_progress(p)
-    p.set_defaults(func=_cmd_audit, paths=(In("file"), Out("--json")))
+    p.set_defaults(func=_cmd_audit, paths=(In("file"), Out("--json")), checks=(TaskOf("file"),))
 
     p = sub.add_parser("tasks", help="list the tasks and their recipes",
                        description="List the tasks rtaug knows: how each is made, its data recipe, evaluation "
@@ -590,7 +590,8 @@ def build_parser() -> argparse.ArgumentParser:
     from rtaug.experiments.policy import TrainPolicyRequest
 
     p.set_defaults(func=_cmd_train_policy, paths=(In("--dataset"), Out("--out", DIR, reuse="resume")),
-                   checks=flags_of(TrainPolicyRequest, "steps", "seeds", "eval_every", "eval_episodes", "chunk"))
+                   checks=(*flags_of(TrainPolicyRequest, "steps", "seeds", "eval_every", "eval_episodes", "chunk"),
+                           TaskOf("--dataset")))
 
     p = sub.add_parser(
         "eval", help="evaluate a trained policy (or a reference policy) on a maze2d task, by D4RL's protocol",
@@ -631,7 +632,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overwrite(p)
     _add_progress(p)
     p.set_defaults(func=_cmd_eval, paths=(In("--run", DIR, "run directory"), Out("--json")),
-                   checks=(Num("--episodes", COUNT), Num("--seeds", SEED), Num("--seed", SEED)))
+                   checks=(Num("--episodes", COUNT), Num("--seeds", SEED), Num("--seed", SEED),
+                           TaskOf("--run", rewards=False)))
 
     p = sub.add_parser(
         "minari", help="import a local Minari dataset as HDF5, or export an HDF5 file as a Minari dataset",

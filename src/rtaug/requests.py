@@ -76,6 +76,56 @@ def flags_of(cls, *fields: str, **flags: str) -> tuple[Num, ...]:
     return tuple(checks)
 
 
+@dataclass(frozen=True)
+class TaskOf:
+    """--task against the task the input `arg` records: a dataset's metadata (`recorded_task`),
+    or a run directory's summary.json. They must name the same maze: another maze (or family)
+    reads the states against other walls and another goal. With `rewards`, the reward type must
+    match too, for a command that uses the file's rewards under --task's name (audit checks them,
+    train-policy learns from them); evaluating a policy (`rewards=False`) may count its returns
+    in the maze's other reward. An input that records no task rtaug knows is not compared, and a
+    dataset must fit --task's spaces either way."""
+
+    arg: str
+    rewards: bool = True
+
+    def __call__(self, args) -> None:
+        from rtaug.envs.registry import TASKS, TaskError
+
+        given, value = TASKS.get(getattr(args, "task", None)), getattr(args, _dest(self.arg), None)
+        if given is None or value is None:
+            return  # no --task, or one the command itself names as unknown
+        if Path(value).is_dir():
+            data, recorded, where = None, _run_task(Path(value)), f"the run {value} was trained for"
+        else:
+            data = read_dataset(value)
+            recorded, where = data.recorded_task, f"{value} records task"
+        recorded = TASKS.get(recorded)
+        if recorded is not None and recorded.name != given.name:
+            same_maze = getattr(recorded, "maze", None) is not None and getattr(given, "maze", None) == recorded.maze
+            if not same_maze:
+                raise RequestError(f"--task {given.name}: {where} {recorded.name}")
+            if self.rewards:
+                raise RequestError(f"--task {given.name}: {where} {recorded.name} (the same maze, but its "
+                                   f"rewards are the {recorded.reward_type} ones)")
+        if data is not None:
+            try:
+                given.check_dataset(data)
+            except TaskError as e:
+                raise RequestError(str(e)) from None
+
+
+def _run_task(run: Path) -> str | None:
+    """The task a `train-policy` run recorded (summary.json), or None (a killed run has none; a
+    damaged summary is the command's to report)."""
+    import json
+
+    try:
+        return json.loads((run / "summary.json").read_text()).get("task")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def read_dataset(path):
     """The dataset file at `path`, for a check that reads it: a malformed file is refused with the
     loader's message (it names the file, the key and the problem)."""
@@ -240,5 +290,5 @@ def remove_leftovers(path, inside: bool = False) -> list[Path]:
     return removed
 
 
-__all__ = ["DIR", "FILE", "In", "Num", "Out", "RequestError", "check_request", "flags_of", "is_leftover",
-           "read_dataset", "remove_leftovers"]
+__all__ = ["DIR", "FILE", "In", "Num", "Out", "RequestError", "TaskOf", "check_request", "flags_of",
+           "is_leftover", "read_dataset", "remove_leftovers"]

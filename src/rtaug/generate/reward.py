@@ -65,17 +65,10 @@ def reward_inputs_for(data: Dataset) -> str:
     """"next_state" when the dataset's recorded task pays its reward for the state after the step
     (BoxBall; rtaug's mazes, unless collected with D4RL's off-by-one `reward_on="current"`),
     else "transition" (the safe choice for a dataset whose reward is not known)."""
-    meta = data.metadata or {}
-    if meta.get("env") == "boxball":
-        return "next_state"
-    name = meta.get("task")
-    if isinstance(name, str):
-        from rtaug.envs.registry import TASKS
+    from rtaug.envs.registry import TASKS
 
-        task = TASKS.get(name)
-        if task is not None and task.reward_of_next_state:
-            return "next_state"
-    return "transition"
+    task = TASKS.get(data.recorded_task)
+    return "next_state" if task is not None and task.reward_of_next_state else "transition"
 
 
 def _features(spec: Spec, inputs: str, s, a, s_next):
