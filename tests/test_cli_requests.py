@@ -235,8 +235,8 @@ def test_a_model_records_its_data_and_warns_when_used_on_other_data(tiny_experim
     argv = ["augment", "--model", str(model_dir), "--out", str(tmp_path / "a.hdf5"), "--no-progress"]
     assert main([*argv, "--dataset", str(other)]) == 1  # the stand-in generation stops it
     err = capsys.readouterr().err.splitlines()
-    assert err[0] == (f"warning: {model_dir} was trained on other data ({recorded['source']}, {len(data)} rows), "
-                      f"not {other}: its normalisation and reward bins are those data's")
+    assert err[0] == (f"warning: {model_dir} was trained on other data ({recorded['source']}: {len(data)} rows of "
+                      f"maze2d-umaze-sparse), not {other}: its normalisation and reward bins are those data's")
     assert err[1].startswith("rtaug augment: error: _Stop: generation reached")
     assert file_bytes(other, model_dir) == before
 

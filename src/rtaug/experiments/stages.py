@@ -143,8 +143,9 @@ def augment_file(dataset_path, model_dir, out_path, config: GenerationConfig, pr
     rt.spec.check_fits(data, model_dir)
     if rt.spec.trained_on(data) is False:
         trained = rt.spec.dataset
-        warn(f"warning: {model_dir} was trained on other data ({trained.get('source')}, {trained.get('rows')} rows), "
-             f"not {dataset_path}: its normalisation and reward bins are those data's")
+        of = f" of {trained['task']}" if trained.get("task") else ""
+        warn(f"warning: {model_dir} was trained on other data ({trained.get('source')}: {trained.get('rows')} rows"
+             f"{of}), not {dataset_path}: its normalisation and reward bins are those data's")
     dynamics = load_dynamics(model_dir, rt.spec)
     reward_model = load_reward(model_dir, rt.spec)
     config.context_steps(rt.config.context_steps)  # the context must fit the model's window
