@@ -49,8 +49,8 @@ def _policy_task(req, data):
 
     if req.task is not None:
         return get_task(req.task, "maze2d", "--task (evaluation in the simulator)"), "--task"
-    named = data.recorded_task
-    if named in task_names() and get_task(named).family == "maze2d":
+    named = (data.metadata or {}).get("task")
+    if isinstance(named, str) and named in task_names() and get_task(named).family == "maze2d":
         return get_task(named), "the dataset's metadata"
     return None, None
 
