@@ -1,5 +1,8 @@
-"""Shared small datasets (deterministic, built in memory, no dependence on ../shared) and one
-tiny maze experiment whose trained model the tests that need one share."""
+"""Shared small datasets (deterministic, built in memory, no dependence on ../shared), one
+tiny maze experiment whose trained model the tests that need one share, and the check that a
+refused command said one line and changed nothing."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,3 +111,28 @@ def tiny_experiment(tmp_path_factory):
     result = run_experiment(build(TINY_EXPERIMENT), d / "run", cache=d / "cache", progress=False,
                             printer=lines.append)
     return d, result, lines
+
+
+def file_bytes(*paths) -> dict:
+    """Every file's bytes under each path (a file, or a directory's tree)."""
+    found = {}
+    for p in map(Path, paths):
+        for f in ([p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())):
+            found[str(f)] = f.read_bytes()
+    return found
+
+
+def refused(argv, message, capsys, keep=(), whole=True):
+    """Run `rtaug argv`: it must exit 2 with exactly one line, `rtaug CMD: error: <message>` (with
+    `whole` false, a line that begins so), and leave the paths in `keep` (those that exist) byte
+    for byte as they were."""
+    from rtaug.cli import main
+
+    kept = [k for k in keep if Path(k).exists()]
+    before = file_bytes(*kept)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    command = " ".join(argv[:2]) if argv[0] == "minari" else argv[0]
+    assert err.count("\n") == 1 and err.endswith("\n")
+    assert err == f"rtaug {command}: error: {message}\n" if whole else err.startswith(f"rtaug {command}: error: {message}")
+    assert file_bytes(*kept) == before

@@ -12,18 +12,9 @@ import pytest
 
 from rtaug.cli import build_parser, main
 from rtaug.data.hdf5 import save_hdf5
-from rtaug.requests import RequestError, check_paths, is_leftover
+from rtaug.requests import RequestError, check_request, is_leftover
 
-from conftest import continuous_walks, grid_walks
-
-
-def _bytes(*paths) -> dict:
-    """Every file's bytes under each path (a file, or a directory's tree)."""
-    found = {}
-    for p in map(Path, paths):
-        for f in ([p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())):
-            found[str(f)] = f.read_bytes()
-    return found
+from conftest import continuous_walks, file_bytes, grid_walks, refused
 
 
 @pytest.fixture
@@ -43,13 +34,7 @@ def work(tmp_path, monkeypatch):
 
 
 def _refused(argv, message, capsys, keep=("walks.hdf5", "grid.hdf5", "run", "model")):
-    """Run argv; it must exit 2 with exactly one line, `rtaug CMD: error: <message>`, leaving `keep` as it was."""
-    before = _bytes(*[k for k in keep if Path(k).exists()])
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    command = " ".join(argv[:2]) if argv[0] == "minari" else argv[0]
-    assert err == f"rtaug {command}: error: {message}\n"
-    assert _bytes(*[k for k in keep if Path(k).exists()]) == before
+    refused(argv, message, capsys, keep)
 
 
 AUGMENT = ["augment", "--dataset", "walks.hdf5", "--model", "model", "--no-progress"]
@@ -172,16 +157,16 @@ def test_an_existing_output_needs_overwrite(work, capsys, argv, out):
 
 def test_overwrite_replaces_an_existing_output(work, capsys):
     Path("old.json").write_text("an earlier result")
-    before = _bytes("grid.hdf5")
+    before = file_bytes("grid.hdf5")
     assert main(["audit", "grid.hdf5", "--task", "boxball", "--json", "old.json", "--overwrite", "--no-progress"]) == 0
     assert json.loads(Path("old.json").read_text()) == json.loads(capsys.readouterr().out)
-    assert _bytes("grid.hdf5") == before
+    assert file_bytes("grid.hdf5") == before
     assert not [p for p in Path().iterdir() if is_leftover(p.name)]
 
 
 def test_an_empty_directory_is_no_existing_output(work):
     Path("empty").mkdir()
-    check_paths(build_parser().parse_args(["train-model", "--dataset", "walks.hdf5", "--out", "empty"]))
+    check_request(build_parser().parse_args(["train-model", "--dataset", "walks.hdf5", "--out", "empty"]))
 
 
 @pytest.mark.parametrize("argv", [
@@ -194,7 +179,7 @@ def test_an_empty_directory_is_no_existing_output(work):
 ])
 def test_an_existing_output_is_normal_where_a_rerun_reuses_it(work, argv):
     Path("c.yaml").write_text("task: boxball\n")
-    check_paths(build_parser().parse_args(argv))  # refuses by raising
+    check_request(build_parser().parse_args(argv))  # refuses by raising
 
 
 def test_an_existing_run_needs_resume(work, capsys):
@@ -214,7 +199,7 @@ def test_temporaries_beside_an_output_are_removed_by_the_next_run(work, capsys):
     assert main(["audit", "grid.hdf5", "--task", "boxball", "--json", "a.json", "--no-progress"]) == 0
     assert not Path(".a.json.k2j3h4g5.tmp").exists()
     assert Path(".walks.hdf5.abcd1234.tmp").exists() and Path("notes.abcd1234.tmp").exists()
-    check_paths(build_parser().parse_args(["train-model", "--dataset", "walks.hdf5", "--out", "m"]))
+    check_request(build_parser().parse_args(["train-model", "--dataset", "walks.hdf5", "--out", "m"]))
     assert not Path(".m.x9y8z7w6.tmp").exists()
 
 
@@ -230,11 +215,11 @@ def test_temporaries_inside_an_output_directory_go_unless_it_is_shared(work):
         Path(d, ".rt.msgpack.abcd1234.tmp").write_bytes(b"half")
         Path(d, ".fig4.png.abcd1234.png").write_bytes(b"half")
         Path(d, "rt.msgpack").write_bytes(b"whole")
-    check_paths(build_parser().parse_args(["quickstart", "--out", "qs"]))
+    check_request(build_parser().parse_args(["quickstart", "--out", "qs"]))
     assert sorted(p.name for p in Path("qs/models/rt").iterdir()) == ["rt.msgpack"]
     # the stage cache is shared with concurrent runs: their files in flight are not leftovers
     Path("c.yaml").write_text("task: boxball\n")
-    check_paths(build_parser().parse_args(["run", "c.yaml", "--out", "qs", "--cache", "cache"]))
+    check_request(build_parser().parse_args(["run", "c.yaml", "--out", "qs", "--cache", "cache"]))
     assert len(list(Path("cache/stage").iterdir())) == 3
 
 
@@ -283,11 +268,11 @@ def test_a_failed_train_model_leaves_the_old_directory_and_no_temporary(work, ca
     import rtaug.experiments.stages as stages
 
     monkeypatch.setattr(stages, "train_model", _fake_train_model(fail=True))
-    before = _bytes("model", "walks.hdf5")
+    before = file_bytes("model", "walks.hdf5")
     assert main(["train-model", "--dataset", "walks.hdf5", "--out", "model", "--overwrite"]) == 1
     assert capsys.readouterr().err == ("rtaug train-model: error: RuntimeError: the dynamics ensemble diverged "
                                        "(rerun with --debug for the traceback)\n")
-    assert _bytes("model", "walks.hdf5") == before
+    assert file_bytes("model", "walks.hdf5") == before
     assert not [p for p in work.iterdir() if is_leftover(p.name)]
     assert main(["train-model", "--dataset", "walks.hdf5", "--out", "new"]) == 1
     assert not Path("new").exists()
@@ -317,7 +302,7 @@ def test_debug_does_not_turn_a_refusal_into_a_traceback(work, capsys):
 
 def test_a_refusal_is_a_value_error_for_callers(work):
     with pytest.raises(RequestError) as e:
-        check_paths(build_parser().parse_args(["collect", "boxball", "--out", "run"]))
+        check_request(build_parser().parse_args(["collect", "boxball", "--out", "run"]))
     assert isinstance(e.value, ValueError)
 
 
@@ -330,9 +315,9 @@ def test_a_relative_minari_root_works(work, capsys, monkeypatch, how):
     root = ["--root", "mroot"] if how == "--root" else []
     if how == "MINARI_DATASETS_PATH":
         monkeypatch.setenv("MINARI_DATASETS_PATH", "mroot")
-    before = _bytes("walks.hdf5")
+    before = file_bytes("walks.hdf5")
     assert main(["minari", "export", "walks.hdf5", "--id", "walks-v0", *root]) == 0
     assert (work / "mroot" / "walks-v0" / "data" / "main_data.hdf5").is_file()
     assert main(["minari", "import", "walks-v0", *root, "--out", "back.hdf5"]) == 0
     assert "wrote back.hdf5: 100 transitions" in capsys.readouterr().out
-    assert _bytes("walks.hdf5") == before
+    assert file_bytes("walks.hdf5") == before

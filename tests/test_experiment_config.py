@@ -1,6 +1,8 @@
 """Experiment configs: YAML + `key=value` overrides into typed dataclasses, checked by key path;
 stage keys that change exactly when what a stage depends on changes; sweep grids."""
 
+import re
+
 import pytest
 
 from rtaug.experiments.config import ConfigError, build, dump_yaml, load, to_dict
@@ -30,10 +32,28 @@ def test_overrides_reach_every_level_and_are_typed():
     (["learner.algo=sac"], "learner.algo:"),
     (["nokey"], "an override is key=value"),
     (["generator.kind=rt", "generator.generation.context=30"], "generator.generation.context:"),
+    # ranges: the fields' own (rtaug.ranges), the same the command line's flags are checked by
+    (["generator.model.sequence.steps=0"], "generator.model.sequence.steps: must be at least 1, got 0"),
+    (["generator.model.sequence.context_steps=1"], ("generator.model.sequence.context_steps: must be at least 2 "
+                                                    "(a window holds at least one step of context and one generated "
+                                                    "step)")),
+    (["generator.generation.alpha_quantile=2"], ("generator.generation.alpha_quantile: must be in (0, 1] "
+                                                 "(1 = the maximum), got 2.0")),
+    (["generator.model.vae.alpha_quantile=0"], "generator.model.vae.alpha_quantile: must be in (0, 1]"),
+    (["generator.model.dynamics.members=0"], "generator.model.dynamics.members: must be at least 1"),
+    (["generator.model.reward.lr=0"], "generator.model.reward.lr: must be greater than 0"),
+    (["generator.generation.kappa=-1"], "generator.generation.kappa: must be at least 0"),
+    (["evaluation.episodes=0"], "evaluation.episodes: must be at least 1"),
+    (["data.seed=-1"], "data.seed: must be in [0, 2^32) (JAX's generators use a seed's low 32 bits), got -1"),
+    (["seeds=[0, 4294967296]"], "seeds: must be in [0, 2^32)"),
 ])
 def test_bad_fields_are_refused_by_their_path(overrides, message):
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         build({}, overrides)
+
+
+def test_the_largest_seed_jax_tells_apart_is_accepted():
+    assert build({}, ["seeds=[0, 4294967295]", "learner.eval_every=null"]).seeds == [0, 2**32 - 1]
 
 
 def test_yaml_round_trip(tmp_path):

@@ -120,7 +120,7 @@ def test_truncation_at_the_alpha_measured_on_real_trajectories(trained):
 
 def test_fixed_length_ablation_ignores_reliability(trained):
     data, _, rt, _, vae = trained
-    g = generate(data, rt, vae, _cfg(fixed_length=3, alpha_quantile=0.0), progress=False)
+    g = generate(data, rt, vae, _cfg(fixed_length=3, alpha_quantile=0.01), progress=False)
     assert g.kept.shape[1] == 3 and np.all(g.lengths == 3)
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from rtaug.requests import DIR, In, Out, RequestError, check_paths
+from rtaug.ranges import COUNT, NONNEGATIVE, SEED
+from rtaug.requests import DIR, In, Num, Out, RequestError, TaskOf, check_request, flags_of, read_dataset
 
 DESCRIPTION = """\
 rtaug: the Reliability-guaranteed Transformer (RT) for model-based offline RL.
@@ -129,14 +131,10 @@ def _cmd_train_model(args):
     from rtaug.generate.dynamics import DynamicsConfig
 
     mlp_cfg = BackwardMLPConfig(steps=args.vae_steps, seed=args.seed) if args.backward_mlp else None
-    if args.dynamics_steps < 0 or args.dynamics_members < 1:
-        raise ValueError("--dynamics-steps must be >= 0 and --dynamics-members >= 1")
     dyn_cfg = (DynamicsConfig(members=args.dynamics_members, steps=args.dynamics_steps, seed=args.seed)
                if args.dynamics_steps else None)
     from rtaug.generate.reward import RewardConfig
 
-    if args.reward_steps < 0:
-        raise ValueError("--reward-steps must be >= 0")
     reward_cfg = (RewardConfig(inputs=args.reward_inputs, steps=args.reward_steps, seed=args.seed)
                   if args.reward_steps else None)
     from rtaug.fileio import replacing_dir
@@ -148,18 +146,56 @@ def _cmd_train_model(args):
                     dynamics_config=dyn_cfg, reward_config=reward_cfg)
 
 
-def _cmd_augment(args):
-    from rtaug.experiments.stages import augment_file
+def _enough_rows(args):
+    # the sequence model learns from windows of --context-steps rows: fewer cannot fill one, and
+    # the statistics the model is fitted to (a 1-row dataset's spread is 0) are meaningless
+    data = read_dataset(args.dataset)
+    if len(data) < args.context_steps:
+        rows = f"{len(data)} row{'' if len(data) == 1 else 's'}"
+        raise RequestError(f"--dataset {args.dataset}: {rows}, too few to train on: needs at least --context-steps "
+                           f"({args.context_steps}), one window of the sequence model")
+
+
+def _generation_config(args):
     from rtaug.generate.generation import GenerationConfig
 
-    cfg = GenerationConfig(
+    return GenerationConfig(
         num_trajectories=args.num_trajectories, max_length=args.max_length, candidates=args.candidates,
         kappa=args.kappa, beta=args.beta, start=args.start, truncation=not args.no_truncation,
         fixed_length=args.fixed_length, seed=args.seed, context=args.context, reliability=args.reliability,
         dist=args.dist, alpha_quantile=args.alpha_quantile, alpha_trajectories=args.alpha_trajectories,
         merge=args.merge, tilt=args.tilt, reward=args.reward,
     )
-    augment_file(args.dataset, args.model, args.out, cfg, progress=not args.no_progress, generator=args.generator)
+
+
+def _model_fits(args):
+    """The model directory is whole, has the parts and the window this generation needs, and was
+    trained on the dataset's spaces: what augment would find out only after loading it all."""
+    from rtaug.experiments.stages import check_model_parts
+    from rtaug.generate.io import check_complete, read_config, read_spec
+    from rtaug.generate.model import RTConfig
+
+    cfg = _generation_config(args)
+    try:
+        check_complete(args.model)
+        spec = read_spec(args.model)
+        window = read_config(Path(args.model) / "rt.json", RTConfig, "sequence model")[0].context_steps
+        check_model_parts(args.model, cfg, args.generator)
+        spec.check_fits(read_dataset(args.dataset), args.model)
+    except (FileNotFoundError, ValueError) as e:  # each message names its file or flag
+        raise RequestError(str(e)) from None
+    try:
+        cfg.context_steps(window)
+    except ValueError:
+        raise RequestError(f"--context {args.context}: must be less than the model's window, {window} steps "
+                           f"(--model {args.model}), to leave a step to generate") from None
+
+
+def _cmd_augment(args):
+    from rtaug.experiments.stages import augment_file
+
+    augment_file(args.dataset, args.model, args.out, _generation_config(args), progress=not args.no_progress,
+                 generator=args.generator)
 
 
 def _cmd_train_policy(args):
@@ -201,8 +237,6 @@ def _command_line(args) -> str:
 
 
 def _cmd_run(args):
-    from pathlib import Path
-
     from rtaug.experiments.config import load
     from rtaug.experiments.run import run_experiment
 
@@ -212,14 +246,8 @@ def _cmd_run(args):
 
 
 def _cmd_sweep(args):
-    from pathlib import Path
-
     from rtaug.experiments.sweep import load_sweep, run_sweep
 
-    if args.workers is not None and args.workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {args.workers}")
-    if args.retries < 0:
-        raise ValueError(f"--retries must be >= 0, got {args.retries}")
     cells = load_sweep(args.config, args.overrides)
     try:
         import ray  # noqa: F401
@@ -245,6 +273,12 @@ def _cmd_report(args):
         from rtaug.experiments.report import write_tensorboard
 
         write_tensorboard(args.dir, args.tensorboard)
+
+
+def _heads_divide_width(args):
+    # each of the transformer's heads attends over an equal share of the embedding
+    if args.d_model % args.heads:
+        raise RequestError(f"--d-model {args.d_model}: must be a multiple of --heads {args.heads}")
 
 
 # The stage cache is shared with other runs and a sweep's workers; a re-run reuses both.
@@ -274,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of every stage (default: %(default)s)")
     p.add_argument("--trajectories", type=int, default=50, help="trajectories per generator (default: %(default)s)")
     _add_progress(p)
-    p.set_defaults(func=_cmd_quickstart, paths=(Out("--out", DIR, reuse=True),))
+    p.set_defaults(func=_cmd_quickstart, paths=(Out("--out", DIR, reuse=True),),
+                   checks=(Num("--seed", SEED), Num("--trajectories", COUNT)))
 
     p = sub.add_parser(
         "run", help="one experiment from a config file: task × generator × learner × seeds, every stage cached",
@@ -321,7 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray)")
     p.add_argument("--retries", type=int, default=1, help="retries of a failed stage (default: %(default)s)")
     p.add_argument("--dry-run", action="store_true", help="list the cells and stop")
-    p.set_defaults(func=_cmd_sweep, paths=_EXPERIMENT_PATHS)
+    p.set_defaults(func=_cmd_sweep, paths=_EXPERIMENT_PATHS,
+                   checks=(Num("--workers", COUNT), Num("--retries", NONNEGATIVE)))
 
     p = sub.add_parser(
         "report", help="tables, CSV and figures of the results under a directory",
@@ -370,7 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "eval_every=1000 eval_episodes=2 hidden=64,64 for a small run")
     _add_overwrite(p)
     _add_progress(p)
-    p.set_defaults(func=_cmd_collect, paths=(Out("--out"), Out("--sac-dir", DIR, reuse=True)))
+    from rtaug.experiments.config import DataConfig
+
+    p.set_defaults(func=_cmd_collect, paths=(Out("--out"), Out("--sac-dir", DIR, reuse=True)),
+                   checks=flags_of(DataConfig, "steps", "seed"))
 
     p = sub.add_parser("audit", help="check a dataset's transitions against the true dynamics",
                        description="Audit every transition of a dataset file (real or generated) against the "
@@ -384,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT", help="also write the summary as JSON")
     _add_overwrite(p)
     _add_progress(p)
-    p.set_defaults(func=_cmd_audit, paths=(In("file"), Out("--json")))
+    p.set_defaults(func=_cmd_audit, paths=(In("file"), Out("--json")), checks=(TaskOf("file"),))
 
     p = sub.add_parser("tasks", help="list the tasks and their recipes",
                        description="List the tasks rtaug knows: how each is made, its data recipe, evaluation "
@@ -405,7 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT", help="also write the result as JSON")
     _add_overwrite(p)
     _add_progress(p)
-    p.set_defaults(func=_cmd_reference, paths=(In("--sac-dir", DIR, "SAC run directory"), Out("--json")))
+    p.set_defaults(func=_cmd_reference, paths=(In("--sac-dir", DIR, "SAC run directory"), Out("--json")),
+                   checks=(Num("--seed", SEED), Num("--max-episodes", COUNT), Num("--episodes", COUNT)))
 
     p = sub.add_parser(
         "train-model", help="train RT's sequence model, reliability VAE, dynamics ensemble and reward model on a "
@@ -451,7 +491,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     _add_overwrite(p)
     _add_progress(p)
-    p.set_defaults(func=_cmd_train_model, paths=(In("--dataset"), Out("--out", DIR)))
+    from rtaug.generate.dynamics import DynamicsConfig
+    from rtaug.generate.model import RTConfig
+    from rtaug.generate.train import VAEConfig
+
+    p.set_defaults(func=_cmd_train_model, paths=(In("--dataset"), Out("--out", DIR)), checks=(
+        *flags_of(RTConfig, "context_steps", "d_model", "gamma", "rtg_bins", "batch_size", "steps", "lr", "seed",
+                  n_layer="--layers", n_head="--heads"),
+        *flags_of(VAEConfig, steps="--vae-steps", alpha_quantile="--alpha-quantile"),
+        *flags_of(DynamicsConfig, members="--dynamics-members"),
+        Num("--dynamics-steps", NONNEGATIVE), Num("--reward-steps", NONNEGATIVE),  # 0 = none
+        _heads_divide_width, _enough_rows))
 
     p = sub.add_parser(
         "augment", help="generate trajectories with a trained model and write the augmented dataset",
@@ -522,7 +572,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overwrite(p)
     _add_progress(p)
     p.set_defaults(func=_cmd_augment,
-                   paths=(In("--dataset"), In("--model", DIR, "model directory"), Out("--out")))
+                   paths=(In("--dataset"), In("--model", DIR, "model directory"), Out("--out")),
+                   checks=(*flags_of(GenerationConfig, "num_trajectories", "max_length", "context", "candidates",
+                                     "kappa", "beta", "alpha_quantile", "alpha_trajectories", "fixed_length",
+                                     "seed"),
+                           _model_fits))
 
     p = sub.add_parser(
         "train-policy", help="train an offline RL policy (BC, TD3+BC, IQL, CQL, BCQ) on a dataset file",
@@ -580,7 +634,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="updates per compiled chunk: the granularity of metrics rows and of the progress "
                         "bar (default: %(default)s)")
     _add_progress(p)
-    p.set_defaults(func=_cmd_train_policy, paths=(In("--dataset"), Out("--out", DIR, reuse="resume")))
+    from rtaug.experiments.policy import TrainPolicyRequest
+
+    p.set_defaults(func=_cmd_train_policy, paths=(In("--dataset"), Out("--out", DIR, reuse="resume")),
+                   checks=(*flags_of(TrainPolicyRequest, "steps", "seeds", "eval_every", "eval_episodes", "chunk"),
+                           TaskOf("--dataset")))
 
     p = sub.add_parser(
         "eval", help="evaluate a trained policy, a reference policy or any Python function on a maze2d or "
@@ -630,7 +688,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT", help="also write everything (per-episode returns included) as JSON")
     _add_overwrite(p)
     _add_progress(p)
-    p.set_defaults(func=_cmd_eval, paths=(In("--run", DIR, "run directory"), Out("--json")))
+    p.set_defaults(func=_cmd_eval, paths=(In("--run", DIR, "run directory"), Out("--json")),
+                   checks=(Num("--episodes", COUNT), Num("--seeds", SEED), Num("--seed", SEED),
+                           TaskOf("--run", rewards=False)))
 
     p = sub.add_parser(
         "minari", help="import a local Minari dataset as HDF5, or export an HDF5 file as a Minari dataset",
@@ -699,7 +759,7 @@ def main(argv=None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     command = args.command + (f" {args.minari_command}" if args.command == "minari" else "")
     try:
-        check_paths(args)
+        check_request(args)
     except RequestError as e:
         print(f"rtaug {command}: error: {e}", file=sys.stderr)
         return 2

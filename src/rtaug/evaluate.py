@@ -511,10 +511,7 @@ def load_run(run_dir, seeds=None) -> LoadedRun:
     if not ckpt_path.exists():
         raise FileNotFoundError(f"{run}: no {CHECKPOINT} in this directory: not a run of `rtaug train-policy`, "
                                 "or one killed before its first checkpoint")
-    try:
-        ckpt = load_checkpoint(ckpt_path)
-    except Exception as exc:  # msgpack and JSON raise a variety of types on a damaged file
-        raise ValueError(f"{ckpt_path}: not a readable rtaug checkpoint ({type(exc).__name__}: {exc})") from exc
+    ckpt = load_checkpoint(ckpt_path)
     meta = ckpt["meta"]
     for key in ("format", "algo", "config", "seeds"):
         if key not in meta:

@@ -1,9 +1,11 @@
-"""What every `rtaug` command checks about its paths before it works.
+"""What every `rtaug` command checks about its request before it works.
 
 Each subcommand declares the roles of its path arguments (`In` and `Out`, in its parser's
-`paths` default); `check_paths` runs after parsing and before the command's function, so a
-request that would read a missing file or destroy an input is refused in one line before any
-minutes of work, and nothing on disk is touched by a refused request.
+`paths` default) and the checks of its flags (`checks`: `Num` for a numeric flag's range, and
+functions for combinations of flags). `check_request` runs after parsing and before the
+command's function, so a request that would read a missing file, destroy an input or run with
+a flag out of range is refused in one line before any minutes of work, and nothing on disk is
+touched by a refused request.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+from rtaug.ranges import Range, range_of
 
 FILE, DIR = "file", "directory"
 
@@ -41,6 +45,97 @@ class Out:
     kind: str = FILE
     reuse: bool | str = False
     shared: bool = False
+
+
+@dataclass(frozen=True)
+class Num:
+    """A numeric flag and the range of its values (every value, for a flag that takes several)."""
+
+    arg: str
+    rule: Range
+
+    def __call__(self, args) -> None:
+        value = getattr(args, _dest(self.arg), None)
+        for v in value if isinstance(value, list) else [value]:
+            problem = None if v is None else self.rule.problem(v)
+            if problem:  # the value as typed: 2, not argparse's 2.0
+                raise RequestError(f"{self.arg} {format(v, 'g') if isinstance(v, float) else v}: {problem}")
+
+
+def flags_of(cls, *fields: str, **flags: str) -> tuple[Num, ...]:
+    """`Num` checks of flags that set fields of the config dataclass `cls`, by the ranges the
+    fields declare (`rtaug.ranges`): a field in `fields` is set by --its-name, a `field="--flag"`
+    by that flag."""
+    named = {**{f: "--" + f.replace("_", "-") for f in fields}, **flags}
+    checks = []
+    for name, flag in named.items():
+        rule = range_of(cls, name)
+        if rule is None:
+            raise TypeError(f"{cls.__name__}.{name} declares no range")
+        checks.append(Num(flag, rule))
+    return tuple(checks)
+
+
+@dataclass(frozen=True)
+class TaskOf:
+    """--task against the task the input `arg` records: a dataset's metadata (`recorded_task`),
+    or a run directory's summary.json. They must name the same maze: another maze (or family)
+    reads the states against other walls and another goal. With `rewards`, the reward type must
+    match too, for a command that uses the file's rewards under --task's name (audit checks them,
+    train-policy learns from them); evaluating a policy (`rewards=False`) may count its returns
+    in the maze's other reward. An input that records no task rtaug knows is not compared, and a
+    dataset must fit --task's spaces either way."""
+
+    arg: str
+    rewards: bool = True
+
+    def __call__(self, args) -> None:
+        from rtaug.envs.registry import TASKS, TaskError
+
+        given, value = TASKS.get(getattr(args, "task", None)), getattr(args, _dest(self.arg), None)
+        if given is None or value is None:
+            return  # no --task, or one the command itself names as unknown
+        if Path(value).is_dir():
+            data, recorded, where = None, _run_task(Path(value)), f"the run {value} was trained for"
+        else:
+            data = read_dataset(value)
+            recorded, where = data.recorded_task, f"{value} records task"
+        recorded = TASKS.get(recorded)
+        if recorded is not None and recorded.name != given.name:
+            same_maze = getattr(recorded, "maze", None) is not None and getattr(given, "maze", None) == recorded.maze
+            if not same_maze:
+                raise RequestError(f"--task {given.name}: {where} {recorded.name}")
+            if self.rewards:
+                raise RequestError(f"--task {given.name}: {where} {recorded.name} (the same maze, but its "
+                                   f"rewards are the {recorded.reward_type} ones)")
+        if data is not None:
+            try:
+                given.check_dataset(data)
+            except TaskError as e:
+                raise RequestError(str(e)) from None
+
+
+def _run_task(run: Path) -> str | None:
+    """The task a `train-policy` run recorded (summary.json), or None (a killed run has none; a
+    damaged summary is the command's to report)."""
+    import json
+
+    try:
+        return json.loads((run / "summary.json").read_text()).get("task")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def read_dataset(path):
+    """The dataset file at `path`, for a check that reads it: a malformed file is refused with the
+    loader's message (it names the file, the key and the problem)."""
+    from rtaug.data.dataset import DatasetError
+    from rtaug.data.hdf5 import load_hdf5
+
+    try:
+        return load_hdf5(path)
+    except DatasetError as e:
+        raise RequestError(str(e)) from None
 
 
 def _dest(arg: str) -> str:
@@ -130,9 +225,19 @@ def _check_output(role: Out, value, args, inputs: list[tuple[In, Path, str]]) ->
     return path
 
 
-def check_paths(args) -> None:
-    """Refuse the request (RequestError) if a declared path is wrong; then remove what a killed
-    earlier run left beside (and, for directories no one else writes, inside) its outputs."""
+def check_request(args) -> None:
+    """Refuse the request (RequestError) if a declared path or check fails; then remove what a
+    killed earlier run left beside (and, for directories no one else writes, inside) its outputs."""
+    outputs = _check_paths(args)
+    for check in getattr(args, "checks", ()):
+        check(args)
+    # Only once the whole request passed: a refused request changes nothing on disk.
+    for role, path in outputs:
+        remove_leftovers(path, inside=role.kind == DIR and not role.shared)
+
+
+def _check_paths(args) -> list[tuple[Out, Path]]:
+    """The declared inputs and outputs checked; the outputs with their roles."""
     roles = getattr(args, "paths", ())
     inputs = []
     for role in roles:
@@ -142,9 +247,7 @@ def check_paths(args) -> None:
     for role in roles:
         if isinstance(role, Out) and getattr(args, _dest(role.arg), None) is not None:
             outputs.append((role, _check_output(role, getattr(args, _dest(role.arg)), args, inputs)))
-    # Only once the whole request passed: a refused request changes nothing on disk.
-    for role, path in outputs:
-        remove_leftovers(path, inside=role.kind == DIR and not role.shared)
+    return outputs
 
 
 # rtaug.fileio's temporary names: "." + target name + "." + mkstemp's 8 random characters
@@ -187,4 +290,5 @@ def remove_leftovers(path, inside: bool = False) -> list[Path]:
     return removed
 
 
-__all__ = ["DIR", "FILE", "In", "Out", "RequestError", "check_paths", "is_leftover", "remove_leftovers"]
+__all__ = ["DIR", "FILE", "In", "Num", "Out", "RequestError", "TaskOf", "check_request", "flags_of",
+           "is_leftover", "read_dataset", "remove_leftovers"]

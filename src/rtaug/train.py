@@ -25,7 +25,6 @@ Output directory layout (when `out_dir` is given):
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
@@ -112,15 +111,6 @@ def _jsonable(x):
     return json.loads(json.dumps(x, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
-def _fingerprint(dataset: Dataset) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    for key in ("observations", "actions", "rewards", "terminals", "next_observations"):
-        arr = np.ascontiguousarray(getattr(dataset, key))
-        h.update(f"{key}{arr.dtype}{arr.shape}".encode())
-        h.update(arr.data)
-    return h.hexdigest()
-
-
 def _save_checkpoint(path: Path, meta: dict, step: int, state, keys, obs_mean, obs_std) -> None:
     payload = {
         "meta": json.dumps(meta, sort_keys=True),
@@ -134,10 +124,15 @@ def _save_checkpoint(path: Path, meta: dict, step: int, state, keys, obs_mean, o
 
 
 def load_checkpoint(path, template_state=None) -> dict:
-    """Read a checkpoint; with `template_state` the state comes back as that pytree structure."""
-    raw = serialization.msgpack_restore(Path(path).read_bytes())
-    out = {"meta": json.loads(raw["meta"]), "step": int(raw["step"]), "keys": raw["keys"],
-           "obs_mean": raw["obs_mean"], "obs_std": raw["obs_std"], "state": raw["state"]}
+    """Read a checkpoint; with `template_state` the state comes back as that pytree structure.
+    A damaged or truncated file (a disk filled mid-write by another program, a copy cut short)
+    is a ValueError naming it: msgpack and JSON alone raise a variety of types that do not."""
+    try:
+        raw = serialization.msgpack_restore(Path(path).read_bytes())
+        out = {"meta": json.loads(raw["meta"]), "step": int(raw["step"]), "keys": raw["keys"],
+               "obs_mean": raw["obs_mean"], "obs_std": raw["obs_std"], "state": raw["state"]}
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable rtaug checkpoint ({type(exc).__name__}: {exc})") from exc
     if template_state is not None:
         out["state"] = serialization.from_state_dict(template_state, raw["state"])
     return out
@@ -286,7 +281,7 @@ def train(
     step = 0
 
     meta = {"format": FORMAT, "algo": name, "config": _jsonable(config), "seeds": list(seeds),
-            "dataset": _fingerprint(dataset), "n_transitions": len(dataset)}
+            "dataset": dataset.fingerprint(), "n_transitions": len(dataset)}
     metrics_rows = {s: [] for s in seeds}
     eval_rows = {s: [] for s in seeds}
     if out is not None:

@@ -1,6 +1,7 @@
 """The in-memory transition dataset (D4RL layout) and its validation."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -262,6 +263,25 @@ class Dataset:
 
     def episodes(self) -> np.ndarray:
         return episode_bounds(self.terminals, self.timeouts)
+
+    @property
+    def recorded_task(self) -> str | None:
+        """The task the data say they belong to: metadata `task` (rtaug's maze collectors and
+        imports write it), else `env` (BoxBall's collector writes only that); None if neither."""
+        for key in ("task", "env"):
+            if isinstance(self.metadata.get(key), str):
+                return self.metadata[key]
+        return None
+
+    def fingerprint(self) -> str:
+        """A hash of the transitions (arrays, dtypes and shapes): equal for the same data however
+        the file was written or named; what a trained model or policy records of its data."""
+        h = hashlib.blake2b(digest_size=16)
+        for key in ("observations", "actions", "rewards", "terminals", "next_observations"):
+            arr = np.ascontiguousarray(getattr(self, key))
+            h.update(f"{key}{arr.dtype}{arr.shape}".encode())
+            h.update(arr.data)
+        return h.hexdigest()
 
     # ------------------------------------------------------------------ construction
 

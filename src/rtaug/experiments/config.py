@@ -3,7 +3,8 @@
 A config is a tree of dataclasses. It is read from YAML, and every field, nested or not, is
 overridden the same way, `section.field=value` (the value parsed as YAML: `seeds=[0,1,2]`,
 `learner.expectile=0.9`, `generator.generation.beta=0`). Unknown keys and wrongly typed values
-are refused with the key's full path, before any work.
+are refused with the key's full path, before any work, and so are values outside a field's
+declared range (`rtaug.ranges`: the same rule the command line's flags are checked by).
 
 The learner section holds the training loop's own fields and, beside them, any field of the
 chosen algorithm's Config (`learner.expectile` for IQL): they are checked against that class.
@@ -27,6 +28,7 @@ from rtaug.generate.generation import GenerationConfig
 from rtaug.generate.model import RTConfig
 from rtaug.generate.reward import RewardConfig
 from rtaug.generate.train import VAEConfig
+from rtaug.ranges import COUNT, SEED, check_ranges, field_problem, ranged
 
 # The generators an experiment compares (paper §5): none = the real data alone; rt = backward
 # generation with reliability truncation; ft = the same machinery run forward; rt-f3 / rt-f5 =
@@ -43,9 +45,12 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    steps: int | None = None  # environment steps; None = the task's recipe (D4RL's 1M / 2M / 4M)
-    seed: int = 0
+    steps: int | None = ranged(COUNT, None)  # environment steps; None = the task's recipe (D4RL's 1M / 2M / 4M)
+    seed: int = ranged(SEED, 0)
     timeouts: str = "length"  # "length" (every episode length) or "goal" (D4RL's files' arrivals)
+
+    def __post_init__(self):
+        check_ranges(self)
 
 
 @dataclass
@@ -66,39 +71,51 @@ class GeneratorConfig:
     generation: GenerationConfig = field(default_factory=lambda: GenerationConfig(num_trajectories=10_000))
     # trajectories generated from each start state: generation draws num_trajectories start
     # states and samples each this many times (Fig. 2: 50 dataset trajectories, 10 samples each)
-    samples_per_start: int = 1
+    samples_per_start: int = ranged(COUNT, 1)
+
+    def __post_init__(self):
+        check_ranges(self)
 
 
 @dataclass
 class LearnerConfig:
     algo: str = "iql"
-    steps: int = 100_000
-    eval_every: int | None = 10_000  # learning-curve points (cheap evaluations); None = none
-    eval_episodes: int = 10  # episodes per learning-curve point
-    chunk: int = 1000  # updates per compiled chunk
+    steps: int = ranged(COUNT, 100_000)
+    eval_every: int | None = ranged(COUNT, 10_000)  # learning-curve points (cheap evaluations); None = none
+    eval_episodes: int = ranged(COUNT, 10)  # episodes per learning-curve point
+    chunk: int = ranged(COUNT, 1000)  # updates per compiled chunk
     # what the learner trains on: "all" = the real data and the generated (D_env ∪ D_model);
     # "generated" = only the generator's merged trajectories, D_model (Fig. 2)
     data: str = "all"
     params: dict = field(default_factory=dict)  # fields of the algorithm's Config, given flat in YAML
 
+    def __post_init__(self):
+        check_ranges(self)
+
 
 @dataclass
 class EvaluationConfig:
-    episodes: int | None = None  # final evaluation per seed; None = the task's protocol (100)
-    seed: int = 0  # episode starts (shared by every seed and method)
+    episodes: int | None = ranged(COUNT, None)  # final evaluation per seed; None = the task's protocol (100)
+    seed: int = ranged(SEED, 0)  # episode starts (shared by every seed and method)
     audit: bool = True  # audit the generated rows against the simulator (evidence in the report)
+
+    def __post_init__(self):
+        check_ranges(self)
 
 
 @dataclass
 class ExperimentConfig:
     task: str = "maze2d-umaze-sparse"
-    seeds: list = field(default_factory=lambda: [0, 1, 2])
+    seeds: list = ranged(SEED, default_factory=lambda: [0, 1, 2])  # noqa: RUF009 (a dataclasses.field)
     data: DataConfig = field(default_factory=DataConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     name: str = ""  # label in reports; "" = "<generator>+<algo>"
     protocol: str = ""  # which protocol file this is (configs/<protocol>/), recorded in reports
+
+    def __post_init__(self):
+        check_ranges(self)
 
     @property
     def label(self) -> str:
@@ -175,6 +192,10 @@ def from_dict(cls, values: dict, where: str = ""):
         key = f"{where}.{unknown[0]}" if where else unknown[0]
         raise ConfigError(f"{key}: unknown key (the fields of {cls.__name__} are {', '.join(names)})")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in values.items()}
+    for k, v in kwargs.items():
+        problem = field_problem(cls, k, v)
+        if problem:
+            raise ConfigError(f"{f'{where}.{k}' if where else k}: {problem}, got {v!r}")
     try:
         return cls(**kwargs)
     except ValueError as exc:  # a config class's own check (__post_init__)
@@ -291,29 +312,15 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"task: {exc}") from None
     if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
         raise ConfigError(f"seeds: must be non-empty and distinct, got {cfg.seeds}")
-    if any(not 0 <= s < 2**31 for s in cfg.seeds):
-        raise ConfigError(f"seeds: must be in [0, 2^31), got {cfg.seeds}")
     if cfg.generator.kind not in GENERATORS:
         raise ConfigError(f"generator.kind: {cfg.generator.kind!r} is not one of {', '.join(GENERATORS)}")
-    if cfg.data.steps is not None and cfg.data.steps < 1:
-        raise ConfigError(f"data.steps: must be at least 1, got {cfg.data.steps}")
     if cfg.data.timeouts not in ("length", "goal"):
         raise ConfigError(f"data.timeouts: must be 'length' or 'goal', got {cfg.data.timeouts!r}")
     lr = cfg.learner
-    if lr.steps < 1:
-        raise ConfigError(f"learner.steps: must be at least 1, got {lr.steps}")
-    if lr.eval_every is not None and lr.eval_every < 1:
-        raise ConfigError(f"learner.eval_every: must be at least 1 (or null), got {lr.eval_every}")
-    if lr.eval_episodes < 1 or lr.chunk < 1:
-        raise ConfigError("learner.eval_episodes and learner.chunk: must be at least 1")
     if lr.data not in LEARNER_DATA:
         raise ConfigError(f"learner.data: {lr.data!r} is not one of {', '.join(LEARNER_DATA)}")
     if lr.data == "generated" and cfg.generator.kind == "none":
         raise ConfigError("learner.data: 'generated' needs a generator (generator.kind is 'none')")
-    if cfg.generator.samples_per_start < 1:
-        raise ConfigError(f"generator.samples_per_start: must be at least 1, got {cfg.generator.samples_per_start}")
-    if cfg.evaluation.episodes is not None and cfg.evaluation.episodes < 1:
-        raise ConfigError(f"evaluation.episodes: must be at least 1, got {cfg.evaluation.episodes}")
     if cfg.generator.kind != "none":
         window = cfg.generator.model.sequence.context_steps
         try:

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from rtaug.progress import rate_text
+from rtaug.ranges import COUNT, SEED, check_ranges, ranged
 
 _print = functools.partial(print, flush=True)
 
@@ -16,16 +17,19 @@ _print = functools.partial(print, flush=True)
 class TrainPolicyRequest:
     dataset: str
     algo: str
-    steps: int = 100_000
-    seeds: tuple = (0,)
+    steps: int = ranged(COUNT, 100_000)
+    seeds: tuple = ranged(SEED, (0,))
     task: str | None = None  # evaluate in this task's simulator (default: the dataset's recorded task)
     domain: str = "auto"  # published per-domain settings: auto = the task's, else inferred
     out: str | None = None  # run directory (default: runs/<dataset stem>-<algo>)
     resume: bool = False
-    eval_every: int | None = None
-    eval_episodes: int | None = None
-    chunk: int = 1000
+    eval_every: int | None = ranged(COUNT, None)
+    eval_episodes: int | None = ranged(COUNT, None)
+    chunk: int = ranged(COUNT, 1000)
     progress: bool = True
+
+    def __post_init__(self):
+        check_ranges(self)
 
 
 @dataclass
@@ -69,12 +73,6 @@ def train_policy(req: TrainPolicyRequest, printer=_print) -> dict:
     from rtaug.fileio import atomic_write_bytes
     from rtaug.train import CHECKPOINT, train
 
-    if req.steps < 1:
-        raise ValueError(f"--steps must be at least 1, got {req.steps}")
-    if req.eval_every is not None and req.eval_every < 1:
-        raise ValueError(f"--eval-every must be at least 1, got {req.eval_every}")
-    if req.eval_episodes is not None and req.eval_episodes < 1:
-        raise ValueError(f"--eval-episodes must be at least 1, got {req.eval_episodes}")
     if req.eval_episodes is not None and not req.eval_every:
         raise ValueError("--eval-episodes needs --eval-every N: without it there is no periodic evaluation")
     if len(set(req.seeds)) != len(req.seeds):

@@ -26,14 +26,15 @@ from rtaug.generate.generation import GenerationConfig, Generated, generate
 from rtaug.generate.model import RTConfig
 from rtaug.generate.spec import Spec
 from rtaug.generate.train import VAEConfig, train_sequence_model, train_vae
+from rtaug.ranges import COUNT, SEED, check_ranges, ranged
 
 GENERATORS = ("random", "forward", "backward-mlp", "rt")
 
 
 @dataclass
 class QuickstartConfig:
-    seed: int = 0
-    trajectories: int = 50
+    seed: int = ranged(SEED, 0)
+    trajectories: int = ranged(COUNT, 50)
     dqn: DQNConfig = field(default_factory=DQNConfig)
     # Sized to train in about a minute per model on 2 cores (docs/decisions.md, "Quickstart sizes").
     rt: RTConfig = field(default_factory=lambda: RTConfig(
@@ -48,6 +49,9 @@ class QuickstartConfig:
     generation: GenerationConfig = field(default_factory=lambda: GenerationConfig(
         num_trajectories=50, max_length=10, candidates=4, kappa=5.0,
     ))
+
+    def __post_init__(self):
+        check_ranges(self)
 
 
 def _audited(obs, act, nxt) -> dict:

@@ -3,24 +3,28 @@ to disk, so any stage can run alone and a user can inspect what passes between t
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from rtaug.data import Dataset
 from rtaug.data.hdf5 import load_hdf5
 from rtaug.fileio import atomic_write_json
 from rtaug.generate.baselines import BackwardMLPConfig, generate_backward_mlp_config, train_backward_mlp
-from rtaug.generate.dynamics import DynamicsConfig, load_dynamics, train_dynamics
+from rtaug.generate.dynamics import CONFIG_FILE as DYNAMICS_FILE, DynamicsConfig, load_dynamics, train_dynamics
 from rtaug.generate.generation import (GenerationConfig, format_summary, generate, select_starts, start_kind,
                                       summarize)
 from rtaug.generate.io import load_generator, save_generator
 from rtaug.generate.merge import MERGES, write_augmented
 from rtaug.generate.model import RTConfig
-from rtaug.generate.reward import RewardConfig, load_reward, save_reward, train_reward
+from rtaug.generate.reward import CONFIG_FILE as REWARD_FILE, RewardConfig, load_reward, save_reward, train_reward
 from rtaug.generate.spec import Spec
 from rtaug.generate.train import VAEConfig, train_sequence_model, train_vae
+
+
+def _warn(line: str) -> None:
+    print(line, file=sys.stderr)  # a warning is not the stage's output (and sys.stderr as it is now)
 
 
 def collect(task: str, out_path, steps: int | None = None, seed: int = 0, timeouts: str | None = None,
@@ -98,8 +102,24 @@ def train_model(
     return out
 
 
+def check_model_parts(model_dir, config: GenerationConfig, generator: str = "sequence") -> None:
+    """ValueError naming the flag when the generation asks for a part of the model directory
+    that `rtaug train-model` did not train (the directory's files say; nothing is loaded)."""
+    d = Path(model_dir)
+    if config.reward == "model" and not (d / REWARD_FILE).exists():
+        raise ValueError(f"--reward model: {d} has no reward model ({REWARD_FILE}); retrain it with `rtaug "
+                         "train-model` (without --reward-steps 0), or pass --reward mean")
+    if config.dist != "vae" and not (d / DYNAMICS_FILE).exists():
+        raise ValueError(f"--dist {config.dist}: {d} has no dynamics ensemble ({DYNAMICS_FILE}); retrain "
+                         "it with `rtaug train-model`, or pass --dist vae")
+    if generator == "backward-mlp" and not (d / "backward_mlp.json").exists():
+        raise ValueError(f"--generator backward-mlp: {d} has no backward MLP (backward_mlp.json); train one with "
+                         "`rtaug train-model --backward-mlp`")
+
+
 def augment_file(dataset_path, model_dir, out_path, config: GenerationConfig, progress: bool = True, log=print,
-                 generator: str = "sequence", merge: str | None = None, samples_per_start: int = 1) -> dict:
+                 generator: str = "sequence", merge: str | None = None, samples_per_start: int = 1,
+                 warn=_warn) -> dict:
     """Generate with a trained model from a dataset's states and write D_env ∪ D_model.
 
     generator: "sequence" = the directory's sequence model (RT or FT, as trained); "backward-mlp"
@@ -110,6 +130,8 @@ def augment_file(dataset_path, model_dir, out_path, config: GenerationConfig, pr
     (`write_augmented`); returns its path.
     samples_per_start: draw `config.num_trajectories` start states (as the generator would) and
     generate this many trajectories from each (Fig. 2's 50 trajectories sampled 10 times).
+    A model trained on data of other spaces is refused; on other data of the same spaces, `warn`
+    says so (one line) and generation goes on: its normalisation and α's data are the other's.
     """
     if generator not in ("sequence", "backward-mlp"):
         raise ValueError(f"generator must be 'sequence' or 'backward-mlp', got {generator!r}")
@@ -117,17 +139,17 @@ def augment_file(dataset_path, model_dir, out_path, config: GenerationConfig, pr
         merge = getattr(config, "merge", "suffix")
     if merge not in MERGES:
         raise ValueError(f"merge must be one of {', '.join(repr(m) for m in MERGES)}, got {merge!r}")
+    check_model_parts(model_dir, config, generator)
     data = load_hdf5(dataset_path)
     rt, vae, mlp = load_generator(model_dir)
+    rt.spec.check_fits(data, model_dir)
+    if rt.spec.trained_on(data) is False:
+        trained = rt.spec.dataset
+        of = f" of {trained['task']}" if trained.get("task") else ""
+        warn(f"warning: {model_dir} was trained on other data ({trained.get('source')}: {trained.get('rows')} rows"
+             f"{of}), not {dataset_path}: its normalisation and reward bins are those data's")
     dynamics = load_dynamics(model_dir, rt.spec)
     reward_model = load_reward(model_dir, rt.spec)
-    if config.reward == "model" and reward_model is None:
-        raise ValueError(f"--reward model: {model_dir} has no reward model (reward.json); retrain it with `rtaug "
-                         "train-model` (without --reward-steps 0), or pass --reward mean")
-    _check_compatible(data, rt.spec, dataset_path, model_dir)
-    if config.dist != "vae" and dynamics is None:
-        raise ValueError(f"--dist {config.dist}: {model_dir} has no dynamics ensemble (dynamics.json); retrain "
-                         "it with `rtaug train-model`, or pass --dist vae")
     config.context_steps(rt.config.context_steps)  # the context must fit the model's window
     start_rows = None
     if samples_per_start > 1:
@@ -136,9 +158,6 @@ def augment_file(dataset_path, model_dir, out_path, config: GenerationConfig, pr
                              np.random.default_rng(config.seed))
         start_rows = np.repeat(once, samples_per_start)
     if generator == "backward-mlp":
-        if mlp is None:
-            raise ValueError(f"{model_dir}: no backward MLP in this model directory (train one with "
-                             "`rtaug train-model --backward-mlp`)")
         gen = generate_backward_mlp_config(data, mlp, vae, config, start_rows=start_rows, dynamics=dynamics,
                                            reward_model=reward_model)
     else:
@@ -159,22 +178,4 @@ def augment_file(dataset_path, model_dir, out_path, config: GenerationConfig, pr
             "generated_rows": int(written.generated_rows), "copied_rows": int(written.copied_rows)}
 
 
-def _check_compatible(data: Dataset, spec: Spec, dataset_path, model_dir) -> None:
-    if data.obs_dim != spec.obs_dim:
-        raise ValueError(
-            f"{dataset_path}: key 'observations': dimension {data.obs_dim} does not match the model in "
-            f"{model_dir} (trained on {spec.obs_dim})"
-        )
-    if data.discrete_actions != (spec.act_kind == "discrete"):
-        raise ValueError(
-            f"{dataset_path}: key 'actions': {'discrete' if data.discrete_actions else 'continuous'} actions, "
-            f"but the model in {model_dir} was trained on {spec.act_kind} actions"
-        )
-    if not data.discrete_actions and data.act_dim != spec.act_dim:
-        raise ValueError(
-            f"{dataset_path}: key 'actions': dimension {data.act_dim} does not match the model in "
-            f"{model_dir} (trained on {spec.act_dim})"
-        )
-
-
-__all__ = ["collect", "audit_file", "train_model", "augment_file"]
+__all__ = ["collect", "audit_file", "train_model", "check_model_parts", "augment_file"]

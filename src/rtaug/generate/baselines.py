@@ -24,15 +24,19 @@ from rtaug.generate.reliability import truncate
 from rtaug.generate.spec import Spec
 from rtaug.generate.train import CHUNK, TrainedVAE, adam_schedule
 from rtaug.nets.mlp import MLP
+from rtaug.ranges import COUNT, POSITIVE, SEED, check_ranges, ranged
 
 
 @dataclass
 class BackwardMLPConfig:
     hidden: tuple = (256, 256)
-    batch_size: int = 256
-    steps: int = 2000
-    lr: float = 1e-3
-    seed: int = 0
+    batch_size: int = ranged(COUNT, 256)
+    steps: int = ranged(COUNT, 2000)
+    lr: float = ranged(POSITIVE, 1e-3)
+    seed: int = ranged(SEED, 0)
+
+    def __post_init__(self):
+        check_ranges(self)
 
     def to_dict(self) -> dict:
         d = asdict(self)

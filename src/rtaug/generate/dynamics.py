@@ -32,6 +32,7 @@ from rtaug.generate.model import LOG_STD_MAX, LOG_STD_MIN, S, log_prob
 from rtaug.generate.spec import Spec
 from rtaug.generate.train import CHUNK, adam_schedule
 from rtaug.nets.mlp import MLP
+from rtaug.ranges import COUNT, POSITIVE, SEED, check_ranges, ranged
 
 KINDS = ("forward", "disagreement")
 CONFIG_FILE, WEIGHTS_FILE = "dynamics.json", "dynamics.msgpack"
@@ -39,12 +40,15 @@ CONFIG_FILE, WEIGHTS_FILE = "dynamics.json", "dynamics.msgpack"
 
 @dataclass
 class DynamicsConfig:
-    members: int = 5  # E
+    members: int = ranged(COUNT, 5)  # E
     hidden: tuple = (200, 200)
-    batch_size: int = 256
-    steps: int = 3000
-    lr: float = 1e-3
-    seed: int = 0
+    batch_size: int = ranged(COUNT, 256)
+    steps: int = ranged(COUNT, 3000)
+    lr: float = ranged(POSITIVE, 1e-3)
+    seed: int = ranged(SEED, 0)
+
+    def __post_init__(self):
+        check_ranges(self)
 
     def to_dict(self) -> dict:
         d = asdict(self)

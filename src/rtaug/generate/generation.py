@@ -32,6 +32,7 @@ from rtaug.generate.model import A, G, R_, S, RTModel, expected_reward, sample
 from rtaug.generate.reliability import cumulative_reliability, pessimistic_reward, truncate
 from rtaug.generate.train import TrainedRT, TrainedVAE
 from rtaug.nets.transformer import empty_cache
+from rtaug.ranges import COUNT, NONNEGATIVE, QUANTILE, SEED, check_ranges, ranged
 
 STEP_ORDER = {"backward": (S, A, R_, G), "forward": (A, R_, G, S)}
 
@@ -46,13 +47,14 @@ STARTS = ("auto", "goal", "rewarded", "uniform")
 
 @dataclass
 class GenerationConfig:
-    num_trajectories: int = 50  # H
-    max_length: int = 10  # L_max: bound on every generated trajectory (may exceed the window)
+    num_trajectories: int = ranged(COUNT, 50)  # H
+    max_length: int = ranged(COUNT, 10)  # L_max: bound on every generated trajectory (may exceed the window)
     # real steps the model sees before it generates, and keeps when its window slides (default:
     # half the window); RT-F3/F5 see the same, only their length differs
-    context: int | None = None
-    candidates: int = 4  # M candidates per trajectory (M = 1 or κ = 0: plain ancestral sampling)
-    kappa: float = 5.0  # κ of the return tilt exp(κ·R̄) (κ = 0: no tilt)
+    context: int | None = ranged(COUNT, None)
+    candidates: int = ranged(COUNT, 4)  # M candidates per trajectory (M = 1 or κ = 0: plain ancestral sampling)
+    # κ of the return tilt exp(κ·R̄) (κ = 0: no tilt; a negative κ would favour low returns)
+    kappa: float = ranged(NONNEGATIVE, 5.0)
     # what the tilt chooses among: "trajectory" draws M whole trajectories per start state and
     # keeps one with weight exp(κ·R̄), R̄ its kept steps' mean reward on [0, 1]; "step" draws M
     # candidates of every step and keeps one by its reward-to-go (the earlier reading, which
@@ -62,24 +64,26 @@ class GenerationConfig:
     # sequence model's reward head, its expectation), "sample" (a draw from the head), "auto"
     # (the reward model where the directory has one, else the head's mean; docs/decisions.md)
     reward: str = "auto"
-    beta: float = 0.1  # β of the α-pessimistic reward r − β·s·Γ/α (Eq. 6), s = the data's reward range
+    beta: float = ranged(NONNEGATIVE, 0.1)  # β of the α-pessimistic reward r − β·s·Γ/α (Eq. 6), s = the data's reward range
     # "goal" (an episode's state of maximal reward), "rewarded" (the same, drawn only among episodes
     # with a reward above the data's least: an episode that never reached the goal has its end as
     # its "state of maximal reward"), "uniform", or "auto" (goal backward, uniform forward)
     start: str = "auto"
     truncation: bool = True  # U_t (Eq. 4); off for the fixed-length ablations RT-F3 / RT-F5
-    fixed_length: int | None = None  # generate exactly this many steps, no truncation (RT-F3: 3)
+    fixed_length: int | None = ranged(COUNT, None)  # generate exactly this many steps, no truncation (RT-F3: 3)
     reliability: str = "window"  # the form of Γ (generate/reliability.py, docs/reliability.md); "paper" = Eq. 3 as an average
     dist: str = "forward"  # DIST of a step: "vae" (Eq. 8), "forward" (a forward ensemble's check), "disagreement"
     # α = this quantile of Γ on real trajectories; 1.0 is the paper's maximum, which a long tail of
-    # real Γ puts out of reach on Maze2D (0% truncated); 0.99 fires on both tasks (docs/decisions.md)
-    alpha_quantile: float = 0.99
-    alpha_trajectories: int = 1000  # real trajectories teacher-forced to measure α
+    # real Γ puts out of reach on Maze2D (0% truncated); 0.99 fires on both tasks (docs/decisions.md).
+    # Not 0: α would be the least real Γ, which can be 0, and the penalty divides by α
+    alpha_quantile: float = ranged(QUANTILE, 0.99)
+    alpha_trajectories: int = ranged(COUNT, 1000)  # real trajectories teacher-forced to measure α
     merge: str = "suffix"  # Eq. 11: "suffix" writes τ̂ + τ_suffix as one episode; "prefix" only τ̂
-    batch: int = 256  # trajectories per jitted call
-    seed: int = 0
+    batch: int = ranged(COUNT, 256)  # trajectories per jitted call
+    seed: int = ranged(SEED, 0)
 
     def __post_init__(self):
+        check_ranges(self)
         if self.start not in STARTS:
             raise ValueError(f"GenerationConfig.start must be one of {', '.join(map(repr, STARTS))}, got {self.start!r}")
         if self.reliability not in RELIABILITY_FORMS:
@@ -95,13 +99,6 @@ class GenerationConfig:
         if self.fixed_length is not None:
             self.max_length = int(self.fixed_length)
             self.truncation = False
-        for name in ("max_length", "candidates", "num_trajectories", "alpha_trajectories", "batch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"GenerationConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.alpha_quantile <= 1.0:
-            raise ValueError(f"GenerationConfig.alpha_quantile must be in [0, 1], got {self.alpha_quantile}")
-        if self.beta < 0:
-            raise ValueError(f"GenerationConfig.beta must be >= 0, got {self.beta}")
 
     def context_steps(self, window: int) -> int:
         """C for a model whose window is `window` steps: the context, leaving ≥ 1 step to generate."""

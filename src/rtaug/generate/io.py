@@ -23,6 +23,8 @@ from rtaug.generate.train import TrainedRT, TrainedVAE, VAEConfig
 # dynamics ensemble may sit beside the sequence model (format 1 weights do not fit these heads);
 # 3: the reward head is a two-layer MLP
 FORMAT = 3
+# What every model directory holds; the dynamics ensemble, reward model and backward MLP are optional.
+REQUIRED = ("spec.json", "rt.json", "rt.msgpack", "vae.json", "vae.msgpack")
 
 
 def _json(path: Path, obj) -> None:
@@ -95,19 +97,37 @@ def read_weights(path: Path, template, what: str = "this model"):
     return params
 
 
+def check_complete(model_dir) -> None:
+    """FileNotFoundError naming the first file a model directory lacks (of `REQUIRED`)."""
+    d = Path(model_dir)
+    for name in REQUIRED:
+        if not (d / name).is_file():
+            raise FileNotFoundError(f"{d / name}: missing (a model directory of `rtaug train-model` holds "
+                                    f"{', '.join(REQUIRED)})")
+
+
+def read_spec(model_dir) -> Spec:
+    """The model directory's Spec, or a ValueError naming spec.json and what is wrong with it."""
+    path = Path(model_dir) / "spec.json"
+    spec_d = _read_json(path)
+    fmt = spec_d.pop("format", None) if isinstance(spec_d, dict) else None
+    if fmt != FORMAT:
+        if isinstance(fmt, int) and fmt < FORMAT:
+            raise ValueError(f"{path}: a model of format {fmt}, written by an older rtaug whose heads "
+                             f"differ (format {FORMAT} now): retrain it with `rtaug train-model`")
+        raise ValueError(f"{path}: unknown format {fmt!r} (expected {FORMAT})")
+    try:
+        return Spec.from_dict(spec_d)
+    except (TypeError, ValueError) as e:  # a key missing or added by hand, or a value of the wrong kind
+        raise ValueError(f"{path}: not a model spec ({type(e).__name__}: {e})") from None
+
+
 def load_generator(model_dir):
     """Return (TrainedRT, TrainedVAE, TrainedBackwardMLP | None) from a model directory."""
     d = Path(model_dir)
-    spec_d = _read_json(d / "spec.json")
-    fmt = spec_d.pop("format", None)
-    if fmt != FORMAT:
-        if isinstance(fmt, int) and fmt < FORMAT:
-            raise ValueError(f"{d / 'spec.json'}: a model of format {fmt}, written by an older rtaug whose heads "
-                             f"differ (format {FORMAT} now): retrain it with `rtaug train-model`")
-        raise ValueError(f"{d / 'spec.json'}: unknown format {fmt!r} (expected {FORMAT})")
-    spec = Spec.from_dict(spec_d)
-    rt_meta = _read_json(d / "rt.json")
-    rt_cfg = RTConfig(**rt_meta["config"])
+    check_complete(d)
+    spec = read_spec(d)
+    rt_cfg, rt_meta = read_config(d / "rt.json", RTConfig, "sequence model")
     model = RTModel(spec, rt_cfg)
     K = rt_cfg.context_steps
     obs = np.zeros((1, K, spec.obs_dim), np.float32)
@@ -118,21 +138,20 @@ def load_generator(model_dir):
     template = jax.eval_shape(model.init, jax.random.PRNGKey(0), obs, act, z, z, np.ones((1, K), bool))
     rt = TrainedRT(spec, rt_cfg, read_weights(d / "rt.msgpack", template), rt_meta.get("history", []))
 
-    vae_meta = _read_json(d / "vae.json")
-    vcfg = vae_meta["config"]
-    vcfg["hidden"] = tuple(vcfg["hidden"])
-    vae_cfg = VAEConfig(**vcfg)
-    vae_stub = TrainedVAE(spec, vae_cfg, None, float(vae_meta["alpha"]))
+    vae_cfg, vae_meta = read_config(d / "vae.json", VAEConfig, "reliability VAE")
+    try:
+        alpha = float(vae_meta["alpha"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{d / 'vae.json'}: key 'alpha': missing or not a number ({type(e).__name__}: {e})") from None
+    vae_stub = TrainedVAE(spec, vae_cfg, None, alpha)
     x = np.zeros((1, spec.transition_dim), np.float32)
     key = jax.random.PRNGKey(0)
     vtemplate = jax.eval_shape(vae_stub.model.init, key, x, key)
-    vae = TrainedVAE(spec, vae_cfg, read_weights(d / "vae.msgpack", vtemplate), float(vae_meta["alpha"]))
+    vae = TrainedVAE(spec, vae_cfg, read_weights(d / "vae.msgpack", vtemplate), alpha)
 
     mlp = None
     if (d / "backward_mlp.json").exists():
-        mcfg = _read_json(d / "backward_mlp.json")["config"]
-        mcfg["hidden"] = tuple(mcfg["hidden"])
-        mlp_cfg = BackwardMLPConfig(**mcfg)
+        mlp_cfg, _ = read_config(d / "backward_mlp.json", BackwardMLPConfig, "backward MLP")
         stub = TrainedBackwardMLP(spec, mlp_cfg, None)
         s = np.zeros((1, spec.obs_dim), np.float32)
         a = np.zeros((1,), np.int64) if spec.act_kind == "discrete" else np.zeros((1, spec.act_dim), np.float32)

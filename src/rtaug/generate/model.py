@@ -17,30 +17,33 @@ import flax.linen as nn
 
 from rtaug.generate.spec import Spec
 from rtaug.nets.transformer import GPT
+from rtaug.ranges import COUNT, FRACTION, NONNEGATIVE, POSITIVE, SEED, Range, check_ranges, ranged
 
 S, A, R_, G = 0, 1, 2, 3  # modalities in step order: state, action, reward, reward-to-go
 MODALITIES = ("state", "action", "reward", "reward_to_go")
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+WINDOW = Range(2, note="a window holds at least one step of context and one generated step")
 
 
 @dataclass
 class RTConfig:
     direction: str = "backward"  # "backward" = RT (Eq. 9-10), "forward" = FT (Eq. 1-2)
-    context_steps: int = 20  # K: steps per training window (4K tokens)
-    n_layer: int = 3
-    n_head: int = 4
-    d_model: int = 128
-    gamma: float = 0.99  # discount of the reward-to-go R_t
-    rtg_bins: int = 32  # B: bins of the categorical reward-to-go head
-    batch_size: int = 64
-    steps: int = 2000
-    lr: float = 3e-4
-    weight_decay: float = 1e-4
-    warmup: int = 100
-    grad_clip: float = 1.0
-    seed: int = 0
+    context_steps: int = ranged(WINDOW, 20)  # K: steps per training window (4K tokens)
+    n_layer: int = ranged(COUNT, 3)
+    n_head: int = ranged(COUNT, 4)
+    d_model: int = ranged(COUNT, 128)
+    gamma: float = ranged(FRACTION, 0.99)  # discount of the reward-to-go R_t
+    rtg_bins: int = ranged(COUNT, 32)  # B: bins of the categorical reward-to-go head
+    batch_size: int = ranged(COUNT, 64)
+    steps: int = ranged(COUNT, 2000)
+    lr: float = ranged(POSITIVE, 3e-4)
+    weight_decay: float = ranged(NONNEGATIVE, 1e-4)
+    warmup: int = ranged(NONNEGATIVE, 100)
+    grad_clip: float = ranged(POSITIVE, 1.0)
+    seed: int = ranged(SEED, 0)
 
     def __post_init__(self):
+        check_ranges(self)
         if self.direction not in ("backward", "forward"):
             raise ValueError(f"RTConfig.direction must be 'backward' or 'forward', got {self.direction!r}")
         if self.d_model % self.n_head:

@@ -33,6 +33,7 @@ from rtaug.fileio import atomic_write_bytes, atomic_write_json
 from rtaug.generate.io import read_config, read_weights
 from rtaug.generate.spec import Spec
 from rtaug.nets.mlp import MLP
+from rtaug.ranges import COUNT, POSITIVE, SEED, check_ranges, ranged
 
 INPUTS = ("auto", "next_state", "transition")
 CONFIG_FILE, WEIGHTS_FILE = "reward.json", "reward.msgpack"
@@ -44,16 +45,15 @@ class RewardConfig:
     # "next_state": r(s′); "transition": r(s, a, s′); "auto": the dataset's (`reward_inputs_for`)
     inputs: str = "auto"
     hidden: tuple = (256, 256)
-    batch_size: int = 1024
-    steps: int = 4000
-    lr: float = 1e-3
-    seed: int = 0
+    batch_size: int = ranged(COUNT, 1024)
+    steps: int = ranged(COUNT, 4000)
+    lr: float = ranged(POSITIVE, 1e-3)
+    seed: int = ranged(SEED, 0)
 
     def __post_init__(self):
         if self.inputs not in INPUTS:
             raise ValueError(f"RewardConfig.inputs must be one of {INPUTS}, got {self.inputs!r}")
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"RewardConfig.steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+        check_ranges(self)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -65,17 +65,10 @@ def reward_inputs_for(data: Dataset) -> str:
     """"next_state" when the dataset's recorded task pays its reward for the state after the step
     (BoxBall; rtaug's mazes, unless collected with D4RL's off-by-one `reward_on="current"`),
     else "transition" (the safe choice for a dataset whose reward is not known)."""
-    meta = data.metadata or {}
-    if meta.get("env") == "boxball":
-        return "next_state"
-    name = meta.get("task")
-    if isinstance(name, str):
-        from rtaug.envs.registry import TASKS
+    from rtaug.envs.registry import TASKS
 
-        task = TASKS.get(name)
-        if task is not None and task.reward_of_next_state:
-            return "next_state"
-    return "transition"
+    task = TASKS.get(data.recorded_task)
+    return "next_state" if task is not None and task.reward_of_next_state else "transition"
 
 
 def _features(spec: Spec, inputs: str, s, a, s_next):

@@ -60,6 +60,10 @@ class Spec:
     # The data marks true episode ends (BoxBall's goal): a forward model then predicts them, so
     # that a forward rollout stops where the environment would (DESIGN §4, "Length").
     has_terminals: bool = False
+    # The data it was fitted on: source (the path as given), rows, recorded task and fingerprint
+    # (`Dataset.fingerprint`); generation from other data is then noticed. Empty: models saved
+    # before this field.
+    dataset: dict = field(default_factory=dict)
 
     # ---- construction -------------------------------------------------------------
     @classmethod
@@ -68,9 +72,7 @@ class Spec:
 
         obs = data.observations.astype(np.float64)
         spaces = data.metadata.get("spaces", {})
-        obs_space = spaces.get("observation", {})
-        obs_kind = "discrete" if obs_space.get("type") == "multidiscrete" else "continuous"
-        nvec = [int(n) for n in obs_space.get("nvec", [])]
+        obs_kind, nvec = _state_space(data)
         if obs_kind == "discrete" and int(np.prod(nvec)) > MAX_JOINT_STATES:
             raise ValueError(
                 f"{data.source}: metadata 'spaces.observation': {int(np.prod(nvec))} cells is more "
@@ -86,6 +88,8 @@ class Spec:
             delta_std=np.maximum(delta.std(0), 1e-6).tolist(),
             gamma=gamma,
             rtg_bins=rtg_bins,
+            dataset={"source": data.source, "rows": len(data), "task": data.recorded_task,
+                     "fingerprint": data.fingerprint()},
         )
         if obs_kind == "continuous":
             both = np.concatenate([obs, data.next_observations.astype(np.float64)])
@@ -118,6 +122,29 @@ class Spec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def check_fits(self, data: Dataset, model_dir) -> None:
+        """Refuse data of another state or action space than the model was fitted on (ValueError
+        naming the file's key): its heads could not read them, or would read them wrong."""
+        obs_kind, nvec = _state_space(data)
+        if data.obs_dim != self.obs_dim or obs_kind != self.obs_kind or nvec != self.obs_nvec:
+            raise ValueError(f"{data.source}: key 'observations': {_states(obs_kind, data.obs_dim, nvec)}, but the "
+                             f"model in {model_dir} was trained on {_states(self.obs_kind, self.obs_dim, self.obs_nvec)}")
+        kind = "discrete" if data.discrete_actions else "continuous"
+        if kind != self.act_kind:
+            raise ValueError(f"{data.source}: key 'actions': {kind} actions, but the model in {model_dir} was "
+                             f"trained on {self.act_kind} actions")
+        if kind == "continuous" and data.act_dim != self.act_dim:
+            raise ValueError(f"{data.source}: key 'actions': dimension {data.act_dim} does not match the model in "
+                             f"{model_dir} (trained on {self.act_dim})")
+        if kind == "discrete" and data.num_actions > self.num_actions:
+            raise ValueError(f"{data.source}: key 'actions': {data.num_actions} discrete actions, but the model in "
+                             f"{model_dir} was trained on {self.num_actions}")
+
+    def trained_on(self, data: Dataset) -> bool | None:
+        """Whether these are the data the model was fitted on (None: the model does not say)."""
+        fingerprint = self.dataset.get("fingerprint")
+        return None if fingerprint is None else fingerprint == data.fingerprint()
 
     @classmethod
     def from_dict(cls, d: dict) -> "Spec":
@@ -222,3 +249,15 @@ class Spec:
     def transition_dim(self) -> int:
         a = self.num_actions if self.act_kind == "discrete" else self.act_dim
         return 2 * self.obs_dim + a
+
+
+def _state_space(data: Dataset) -> tuple[str, list[int]]:
+    """("discrete", nvec) for states declared multidiscrete in the metadata, else ("continuous", [])."""
+    space = data.metadata.get("spaces", {}).get("observation", {})
+    if space.get("type") == "multidiscrete":
+        return "discrete", [int(n) for n in space.get("nvec", [])]
+    return "continuous", []
+
+
+def _states(kind: str, dim: int, nvec: list[int]) -> str:
+    return f"discrete states on a {'x'.join(map(str, nvec))} grid" if kind == "discrete" else f"{dim}-dimensional states"

@@ -20,6 +20,7 @@ from rtaug.data.episodes import reward_to_go, window_rows
 from rtaug.generate.model import RTConfig, RTModel
 from rtaug.generate.spec import Spec
 from rtaug.nets.vae import VAE, reconstruction_error, vae_loss
+from rtaug.ranges import COUNT, POSITIVE, QUANTILE, SEED, check_ranges, ranged
 
 CHUNK = 50  # updates per jitted scan: long enough to hide dispatch, short enough for a live progress bar
 
@@ -110,13 +111,17 @@ def train_sequence_model(data: Dataset, config: RTConfig, progress: bool = True,
 # ---- the reliability VAE and α (Eq. 8, Alg. 1 lines 6-11) ---------------------------
 @dataclass
 class VAEConfig:
-    latent_dim: int = 8
+    latent_dim: int = ranged(COUNT, 8)
     hidden: tuple = (128, 128)
-    batch_size: int = 256
-    steps: int = 2000
-    lr: float = 1e-3
-    alpha_quantile: float = 1.0  # 1.0 = the paper's maximum error over the data (choice: quantile)
-    seed: int = 0
+    batch_size: int = ranged(COUNT, 256)
+    steps: int = ranged(COUNT, 2000)
+    lr: float = ranged(POSITIVE, 1e-3)
+    # 1.0 = the paper's maximum error over the data (choice: quantile)
+    alpha_quantile: float = ranged(QUANTILE, 1.0)
+    seed: int = ranged(SEED, 0)
+
+    def __post_init__(self):
+        check_ranges(self)
 
     def to_dict(self) -> dict:
         d = asdict(self)
