@@ -46,6 +46,12 @@ def test_overrides_reach_every_level_and_are_typed():
     (["evaluation.episodes=0"], "evaluation.episodes: must be at least 1"),
     (["data.seed=-1"], "data.seed: must be in [0, 2^32) (JAX's generators use a seed's low 32 bits), got -1"),
     (["seeds=[0, 4294967296]"], "seeds: must be in [0, 2^32)"),
+    # the learners' own settings, declared beside their fields in rtaug/algos
+    (["learner.algo=iql", "learner.expectile=1.0"], "learner.expectile: must be in (0, 1), got 1.0"),
+    (["learner.algo=bcq", "learner.batch_size=0"], "learner.batch_size: must be at least 1, got 0"),
+    (["learner.algo=td3bc", "learner.tau=0"], "learner.tau: must be in (0, 1], got 0.0"),
+    (["learner.algo=cql", "learner.discount=1.5"], "learner.discount: must be in [0, 1], got 1.5"),
+    (["learner.algo=bc", "learner.hidden=[256, 0]"], "learner.hidden: must be at least 1, got (256, 0)"),
 ])
 def test_bad_fields_are_refused_by_their_path(overrides, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -146,3 +152,11 @@ def test_a_grid_axis_is_overridden_from_the_command_line():
     cells = expand(tree, ["grid.task=[maze2d-medium-dense]", "learner.steps=500"])
     assert [c.name for c in cells] == ["maze2d-medium-dense/iql", "maze2d-medium-dense/rt+iql"]
     assert all(c.config.learner.steps == 500 for c in cells)
+
+
+def test_learner_configs_check_their_ranges_when_built_in_python():
+    from rtaug.algos.iql import IQLConfig
+
+    with pytest.raises(ValueError, match=re.escape("IQLConfig.expectile must be in (0, 1), got 0.0")):
+        IQLConfig(expectile=0.0)
+    assert IQLConfig(expectile=0.9).expectile == 0.9

@@ -60,6 +60,8 @@ COUNT = Range(1)  # steps, episodes, trajectories, batch sizes, layers: at least
 NONNEGATIVE = Range(0)
 POSITIVE = Range(0, open_low=True)  # learning rates, clip norms
 FRACTION = Range(0, 1)  # probabilities, discounts, fractions
+OPEN_FRACTION = Range(0, 1, open_low=True, open_high=True)  # IQL's expectile: 0 and 1 are degenerate
+UNIT_RATE = Range(0, 1, open_low=True)  # a target network's update rate τ: 0 never moves it
 QUANTILE = Range(0, 1, open_low=True, note="1 = the maximum")  # a quantile that sets a threshold α
 # JAX keys its generators by a seed's low 32 bits (jax.random.PRNGKey: 2^32 and 0 give one key,
 # and -1 the key of 2^32 − 1), and numpy refuses negative seeds: [0, 2^32) is every distinct run.
@@ -91,5 +93,6 @@ def check_ranges(obj) -> None:
             raise ValueError(f"{type(obj).__name__}.{f.name} {problem}, got {getattr(obj, f.name)!r}")
 
 
-__all__ = ["COUNT", "FRACTION", "NONNEGATIVE", "POSITIVE", "QUANTILE", "SEED", "Range", "check_ranges",
+__all__ = ["COUNT", "FRACTION", "NONNEGATIVE", "OPEN_FRACTION", "POSITIVE", "QUANTILE", "SEED", "UNIT_RATE",
+           "Range", "check_ranges",
            "field_problem", "range_of", "ranged"]

@@ -13,14 +13,18 @@ import jax.numpy as jnp
 import optax
 
 from rtaug.algos.common import TanhActor
+from rtaug.ranges import COUNT, POSITIVE, check_ranges, ranged
 
 
 @dataclass(frozen=True)
 class BCConfig:
-    hidden: tuple[int, ...] = (256, 256)  # CORL any_percent_bc.py; learners.md
-    lr: float = 3e-4  # CORL any_percent_bc.py (actor_lr)
-    batch_size: int = 256  # CORL any_percent_bc.py
+    hidden: tuple[int, ...] = ranged(COUNT, (256, 256))  # CORL any_percent_bc.py; learners.md
+    lr: float = ranged(POSITIVE, 3e-4)  # CORL any_percent_bc.py (actor_lr)
+    batch_size: int = ranged(COUNT, 256)  # CORL any_percent_bc.py
     normalize_obs: bool = True  # CORL any_percent_bc.py (normalize=True)
+
+    def __post_init__(self):
+        check_ranges(self)
 
     DOMAIN_DEFAULTS = {}  # the same settings are used on every domain
 

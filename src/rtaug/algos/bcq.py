@@ -16,27 +16,31 @@ import jax.numpy as jnp
 import optax
 
 from rtaug.algos.common import MLP, Critics, first_critic, soft_update
+from rtaug.ranges import COUNT, FRACTION, NONNEGATIVE, POSITIVE, UNIT_RATE, check_ranges, ranged
 
 
 @dataclass(frozen=True)
 class BCQConfig:
-    vae_hidden: tuple[int, ...] = (750, 750)  # Fujimoto et al. 2019, App. D (VAE)
-    latent_scale: int = 2  # App. D: latent dimension = 2 × action dimension
-    latent_clip: float = 0.5  # App. D: z ~ N(0, 1) clipped to [−0.5, 0.5] when sampling
-    kl_weight: float = 0.5  # App. D: recon + 0.5·KL
-    actor_hidden: tuple[int, ...] = (400, 300)  # App. D (perturbation model)
-    critic_hidden: tuple[int, ...] = (400, 300)  # App. D
-    phi: float = 0.05  # App. D / §4: perturbation bounded by Φ·max_action
-    lmbda: float = 0.75  # App. D: λ of the soft clipped double-Q target
-    n_samples: int = 10  # App. D: n actions sampled per state, for targets and for acting
-    lr: float = 1e-3  # App. D: Adam, lr 10⁻³ for every network
-    batch_size: int = 100  # App. D
-    discount: float = 0.99  # App. D
-    tau: float = 0.005  # App. D
+    vae_hidden: tuple[int, ...] = ranged(COUNT, (750, 750))  # Fujimoto et al. 2019, App. D (VAE)
+    latent_scale: int = ranged(COUNT, 2)  # App. D: latent dimension = 2 × action dimension
+    latent_clip: float = ranged(POSITIVE, 0.5)  # App. D: z ~ N(0, 1) clipped to [−0.5, 0.5] when sampling
+    kl_weight: float = ranged(NONNEGATIVE, 0.5)  # App. D: recon + 0.5·KL
+    actor_hidden: tuple[int, ...] = ranged(COUNT, (400, 300))  # App. D (perturbation model)
+    critic_hidden: tuple[int, ...] = ranged(COUNT, (400, 300))  # App. D
+    phi: float = ranged(NONNEGATIVE, 0.05)  # App. D / §4: perturbation bounded by Φ·max_action
+    lmbda: float = ranged(FRACTION, 0.75)  # App. D: λ of the soft clipped double-Q target
+    n_samples: int = ranged(COUNT, 10)  # App. D: n actions sampled per state, for targets and for acting
+    lr: float = ranged(POSITIVE, 1e-3)  # App. D: Adam, lr 10⁻³ for every network
+    batch_size: int = ranged(COUNT, 100)  # App. D
+    discount: float = ranged(FRACTION, 0.99)  # App. D
+    tau: float = ranged(UNIT_RATE, 0.005)  # App. D
     normalize_obs: bool = False  # authors' code feeds raw states
     # authors' code: PyTorch's nn.Linear initialisation (`MLP.weight_init`); with Flax's, raw Maze2D
     # states start the action decoder's tanh saturated for some seeds (docs/decisions.md)
     weight_init: str = "torch"
+
+    def __post_init__(self):
+        check_ranges(self)
 
     # One setting for every domain, raw states included (the authors'). Normalising Maze2D's
     # states also cures the saturated decoder, but cost BCQ half its score on mixed maze data in

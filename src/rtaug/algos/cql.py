@@ -17,24 +17,25 @@ import jax.numpy as jnp
 import optax
 
 from rtaug.algos.common import MLP, Critics, gaussian_log_prob, soft_update
+from rtaug.ranges import COUNT, FRACTION, NONNEGATIVE, POSITIVE, UNIT_RATE, check_ranges, ranged
 
 
 @dataclass(frozen=True)
 class CQLConfig:
     # Authors' code, cql_mujoco_new.py: layer_size 256, hidden_sizes [M, M, M] for Q and policy.
-    hidden: tuple[int, ...] = (256, 256, 256)
-    policy_lr: float = 1e-4  # Kumar et al. 2020 App. F; authors' code (--policy_lr)
-    critic_lr: float = 3e-4  # authors' code (qf_lr)
-    batch_size: int = 256  # authors' code (algorithm_kwargs.batch_size)
-    discount: float = 0.99  # authors' code
-    tau: float = 0.005  # authors' code (soft_target_tau)
-    n_actions: int = 10  # authors' code (num_random)
-    temp: float = 1.0  # authors' code (temp)
+    hidden: tuple[int, ...] = ranged(COUNT, (256, 256, 256))
+    policy_lr: float = ranged(POSITIVE, 1e-4)  # Kumar et al. 2020 App. F; authors' code (--policy_lr)
+    critic_lr: float = ranged(POSITIVE, 3e-4)  # authors' code (qf_lr)
+    batch_size: int = ranged(COUNT, 256)  # authors' code (algorithm_kwargs.batch_size)
+    discount: float = ranged(FRACTION, 0.99)  # authors' code
+    tau: float = ranged(UNIT_RATE, 0.005)  # authors' code (soft_target_tau)
+    n_actions: int = ranged(COUNT, 10)  # authors' code (num_random)
+    temp: float = ranged(POSITIVE, 1.0)  # authors' code (temp)
     # α: "set to 5.0 or 10.0 if not using lagrange" (authors' code, --min_q_weight help).
-    cql_weight: float = 5.0
+    cql_weight: float = ranged(NONNEGATIVE, 5.0)
     lagrange: bool = False  # fixed α on MuJoCo (App. F)
-    target_action_gap: float = 5.0  # authors' code (--lagrange_thresh default), used if lagrange
-    bc_steps: int = 40_000  # authors' code (--policy_eval_start): policy BC warm-up updates
+    target_action_gap: float = ranged(NONNEGATIVE, 5.0)  # authors' code (--lagrange_thresh default), used if lagrange
+    bc_steps: int = ranged(NONNEGATIVE, 40_000)  # authors' code (--policy_eval_start): policy BC warm-up updates
     max_target_backup: bool = False  # authors' code (--max_q_backup False)
     backup_entropy: bool = False  # authors' code (--deterministic_backup True, Eq. 3)
     target_entropy: float | None = None  # None: −act_dim (authors' code, SAC default)
@@ -43,6 +44,9 @@ class CQLConfig:
     normalize_obs: bool = False  # authors' code feeds raw states
     reward_scale: float = 1.0
     reward_bias: float = 0.0
+
+    def __post_init__(self):
+        check_ranges(self)
 
     DOMAIN_DEFAULTS = {
         "mujoco": {},

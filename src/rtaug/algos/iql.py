@@ -15,29 +15,33 @@ import jax.numpy as jnp
 import optax
 
 from rtaug.algos.common import MLP, Critics, ValueNet, gaussian_log_prob, soft_update
+from rtaug.ranges import COUNT, FRACTION, NONNEGATIVE, OPEN_FRACTION, POSITIVE, UNIT_RATE, check_ranges, ranged
 
 
 @dataclass(frozen=True)
 class IQLConfig:
-    hidden: tuple[int, ...] = (256, 256)  # Kostrikov et al. 2022, App. B
-    actor_lr: float = 3e-4  # App. B
-    critic_lr: float = 3e-4  # App. B
-    value_lr: float = 3e-4  # App. B
-    batch_size: int = 256  # App. B
-    discount: float = 0.99  # App. B
-    tau: float = 0.005  # App. B (target critic update rate)
-    expectile: float = 0.7  # App. B, MuJoCo
-    temperature: float = 3.0  # App. B, MuJoCo (β, inverse temperature of the AWR weights)
-    max_weight: float = 100.0  # authors' code: exp(β·A) clipped at 100
+    hidden: tuple[int, ...] = ranged(COUNT, (256, 256))  # Kostrikov et al. 2022, App. B
+    actor_lr: float = ranged(POSITIVE, 3e-4)  # App. B
+    critic_lr: float = ranged(POSITIVE, 3e-4)  # App. B
+    value_lr: float = ranged(POSITIVE, 3e-4)  # App. B
+    batch_size: int = ranged(COUNT, 256)  # App. B
+    discount: float = ranged(FRACTION, 0.99)  # App. B
+    tau: float = ranged(UNIT_RATE, 0.005)  # App. B (target critic update rate)
+    expectile: float = ranged(OPEN_FRACTION, 0.7)  # App. B, MuJoCo
+    temperature: float = ranged(NONNEGATIVE, 3.0)  # App. B, MuJoCo (β, inverse temperature of the AWR weights)
+    max_weight: float = ranged(POSITIVE, 100.0)  # authors' code: exp(β·A) clipped at 100
     # The actor's lr is cosine-decayed to 0 over training (authors' code, opt_decay_schedule).
     # None: the number of steps given to rtaug.train.train.
-    decay_steps: int | None = None
+    decay_steps: int | None = ranged(COUNT, None)
     log_std_min: float = -5.0  # authors' code (NormalTanhPolicy)
     log_std_max: float = 2.0  # authors' code
     normalize_obs: bool = False  # authors' code feeds raw states
     return_normalize: bool = True  # App. B: MuJoCo rewards × 1000 / (max − min episode return)
     reward_scale: float = 1.0
     reward_bias: float = 0.0
+
+    def __post_init__(self):
+        check_ranges(self)
 
     DOMAIN_DEFAULTS = {
         "mujoco": {},

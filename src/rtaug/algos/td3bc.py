@@ -15,21 +15,25 @@ import jax.numpy as jnp
 import optax
 
 from rtaug.algos.common import Critics, TanhActor, first_critic, soft_update
+from rtaug.ranges import COUNT, FRACTION, NONNEGATIVE, POSITIVE, UNIT_RATE, check_ranges, ranged
 
 
 @dataclass(frozen=True)
 class TD3BCConfig:
-    hidden: tuple[int, ...] = (256, 256)  # Fujimoto & Gu 2021, Table 3
-    actor_lr: float = 3e-4  # Table 3
-    critic_lr: float = 3e-4  # Table 3
-    batch_size: int = 256  # Table 3
-    discount: float = 0.99  # Table 3
-    tau: float = 0.005  # Table 3 (target update rate)
-    policy_noise: float = 0.2  # Table 3 (target policy noise, max action 1)
-    noise_clip: float = 0.5  # Table 3
-    policy_freq: int = 2  # Table 3 (actor and targets updated every 2 critic updates)
-    alpha: float = 2.5  # §5, Eq. 3
+    hidden: tuple[int, ...] = ranged(COUNT, (256, 256))  # Fujimoto & Gu 2021, Table 3
+    actor_lr: float = ranged(POSITIVE, 3e-4)  # Table 3
+    critic_lr: float = ranged(POSITIVE, 3e-4)  # Table 3
+    batch_size: int = ranged(COUNT, 256)  # Table 3
+    discount: float = ranged(FRACTION, 0.99)  # Table 3
+    tau: float = ranged(UNIT_RATE, 0.005)  # Table 3 (target update rate)
+    policy_noise: float = ranged(NONNEGATIVE, 0.2)  # Table 3 (target policy noise, max action 1)
+    noise_clip: float = ranged(NONNEGATIVE, 0.5)  # Table 3
+    policy_freq: int = ranged(COUNT, 2)  # Table 3 (actor and targets updated every 2 critic updates)
+    alpha: float = ranged(NONNEGATIVE, 2.5)  # §5, Eq. 3
     normalize_obs: bool = True  # §5, Eq. 4 (with the 1e-3 std offset of the authors' code)
+
+    def __post_init__(self):
+        check_ranges(self)
 
     # The paper reports MuJoCo (and Adroit) only; the same settings are the usual choice elsewhere.
     DOMAIN_DEFAULTS = {}

@@ -265,6 +265,8 @@ def _split_learner(values: dict, where: str) -> dict:
             names = sorted(own) + sorted(hints)
             raise ConfigError(f"{where}.{k}: unknown key (learner fields: {', '.join(names)})")
         params[k] = _coerce(v, hints[k], f"{where}.{k}")
+        if problem := field_problem(module.Config, k, params[k]):
+            raise ConfigError(f"{where}.{k}: {problem}, got {params[k]!r}")
     values["params"] = params
     return values
 
