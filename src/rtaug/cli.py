@@ -117,33 +117,26 @@ def _cmd_reference(args):
 
 
 def _cmd_train_model(args):
-    from rtaug.experiments.stages import train_model
+    from rtaug.experiments.stages import ModelRequest, write_model
     from rtaug.generate.baselines import BackwardMLPConfig
+    from rtaug.generate.dynamics import DynamicsConfig
     from rtaug.generate.model import RTConfig
+    from rtaug.generate.reward import RewardConfig
     from rtaug.generate.train import VAEConfig
 
-    rt_cfg = RTConfig(
-        direction=args.direction, context_steps=args.context_steps, n_layer=args.layers, n_head=args.heads,
-        d_model=args.d_model, gamma=args.gamma, rtg_bins=args.rtg_bins, batch_size=args.batch_size,
-        steps=args.steps, lr=args.lr, seed=args.seed,
-    )
-    vae_cfg = VAEConfig(steps=args.vae_steps, alpha_quantile=args.alpha_quantile, seed=args.seed)
-    from rtaug.generate.dynamics import DynamicsConfig
-
-    mlp_cfg = BackwardMLPConfig(steps=args.vae_steps, seed=args.seed) if args.backward_mlp else None
-    dyn_cfg = (DynamicsConfig(members=args.dynamics_members, steps=args.dynamics_steps, seed=args.seed)
-               if args.dynamics_steps else None)
-    from rtaug.generate.reward import RewardConfig
-
-    reward_cfg = (RewardConfig(inputs=args.reward_inputs, steps=args.reward_steps, seed=args.seed)
-                  if args.reward_steps else None)
-    from rtaug.fileio import replacing_dir
-
-    with replacing_dir(args.out) as tmp:
-        # the log names the directory the user asked for, not its temporary twin
-        train_model(args.dataset, tmp, rt_cfg, vae_cfg, mlp_cfg, progress=not args.no_progress,
-                    log=lambda line: print(line.replace(str(tmp), args.out)),
-                    dynamics_config=dyn_cfg, reward_config=reward_cfg)
+    seed = args.seed
+    write_model(ModelRequest(
+        dataset=args.dataset, out=args.out, progress=not args.no_progress,
+        sequence=RTConfig(direction=args.direction, context_steps=args.context_steps, n_layer=args.layers,
+                          n_head=args.heads, d_model=args.d_model, gamma=args.gamma, rtg_bins=args.rtg_bins,
+                          batch_size=args.batch_size, steps=args.steps, lr=args.lr, seed=seed),
+        vae=VAEConfig(steps=args.vae_steps, alpha_quantile=args.alpha_quantile, seed=seed),
+        backward_mlp=BackwardMLPConfig(steps=args.vae_steps, seed=seed) if args.backward_mlp else None,
+        dynamics=(DynamicsConfig(members=args.dynamics_members, steps=args.dynamics_steps, seed=seed)
+                  if args.dynamics_steps else None),
+        reward=(RewardConfig(inputs=args.reward_inputs, steps=args.reward_steps, seed=seed)
+                if args.reward_steps else None),
+    ))
 
 
 def _enough_rows(args):

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from rtaug.data.hdf5 import load_hdf5
-from rtaug.fileio import atomic_write_json
+from rtaug.fileio import atomic_write_json, replacing_dir
 from rtaug.generate.baselines import BackwardMLPConfig, generate_backward_mlp_config, train_backward_mlp
 from rtaug.generate.dynamics import CONFIG_FILE as DYNAMICS_FILE, DynamicsConfig, load_dynamics, train_dynamics
 from rtaug.generate.generation import (GenerationConfig, format_summary, generate, select_starts, start_kind,
@@ -117,6 +118,33 @@ def check_model_parts(model_dir, config: GenerationConfig, generator: str = "seq
                          "`rtaug train-model --backward-mlp`")
 
 
+@dataclass
+class ModelRequest:
+    """What `rtaug train-model` makes: a model directory `out` from the dataset file, with the
+    parts whose configs are given (None: that part is not trained)."""
+
+    dataset: str
+    out: str
+    sequence: RTConfig
+    vae: VAEConfig
+    backward_mlp: BackwardMLPConfig | None = None
+    dynamics: DynamicsConfig | None = None
+    reward: RewardConfig | None = None
+    progress: bool = True
+
+
+def write_model(req: ModelRequest, log=print) -> Path:
+    """`train_model` into `req.out` as a whole: built in a temporary sibling and renamed at the
+    end, so a failed or killed run leaves an existing model as it was, and a finished one leaves
+    no file of an earlier model beside the new one's."""
+    with replacing_dir(req.out) as tmp:
+        # the log names the directory the user asked for, not its temporary twin
+        train_model(req.dataset, tmp, req.sequence, req.vae, req.backward_mlp, progress=req.progress,
+                    log=lambda line: log(line.replace(str(tmp), str(req.out))),
+                    dynamics_config=req.dynamics, reward_config=req.reward)
+    return Path(req.out)
+
+
 def augment_file(dataset_path, model_dir, out_path, config: GenerationConfig, progress: bool = True, log=print,
                  generator: str = "sequence", merge: str | None = None, samples_per_start: int = 1,
                  warn=_warn) -> dict:
@@ -178,4 +206,4 @@ def augment_file(dataset_path, model_dir, out_path, config: GenerationConfig, pr
             "generated_rows": int(written.generated_rows), "copied_rows": int(written.copied_rows)}
 
 
-__all__ = ["collect", "audit_file", "train_model", "check_model_parts", "augment_file"]
+__all__ = ["ModelRequest", "audit_file", "augment_file", "check_model_parts", "collect", "train_model", "write_model"]
