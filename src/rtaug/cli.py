@@ -711,7 +711,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "~/.minari/datasets)")
     q.add_argument("--task", metavar="TASK", help="the task the data belong to (`rtaug tasks`; default: the one the file "
                                                   "records): checked against the data, written as the env_spec")
-    q.set_defaults(func=_cmd_minari_export, paths=(In("file"), Out("--root", DIR, reuse=True, shared=True)))
+    q.set_defaults(func=_cmd_minari_export, paths=(In("file"), Out("--root", DIR, reuse=True, shared=True)),
+                   checks=(TaskOf("file"),))
     q = msub.add_parser(
         "import", help="read a local Minari dataset into a D4RL-layout HDF5 file",
         description="Read a Minari dataset (an id under the Minari root, or a dataset directory) and write\n"

@@ -44,8 +44,8 @@ def _recorded_task(data):
     """The task a file records in its metadata, when it is one of the registry's (else None)."""
     from rtaug.envs.registry import TASKS
 
-    named = data.metadata.get("task")
-    return named if isinstance(named, str) and named in TASKS else None
+    named = data.recorded_task
+    return named if named in TASKS else None
 
 
 def export_minari(req: ExportRequest, printer=_print) -> None:
