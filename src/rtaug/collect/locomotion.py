@@ -35,6 +35,7 @@ __all__ = [
     "measure_references",
     "medium_cut",
     "policy_data",
+    "sac_settings",
 ]
 
 DATA_STREAM, REFERENCE_STREAM = 2, 3  # episode seeds (seed, stream, ...): disjoint from SAC's own
@@ -63,7 +64,7 @@ def _with(obj, overrides: dict, where: str):
     return replace(obj, **out)
 
 
-def _configs(task, seed: int, overrides: dict):
+def sac_settings(task, seed: int, overrides: dict):
     """The task's recipe and the SAC config, with `overrides` (fields of either) applied."""
     from rtaug.collect.sac import SACConfig
 
@@ -163,7 +164,7 @@ def collect_locomotion(task, steps: int | None = None, seed: int = 0, progress: 
     from rtaug.envs.registry import get_task
 
     task = get_task(task, "mujoco", "the SAC collector")
-    recipe, config = _configs(task, seed, overrides)
+    recipe, config = sac_settings(task, seed, overrides)
     kind = recipe.dataset
     if kind == "medium-replay" and steps is not None:
         raise ValueError(f"collect {task.name}: --steps does not apply: medium-replay is SAC's replay buffer up "
