@@ -82,7 +82,8 @@ def test_a_tiny_locomotion_run_end_to_end_then_reused(tmp_path):
     assert result["summary"]["normalized"] is None and result["summary"]["return"]["mean"] == row["return_mean"]
     assert [p["step"] for p in row["curve"]] == [10, 20] and "normalized_mean" not in row["curve"][0]
     assert result["references"]["measured"] is False and "rtaug reference hopper" in result["references"]["command"]
-    assert any("normalized: – (this simulator's references are not measured yet" in line for line in lines)
+    assert any("normalized: – (this simulator's references are not measured yet; `rtaug reference hopper-medium "
+               f"--sac-dir {sac_dir}/sac` measures them)" in line for line in lines)
     again = run_experiment(build(TINY_LOCO), tmp_path / "run", cache=tmp_path / "cache", progress=False,
                            printer=lambda *_: None)
     assert all(s["cached"] for s in again["stages"]) and again["per_seed"] == result["per_seed"]

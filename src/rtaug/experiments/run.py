@@ -533,7 +533,11 @@ def _references(task_name: str) -> dict:
 def _reference_note(result: dict) -> str:
     from rtaug.envs.registry import get_task
 
-    command = get_task(result["task"]).references.command
+    task = get_task(result["task"])
+    sac = next((x for x in result["stages"] if x["stage"] == "sac"), None)
+    if sac is not None:  # the run's own SAC (its final actor is the expert)
+        return f"`rtaug reference {task.env}-medium --sac-dir {sac['path']}/sac` measures them"
+    command = task.references.command
     return f"`{command}` measures them" if command else "none are defined"
 
 
