@@ -38,6 +38,8 @@ def test_a_locomotion_config_builds_and_its_four_datasets_share_one_sac_stage():
 @pytest.mark.parametrize("values, message", [
     ({"task": "hopper-medium", "data": {"recipe": {"sac_stepz": 5}}}, "data.recipe: collect hopper-medium: unknown setting(s) sac_stepz"),
     ({"task": "hopper-medium", "data": {"recipe": {"learning_starts": "many"}}}, "data.recipe: collect hopper-medium: learning_starts='many'"),
+    ({"task": "hopper-medium", "data": {"recipe": {"sac_steps": True}}}, "data.recipe: collect hopper-medium: sac_steps=True: expected int"),
+    ({"task": "hopper-medium", "data": {"recipe": {"learning_starts": 2.5}}}, "data.recipe: collect hopper-medium: learning_starts=2.5: expected int"),
     ({"task": "hopper-medium-replay", "data": {"steps": 1000}}, "data.steps: does not apply to hopper-medium-replay"),
     ({"task": "hopper-medium", "data": {"timeouts": "goal"}}, "data.timeouts: a maze setting"),
     ({"task": "maze2d-umaze-sparse", "data": {"recipe": {"sac_steps": 5}}}, "data.recipe: only locomotion tasks"),

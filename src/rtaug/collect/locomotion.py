@@ -52,6 +52,9 @@ def _with(obj, overrides: dict, where: str):
     out = {}
     for k, v in overrides.items():
         default = getattr(obj, k)
+        # a YAML value (rtaug run's data.recipe) is typed already: no true for a number, no 0.5 for a count
+        if isinstance(v, bool) or (isinstance(default, int) and isinstance(v, float) and not v.is_integer()):
+            raise ValueError(f"{where}: {k}={v!r}: expected {type(default).__name__}")
         try:
             if isinstance(default, tuple):
                 out[k] = tuple(int(x) for x in (v.split(",") if isinstance(v, str) else v))
