@@ -35,6 +35,7 @@ __all__ = [
     "measure_references",
     "medium_cut",
     "policy_data",
+    "sac_settings",
 ]
 
 DATA_STREAM, REFERENCE_STREAM = 2, 3  # episode seeds (seed, stream, ...): disjoint from SAC's own
@@ -51,6 +52,9 @@ def _with(obj, overrides: dict, where: str):
     out = {}
     for k, v in overrides.items():
         default = getattr(obj, k)
+        # a YAML value (rtaug run's data.recipe) is typed already: no true for a number, no 0.5 for a count
+        if isinstance(v, bool) or (isinstance(default, int) and isinstance(v, float) and not v.is_integer()):
+            raise ValueError(f"{where}: {k}={v!r}: expected {type(default).__name__}")
         try:
             if isinstance(default, tuple):
                 out[k] = tuple(int(x) for x in (v.split(",") if isinstance(v, str) else v))
@@ -63,7 +67,7 @@ def _with(obj, overrides: dict, where: str):
     return replace(obj, **out)
 
 
-def _configs(task, seed: int, overrides: dict):
+def sac_settings(task, seed: int, overrides: dict):
     """The task's recipe and the SAC config, with `overrides` (fields of either) applied."""
     from rtaug.collect.sac import SACConfig
 
@@ -163,7 +167,7 @@ def collect_locomotion(task, steps: int | None = None, seed: int = 0, progress: 
     from rtaug.envs.registry import get_task
 
     task = get_task(task, "mujoco", "the SAC collector")
-    recipe, config = _configs(task, seed, overrides)
+    recipe, config = sac_settings(task, seed, overrides)
     kind = recipe.dataset
     if kind == "medium-replay" and steps is not None:
         raise ValueError(f"collect {task.name}: --steps does not apply: medium-replay is SAC's replay buffer up "

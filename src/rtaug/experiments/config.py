@@ -47,7 +47,11 @@ class ConfigError(ValueError):
 class DataConfig:
     steps: int | None = ranged(COUNT, None)  # environment steps; None = the task's recipe (D4RL's 1M / 2M / 4M)
     seed: int = ranged(SEED, 0)
-    timeouts: str = "length"  # "length" (every episode length) or "goal" (D4RL's files' arrivals)
+    timeouts: str = "length"  # "length" (every episode length) or "goal" (D4RL's files' arrivals); mazes only
+    # Locomotion tasks only: fields of the task's LocomotionRecipe (sac_steps, medium_fraction) or of
+    # rtaug.collect.sac.SACConfig (learning_starts, eval_every, eval_episodes, hidden, batch_size, ...),
+    # e.g. data.recipe.sac_steps=600 for a test; {} = D4RL's recipe (1M SAC steps, 256x256)
+    recipe: dict = field(default_factory=dict)
 
     def __post_init__(self):
         check_ranges(self)
@@ -95,7 +99,8 @@ class LearnerConfig:
 
 @dataclass
 class EvaluationConfig:
-    episodes: int | None = ranged(COUNT, None)  # final evaluation per seed; None = the task's protocol (100)
+    # final evaluation per seed; None = the task's protocol (mazes 100 episodes, locomotion 10 of 1,000 steps)
+    episodes: int | None = ranged(COUNT, None)
     seed: int = ranged(SEED, 0)  # episode starts (shared by every seed and method)
     audit: bool = True  # audit the generated rows against the simulator (evidence in the report)
 
@@ -306,12 +311,13 @@ def read_yaml(path) -> dict:
 
 
 def validate(cfg: ExperimentConfig) -> None:
-    from rtaug.envs.registry import get_task
+    from rtaug.envs.registry import SIMULATED, get_task
 
     try:
-        get_task(cfg.task, "maze2d", "rtaug run")
+        task = get_task(cfg.task, SIMULATED, "rtaug run")
     except ValueError as exc:
         raise ConfigError(f"task: {exc}") from None
+    _validate_data(cfg, task)
     if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
         raise ConfigError(f"seeds: must be non-empty and distinct, got {cfg.seeds}")
     if cfg.generator.kind not in GENERATORS:
@@ -332,6 +338,24 @@ def validate(cfg: ExperimentConfig) -> None:
     if cfg.generator.kind in FIXED_LENGTH and cfg.generator.generation.fixed_length not in (None, FIXED_LENGTH[cfg.generator.kind]):
         raise ConfigError(f"generator.generation.fixed_length: {cfg.generator.kind} generates exactly "
                           f"{FIXED_LENGTH[cfg.generator.kind]} steps, got {cfg.generator.generation.fixed_length}")
+
+
+def _validate_data(cfg: ExperimentConfig, task) -> None:
+    if task.family != "mujoco":
+        if cfg.data.recipe:
+            raise ConfigError(f"data.recipe: only locomotion tasks have a SAC recipe to change, not {cfg.task}")
+        return
+    from rtaug.collect.locomotion import sac_settings
+
+    if cfg.data.timeouts != "length":
+        raise ConfigError(f"data.timeouts: a maze setting; {cfg.task}'s episodes end as the environment ends them")
+    if task.recipe.dataset == "medium-replay" and cfg.data.steps is not None:
+        raise ConfigError(f"data.steps: does not apply to {cfg.task} (SAC's replay buffer up to the medium cut, "
+                          "whatever its size); leave it null")
+    try:
+        sac_settings(task, cfg.data.seed, cfg.data.recipe)
+    except ValueError as exc:
+        raise ConfigError(f"data.recipe: {exc}") from None
 
 
 def digest(obj) -> str:

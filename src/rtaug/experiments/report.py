@@ -270,7 +270,9 @@ def behaviour_value(result: dict) -> float | None:
 
 def plot_curves(results: list[dict], path: Path) -> Path | None:
     """The periodic cheap evaluations (normalized score) over training, per task and method."""
-    runs = [(r, [[(p["step"], p["normalized_mean"]) for p in v["curve"]] for v in r["per_seed"].values() if v["curve"]])
+    # a task whose references are not measured yet (locomotion) has no normalized points: not drawn
+    runs = [(r, [c for c in ([(p["step"], p["normalized_mean"]) for p in v["curve"] if p.get("normalized_mean") is not None]
+                             for v in r["per_seed"].values()) if c])
             for r in results]
     return _plot_seed_curves(runs, "normalized score (cheap evaluations)", path)
 

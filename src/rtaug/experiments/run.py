@@ -6,6 +6,12 @@
 (trajectories: a maze's collection, shared by its -sparse and -dense tasks; data: the task's
 rewards; mlp: only for the backward-mlp generator, RT's model directory plus the one-step MLP.)
 
+A locomotion task (hopper/walker2d/halfcheetah-*) starts with `sac` instead of `trajectories`:
+one SAC run per environment, keyed by the environment, its SACConfig and seed (not the dataset),
+so the medium, medium-replay, expert and medium-expert data of one environment share it; `data`
+cuts the task's dataset out of it (`rtaug.collect.locomotion`). SAC checkpoints itself in the
+stage's work directory, so a killed `sac` stage resumes where it stopped.
+
 Every stage's output lives in the cache under `<cache>/<stage>/<key>/`, the key a hash of
 everything the stage depends on: its own config section, the keys of the stages it reads, and
 the stage's version. So a re-run reuses every finished stage, a changed field recomputes exactly
@@ -33,7 +39,7 @@ from rtaug.experiments.config import FIXED_LENGTH, ExperimentConfig, digest, dum
 from rtaug.fileio import atomic_write_bytes, atomic_write_json
 
 # Bump a stage's version when what it computes changes: its cached outputs are then recomputed.
-VERSIONS = {"trajectories": 1, "data": 2, "model": 1, "mlp": 1, "generated": 1, "audit": 2, "policy": 1, "evaluation": 1}
+VERSIONS = {"sac": 1, "trajectories": 1, "data": 2, "model": 1, "mlp": 1, "generated": 1, "audit": 2, "policy": 1, "evaluation": 1}
 DONE = "stage.json"
 
 
@@ -69,7 +75,7 @@ def _trajectories_stage(cfg: ExperimentConfig) -> Stage:
     from rtaug.envs.registry import get_task
 
     maze = get_task(cfg.task).maze
-    spec = {"maze": maze, **to_dict(cfg.data)}
+    spec = {"maze": maze, **{k: v for k, v in to_dict(cfg.data).items() if k != "recipe"}}  # recipe: locomotion's
 
     def compute(work: Path, inputs, log):
         from rtaug.collect.waypoint import collect_maze2d
@@ -93,6 +99,51 @@ def _data_stage(cfg: ExperimentConfig, trajectories: Stage) -> Stage:
         return {"transitions": len(data), "episodes": int(len(data.episodes()))}
 
     return _stage("data", {"task": cfg.task}, {"trajectories": trajectories}, compute, f"data ({cfg.task})")
+
+
+def _sac_stage(cfg: ExperimentConfig) -> Stage:
+    """SAC trained online on the task's environment: keyed by the environment and the SAC config
+    (seed and budget included), not by the dataset, so one run serves an environment's four datasets.
+    Resumable: the run directory (`sac/`) checkpoints itself inside the stage's work directory."""
+    from rtaug.collect.locomotion import sac_settings
+    from rtaug.envs.registry import get_task
+
+    task = get_task(cfg.task)
+    _, config = sac_settings(task, cfg.data.seed, cfg.data.recipe)
+    spec = {"env": task.env, "sac": {**dataclasses.asdict(config), "hidden": list(config.hidden)}}
+
+    def compute(work: Path, inputs, log):
+        from rtaug.collect.sac import train_sac
+
+        run = train_sac(config, work / "sac", progress=log.progress, log=log)
+        last = run.curve[-1] if run.curve else {}
+        return {"steps": config.total_steps, "final_return": last.get("return_mean"), "evaluations": len(run.curve)}
+
+    return _stage("sac", spec, {}, compute, f"SAC ({task.recipe.env_id}, seed {config.seed})", resumable=True)
+
+
+def _locomotion_data_stage(cfg: ExperimentConfig, sac: Stage) -> Stage:
+    """The task's dataset cut out of the SAC run (medium: the actor at a third of the expert's
+    return; medium-replay: the buffer up to it; expert: the final actor; medium-expert: both)."""
+    from rtaug.collect.locomotion import sac_settings
+    from rtaug.envs.registry import get_task
+
+    task = get_task(cfg.task)
+    recipe, _ = sac_settings(task, cfg.data.seed, cfg.data.recipe)
+    spec = {"task": cfg.task, "recipe": dataclasses.asdict(recipe), "steps": cfg.data.steps, "seed": cfg.data.seed}
+
+    def compute(work: Path, inputs, log):
+        from rtaug.collect.locomotion import collect_locomotion
+        from rtaug.data.hdf5 import save_hdf5
+
+        # drawn medium / expert rows are cached in the SAC run's data/ (medium-expert reuses them)
+        data = collect_locomotion(task, steps=cfg.data.steps, seed=cfg.data.seed, progress=log.progress,
+                                  sac_dir=inputs["sac"] / "sac", log=log, **cfg.data.recipe)
+        save_hdf5(data, work / "data.hdf5")
+        return {"transitions": len(data), "episodes": len(data.episodes()),
+                "cut": data.metadata["collector"].get("cut")}
+
+    return _stage("data", spec, {"sac": sac}, compute, f"data ({cfg.task})")
 
 
 def _direction(kind: str) -> str:
@@ -163,9 +214,15 @@ def _generated_stage(cfg: ExperimentConfig, data: Stage, model: Stage) -> Stage:
 
 def _audit_stage(cfg: ExperimentConfig, generated: Stage) -> Stage:
     def compute(work: Path, inputs, log):
-        from rtaug.envs.maze_audit import audit_maze_file
-
+        from rtaug.envs.registry import get_task
         from rtaug.experiments.report import plot_generated
+
+        task = get_task(cfg.task)
+        if task.family != "maze2d":  # the task's own audit (locomotion: restore qpos/qvel, step)
+            summary = task.audit_file(inputs["generated"] / "data.hdf5", progress=log.progress)
+            atomic_write_json(work / "audit.json", summary)
+            return {"audit": summary}
+        from rtaug.envs.maze_audit import audit_maze_file
 
         summary = audit_maze_file(inputs["generated"] / "data.hdf5", cfg.task, progress=log.progress)
         atomic_write_json(work / "audit.json", summary)
@@ -274,9 +331,15 @@ class Plan:
 
 def plan(cfg: ExperimentConfig) -> Plan:
     """The stages of one experiment, in an order that respects what each reads."""
-    trajectories = _trajectories_stage(cfg)
-    data = _data_stage(cfg, trajectories)
-    stages, dataset = [trajectories, data], data
+    from rtaug.envs.registry import get_task
+
+    if get_task(cfg.task).family == "mujoco":
+        source = _sac_stage(cfg)
+        data = _locomotion_data_stage(cfg, source)
+    else:
+        source = _trajectories_stage(cfg)
+        data = _data_stage(cfg, source)
+    stages, dataset = [source, data], data
     generated = audit = None
     if cfg.generator.kind != "none":
         model = _model_stage(cfg, data)
@@ -454,8 +517,28 @@ def collect_result(p: Plan, cache, records: dict | None = None, wall_s: float | 
     return {"label": cfg.label, "task": cfg.task, "generator": cfg.generator.kind, "algo": cfg.learner.algo,
             "seeds": list(cfg.seeds), "learner_steps": cfg.learner.steps, "config": to_dict(cfg),
             "commit": commit(), "per_seed": per_seed, "summary": summary, "evidence": evidence,
-            "stages": stages, "wall_s": wall_s, "command": command,
+            "stages": stages, "wall_s": wall_s, "command": command, "references": _references(cfg.task),
             "compute_s": sum(r["wall_s"] or 0.0 for r in stages)}
+
+
+def _references(task_name: str) -> dict:
+    """The task's references as the scores used them: `normalized` is None where they are unmeasured."""
+    from rtaug.envs.registry import get_task
+
+    ref = get_task(task_name).references
+    return {"random": ref.random, "expert": ref.expert, "measured": ref.random is not None and ref.expert is not None,
+            "command": ref.command, "d4rl_random": ref.d4rl_random, "d4rl_expert": ref.d4rl_expert}
+
+
+def _reference_note(result: dict) -> str:
+    from rtaug.envs.registry import get_task
+
+    task = get_task(result["task"])
+    sac = next((x for x in result["stages"] if x["stage"] == "sac"), None)
+    if sac is not None:  # the run's own SAC (its final actor is the expert)
+        return f"`rtaug reference {task.env}-medium --sac-dir {sac['path']}/sac` measures them"
+    command = task.references.command
+    return f"`{command}` measures them" if command else "none are defined"
 
 
 def write_result(out, result: dict) -> None:
@@ -466,9 +549,15 @@ def format_result(result: dict) -> str:
     s = result["summary"]["normalized"]
     lines = [f"{result['label']} on {result['task']} ({len(result['seeds'])} seeds, {result['learner_steps']} updates):"]
     for seed, row in result["per_seed"].items():
-        lines.append(f"  seed {seed}: normalized {row['normalized_mean']:.1f}, D4RL-normalized "
-                     f"{row['normalized_d4rl_mean']:.1f}, success {row['success_rate']:.2f}")
-    if s is not None:
+        norm = "–" if row["normalized_mean"] is None else f"{row['normalized_mean']:.1f}"
+        lines.append(f"  seed {seed}: normalized {norm}, D4RL-normalized {row['normalized_d4rl_mean']:.1f}, "
+                     f"return {row['return_mean']:.1f}, success {row['success_rate']:.2f}")
+    if s is None:  # references not measured here yet: D4RL's published ones and raw returns only
+        d, r = result["summary"]["normalized_d4rl"], result["summary"]["return"]
+        lines.append(f"  normalized: – (this simulator's references are not measured yet; {_reference_note(result)})")
+        lines.append(f"  D4RL-normalized {d['mean']:.1f}" + (f" ± {d['std']:.1f}" if d["std"] is not None else "")
+                     + f", return {r['mean']:.1f}" + (f" ± {r['std']:.1f}" if r["std"] is not None else ""))
+    else:
         spread = f" ± {s['std']:.1f}" if s["std"] is not None else ""
         ci = (f", IQM {s['iqm']:.1f} [{s['iqm_ci95'][0]:.1f}, {s['iqm_ci95'][1]:.1f}]"
               if s["iqm_ci95"] else "")

@@ -1,0 +1,95 @@
+"""`rtaug run` on a locomotion task: a `sac` stage per environment (shared by its four datasets),
+`data` cut out of it, the task's evaluation protocol, scores without this simulator's references
+reported D4RL-normalised and raw; a rerun reuses every stage."""
+
+import csv
+import json
+
+import pytest
+
+pytest.importorskip("mujoco")
+
+from rtaug.cli import main
+from rtaug.experiments.config import ConfigError, build
+from rtaug.experiments.run import plan, run_experiment
+
+TINY_LOCO = {
+    "task": "hopper-medium-replay", "seeds": [0], "protocol": "test",
+    "data": {"recipe": {"sac_steps": 600, "learning_starts": 200, "eval_every": 300, "eval_episodes": 2,
+                        "hidden": [16, 16], "batch_size": 16, "checkpoint_every": 300}},
+    "generator": {"kind": "none"},
+    "learner": {"algo": "bc", "steps": 20, "eval_every": 10, "eval_episodes": 1, "chunk": 10, "hidden": [16, 16]},
+    "evaluation": {"episodes": 2},
+}
+
+
+def test_a_locomotion_config_builds_and_its_four_datasets_share_one_sac_stage():
+    cfg = build({"task": "walker2d-medium"}, ["data.recipe.sac_steps=3000", "data.recipe.hidden=[32,32]"])
+    assert cfg.data.recipe == {"sac_steps": 3000, "hidden": [32, 32]}
+    stages = {kind: plan(build({"task": f"hopper-{kind}", "data": {"steps": None if kind == "medium-replay" else 500}}))
+              for kind in ("medium", "medium-replay", "expert", "medium-expert")}
+    sac_keys = {p.stages[0].key for p in stages.values()}
+    assert [s.name for s in stages["medium"].stages[:2]] == ["sac", "data"] and len(sac_keys) == 1
+    assert len({p.stages[1].key for p in stages.values()}) == 4
+    assert plan(build({"task": "walker2d-medium"})).stages[0].key not in sac_keys
+    assert plan(build({"task": "hopper-medium", "data": {"seed": 1}})).stages[0].key not in sac_keys
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"task": "hopper-medium", "data": {"recipe": {"sac_stepz": 5}}}, "data.recipe: collect hopper-medium: unknown setting(s) sac_stepz"),
+    ({"task": "hopper-medium", "data": {"recipe": {"learning_starts": "many"}}}, "data.recipe: collect hopper-medium: learning_starts='many'"),
+    ({"task": "hopper-medium", "data": {"recipe": {"sac_steps": True}}}, "data.recipe: collect hopper-medium: sac_steps=True: expected int"),
+    ({"task": "hopper-medium", "data": {"recipe": {"learning_starts": 2.5}}}, "data.recipe: collect hopper-medium: learning_starts=2.5: expected int"),
+    ({"task": "hopper-medium-replay", "data": {"steps": 1000}}, "data.steps: does not apply to hopper-medium-replay"),
+    ({"task": "hopper-medium", "data": {"timeouts": "goal"}}, "data.timeouts: a maze setting"),
+    ({"task": "maze2d-umaze-sparse", "data": {"recipe": {"sac_steps": 5}}}, "data.recipe: only locomotion tasks"),
+    ({"task": "boxball"}, "task: task 'boxball': rtaug run supports maze2d and mujoco tasks only"),
+])
+def test_bad_locomotion_configs_are_refused_by_key(values, message):
+    with pytest.raises(ConfigError) as err:
+        build(values)
+    assert str(err.value).startswith(message)
+
+
+def _sac_config(cfg):
+    from rtaug.collect.locomotion import sac_settings
+    from rtaug.envs.registry import get_task
+
+    return sac_settings(get_task(cfg.task), cfg.data.seed, cfg.data.recipe)[1]
+
+
+@pytest.mark.slow  # a tiny SAC run and BC (compiling them is most of the time)
+def test_a_tiny_locomotion_run_end_to_end_then_reused(tmp_path):
+    from dataclasses import replace
+
+    from rtaug.collect.sac import train_sac
+
+    cfg = build(TINY_LOCO)
+    sac = plan(cfg).stages[0]
+    config = replace(_sac_config(cfg), total_steps=300)
+    # a SAC stage killed at step 300: its run directory is left in the stage's work directory
+    train_sac(config, tmp_path / "cache" / "sac" / f"{sac.key}.partial" / "sac", progress=False, log=lambda *_: None)
+    lines = []
+    result = run_experiment(build(TINY_LOCO), tmp_path / "run", cache=tmp_path / "cache", progress=False,
+                            printer=lines.append)
+    assert [s["stage"] for s in result["stages"]] == ["sac", "data", "policy", "evaluation"]
+    assert not any(s["cached"] for s in result["stages"])
+    assert any("resuming" in line and "at step 300 of 600" in line for line in lines)  # not started over
+    sac_dir = tmp_path / "cache" / "sac" / result["stages"][0]["key"]
+    assert (sac_dir / "sac" / "run.json").exists() and (sac_dir / "sac" / "curve.csv").exists()
+    data = json.loads((tmp_path / "cache" / "data" / result["stages"][1]["key"] / "stage.json").read_text())
+    assert data["transitions"] == data["cut"]["medium_step"]  # medium-replay: the buffer up to the cut
+    row = result["per_seed"]["0"]
+    assert row["episodes"] == 2 and row["normalized_mean"] is None and row["normalized_d4rl_mean"] is not None
+    assert result["summary"]["normalized"] is None and result["summary"]["return"]["mean"] == row["return_mean"]
+    assert [p["step"] for p in row["curve"]] == [10, 20] and "normalized_mean" not in row["curve"][0]
+    assert result["references"]["measured"] is False and "rtaug reference hopper" in result["references"]["command"]
+    assert any("normalized: – (this simulator's references are not measured yet; `rtaug reference hopper-medium "
+               f"--sac-dir {sac_dir}/sac` measures them)" in line for line in lines)
+    again = run_experiment(build(TINY_LOCO), tmp_path / "run", cache=tmp_path / "cache", progress=False,
+                           printer=lambda *_: None)
+    assert all(s["cached"] for s in again["stages"]) and again["per_seed"] == result["per_seed"]
+    # the report: an empty `normalized` column beside the D4RL-normalised score, no curve made up
+    assert main(["report", str(tmp_path / "run"), "--out", str(tmp_path / "report")]) == 0
+    rows = list(csv.DictReader((tmp_path / "report" / "results.csv").open()))
+    assert rows[0]["mean"] == "" and float(rows[0]["d4rl_mean"]) == pytest.approx(row["normalized_d4rl_mean"], abs=1e-3)
