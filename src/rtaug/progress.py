@@ -34,8 +34,11 @@ class LogProgress:
     bar would be: a command whose stdout is its result (`rtaug audit` prints JSON) stays pipeable."""
 
     def __init__(self, total: int | None, desc: str, unit: str, initial: int = 0, stream=None,
-                 every_s: float = LOG_EVERY_S):
+                 every_s: float = LOG_EVERY_S, iterable=None):
+        if total is None and iterable is not None:
+            total = len(iterable)
         self.total, self.desc, self.unit, self.n = total, desc, unit, initial
+        self._iterable = iterable
         self._start_n, self._stream, self._every = initial, stream, every_s
         self._postfix = ""
         self._t0 = self._last = time.perf_counter()
@@ -94,6 +97,4 @@ def progress_bar(total: int | None = None, desc: str = "", unit: str = "it", pro
     if progress:
         return tqdm(iterable, total=total, desc=desc, unit=unit, initial=initial, mininterval=0.5,
                     dynamic_ncols=True, **tqdm_kw)
-    log = LogProgress(total if total is not None or iterable is None else len(iterable), desc, unit, initial)
-    log._iterable = iterable
-    return log
+    return LogProgress(total, desc, unit, initial, iterable=iterable)

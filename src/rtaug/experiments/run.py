@@ -218,15 +218,11 @@ def _audit_stage(cfg: ExperimentConfig, generated: Stage) -> Stage:
         from rtaug.experiments.report import plot_generated
 
         task = get_task(cfg.task)
-        if task.family != "maze2d":  # the task's own audit (locomotion: restore qpos/qvel, step)
-            summary = task.audit_file(inputs["generated"] / "data.hdf5", progress=log.progress)
-            atomic_write_json(work / "audit.json", summary)
-            return {"audit": summary}
-        from rtaug.envs.maze_audit import audit_maze_file
-
-        summary = audit_maze_file(inputs["generated"] / "data.hdf5", cfg.task, progress=log.progress)
-        atomic_write_json(work / "audit.json", summary)
-        plot_generated(inputs["generated"] / "data.hdf5", cfg.task, work / "generated.png")
+        # the task's own audit (maze: reset to s, step; locomotion: restore qpos/qvel, step)
+        summary = task.audit_file(inputs["generated"] / "data.hdf5", json_out=work / "audit.json",
+                                  progress=log.progress)
+        if task.family == "maze2d":  # the picture is of the maze's walls
+            plot_generated(inputs["generated"] / "data.hdf5", cfg.task, work / "generated.png")
         return {"audit": summary}
 
     return _stage("audit", {"task": cfg.task}, {"generated": generated}, compute, "audit of the generated rows")
