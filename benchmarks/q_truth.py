@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -70,26 +69,20 @@ def main(argv=None) -> int:
     if args.states < 1 or args.horizon < 1:
         p.error("--states and --horizon must be >= 1")
 
-    import jax
-
     from rtaug import algos
     from rtaug.data.episodes import reward_to_go
     from rtaug.data.hdf5 import load_hdf5
     from rtaug.envs.registry import get_task
-    from rtaug.evaluate import _config_from_json, load_run
-    from rtaug.train import CHECKPOINT, load_checkpoint
+    from rtaug.evaluate import load_run
 
     task = get_task(args.task, "maze2d", "q_truth")
     run = load_run(args.run)
-    ckpt = load_checkpoint(Path(args.run) / CHECKPOINT)
-    module = algos.get(ckpt["meta"]["algo"])
-    config = _config_from_json(module.Config, ckpt["meta"]["config"], args.run)
+    module, config = algos.get(run.algo), run.config
     gamma = float(config.discount)
     data = load_hdf5(args.data)
     rows = np.random.default_rng(args.seed).choice(len(data), size=args.states, replace=False)
     obs = np.asarray(data.observations[rows], np.float32)
     behaviour = reward_to_go(data.rewards, data.episodes(), gamma)[rows]
-    mean, std = np.asarray(ckpt["obs_mean"]), np.asarray(ckpt["obs_std"])
 
     report = {"run": str(args.run), "algo": run.algo, "step": run.step, "task": task.name, "gamma": gamma,
               "states": args.states, "horizon": args.horizon,
@@ -102,10 +95,9 @@ def main(argv=None) -> int:
     print(f"{run.algo} at {run.step} updates, {task.name}, γ {gamma}, {args.states} dataset states; "
           f"discounted return there of the data's behaviour {behaviour.mean():.2f}, "
           f"of the maze's controller {expert.mean():.2f}")
-    for i, s in enumerate(run.seeds):
-        params = jax.tree_util.tree_map(lambda x, i=i: np.asarray(x)[i], ckpt["state"]["params"])
+    for s in run.seeds:
         act = run.policies[s](obs)
-        q = critic_q(module, config, params, (obs - mean) / std, act)
+        q = critic_q(module, config, run.params[s], (obs - run.obs_mean) / run.obs_std, act)
         g = true_returns(task, run.policies[s], obs, gamma, args.horizon)
         corr = float(np.corrcoef(q, g)[0, 1]) if q.std() > 0 and g.std() > 0 else float("nan")
         report["seeds"][str(s)] = {"q_mean": float(q.mean()), "true_mean": float(g.mean()),

@@ -461,6 +461,10 @@ class LoadedRun:
     act_dim: int
     task: str | None              # the task `train-policy --task` recorded in summary.json, if any
     policies: dict = field(default_factory=dict)
+    config: object = None         # the learner's Config as trained
+    params: dict = field(default_factory=dict)  # seed -> that seed's parameters (critics included)
+    obs_mean: np.ndarray | None = None  # the state normaliser the policies apply
+    obs_std: np.ndarray | None = None
 
     def check_task(self, task) -> None:
         """Refuse a task whose observation or action size the policies were not trained for."""
@@ -553,13 +557,14 @@ def load_run(run_dir, seeds=None) -> LoadedRun:
 
     params = ckpt["state"]["params"]
     obs_mean, obs_std = np.asarray(ckpt["obs_mean"]), np.asarray(ckpt["obs_std"])
-    policies = {}
+    policies, seed_params = {}, {}
     for s in wanted:
         i = run_seeds.index(s)
-        p = jax.tree_util.tree_map(lambda x: np.asarray(x)[i], params)
-        policies[s] = make_policy(module, config, p, obs_mean, obs_std)
+        seed_params[s] = jax.tree_util.tree_map(lambda x, i=i: np.asarray(x)[i], params)
+        policies[s] = make_policy(module, config, seed_params[s], obs_mean, obs_std)
     obs_dim = int(obs_mean.shape[-1])
     # The action size is not stored; the policy itself says it, and works for every learner.
     act_dim = int(np.shape(next(iter(policies.values()))(np.zeros((1, obs_dim), np.float32)))[-1])
     return LoadedRun(path=str(run), algo=algos.name_of(module), step=int(ckpt["step"]), steps=steps,
-                     seeds=tuple(wanted), obs_dim=obs_dim, act_dim=act_dim, task=task, policies=policies)
+                     seeds=tuple(wanted), obs_dim=obs_dim, act_dim=act_dim, task=task, policies=policies,
+                     config=config, params=seed_params, obs_mean=obs_mean, obs_std=obs_std)
