@@ -48,3 +48,10 @@ def test_q_truth_on_a_bcq_run(tiny_experiment, tmp_path, capsys):
     assert rep["algo"] == "bcq" and rep["step"] == 20 and set(rep["seeds"]) == {"0", "1"}
     assert all(np.isfinite(v["q_mean"]) and v["true_mean"] >= 0 for v in rep["seeds"].values())
     assert "critic Q" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags", [["--states", "0"], ["--horizon", "0"]])
+def test_bad_sizes_are_refused_before_any_work(flags, capsys):
+    with pytest.raises(SystemExit) as e:
+        q_truth.main(["no-run", "--data", "no.hdf5", "--task", "maze2d-umaze-sparse", *flags])
+    assert e.value.code == 2 and "--states and --horizon must be >= 1" in capsys.readouterr().err
