@@ -251,6 +251,27 @@ def test_collect_cuts_four_datasets_out_of_one_sac_run(collected):
     np.testing.assert_array_equal(load_hdf5(again).actions, data["medium"].actions)
 
 
+@pytest.mark.slow  # draws 700 rows from the tiny SAC run's medium actor
+def test_rows_drawn_elsewhere_leave_a_finished_sac_run_untouched(collected, tmp_path):
+    """The experiment system's data stages read a finished (cached) SAC stage and write only
+    into their own directory: `rows_dir`."""
+    from rtaug.collect.locomotion import collect_locomotion
+
+    def listing():
+        return sorted((str(f.relative_to(collected / "sac")), f.stat().st_mtime_ns)
+                      for f in (collected / "sac").rglob("*"))
+
+    before = listing()
+    data = collect_locomotion("hopper-medium", steps=700, seed=3, progress=False, sac_dir=collected / "sac",
+                              log=lambda *_: None, rows_dir=tmp_path / "drawn", sac_steps=1200,
+                              learning_starts=300, eval_every=300, eval_episodes=2, hidden=(16, 16), batch_size=16,
+                              checkpoint_every=500)
+    assert listing() == before
+    assert [f.name for f in (tmp_path / "drawn").iterdir()] == [
+        f"medium-actor{data.metadata['collector']['policy']['step']}-rows700-seed3.hdf5"]
+    np.testing.assert_array_equal(data.actions, load_hdf5(collected / "medium.hdf5").actions)  # the same draw
+
+
 @pytest.mark.slow  # trains a BC policy on the collected data and evaluates it
 def test_policy_trained_on_collected_data_is_evaluated_in_the_simulator(collected, tmp_path, capsys):
     run = tmp_path / "bc"

@@ -154,11 +154,14 @@ def locomotion_dataset(task, arrays: dict, collector: dict, source: str):
 
 
 def collect_locomotion(task, steps: int | None = None, seed: int = 0, progress: bool = True, sac_dir=None,
-                       log=print, **overrides):
+                       log=print, rows_dir=None, **overrides):
     """The task's dataset: train SAC in `sac_dir` (default runs/sac/<env>-seed<seed>; a finished
     run is reused, a killed one resumed), then cut the medium, medium-replay, expert or
-    medium-expert data out of it. `overrides` are fields of the task's LocomotionRecipe or of
-    SACConfig (e.g. sac_steps=3000, learning_starts=500: a small run for a test)."""
+    medium-expert data out of it. Rows drawn from the medium or expert actor are kept in
+    `rows_dir` (default `sac_dir`/data, where medium-expert finds them again; the experiment
+    system gives each data stage its own, so a finished SAC stage is never written to).
+    `overrides` are fields of the task's LocomotionRecipe or of SACConfig (e.g. sac_steps=3000,
+    learning_starts=500: a small run for a test)."""
     import jax
 
     from rtaug.collect.sac import load_actor, load_buffer, make_actor_policy, train_sac
@@ -187,7 +190,7 @@ def collect_locomotion(task, steps: int | None = None, seed: int = 0, progress: 
 
     def drawn(which: str):
         step = cut[f"{which}_step"]
-        cached = run_dir / "data" / f"{which}-actor{step}-rows{n}-seed{seed}.hdf5"
+        cached = Path(rows_dir or run_dir / "data") / f"{which}-actor{step}-rows{n}-seed{seed}.hdf5"
         if cached.exists():
             return load_hdf5(cached)
         stream = (seed, DATA_STREAM, step)

@@ -427,11 +427,14 @@ def train_sac(config: SACConfig, run_dir, progress: bool = True, log=print) -> S
         key = jnp.asarray(raw["key"])
         sums = {n: jnp.asarray(raw["sums"][n]) for n in _METRICS}
         rng.bit_generator.state = host["rng"]
+        if host["t"] == T:  # finished: read, never write (a cached experiment stage is shared and final)
+            log(f"SAC {config.env_id}: {run_dir} is finished ({T} steps)")
+            return SACRun(run_dir=run_dir, config=config, steps=T, episodes=host["episode"], state=state,
+                          curve=_read_rows(run_dir / "curve.csv", T), first_step=T)
         saved = load_buffer(run_dir, host["saved_rows"]) if host["saved_rows"] else None
         for k in _BUFFER_KEYS if saved else ():
             buf.arrays[k][:host["saved_rows"]] = saved[k]
-        log(f"SAC {config.env_id}: {run_dir} is finished ({T} steps)" if host["t"] == T
-            else f"SAC {config.env_id}: resuming {run_dir} at step {host['t']} of {T}")
+        log(f"SAC {config.env_id}: resuming {run_dir} at step {host['t']} of {T}")
     # Chunks beyond the checkpoint belong to the killed part of a run: this run rewrites them.
     for lo, _, p in _chunks(run_dir):
         if lo >= host["saved_rows"]:

@@ -136,9 +136,10 @@ def _locomotion_data_stage(cfg: ExperimentConfig, sac: Stage) -> Stage:
         from rtaug.collect.locomotion import collect_locomotion
         from rtaug.data.hdf5 import save_hdf5
 
-        # drawn medium / expert rows are cached in the SAC run's data/ (medium-expert reuses them)
+        # the SAC stage is finished and shared by the environment's datasets: read it, write here
         data = collect_locomotion(task, steps=cfg.data.steps, seed=cfg.data.seed, progress=log.progress,
-                                  sac_dir=inputs["sac"] / "sac", log=log, **cfg.data.recipe)
+                                  sac_dir=inputs["sac"] / "sac", rows_dir=work / "drawn", log=log,
+                                  **cfg.data.recipe)
         save_hdf5(data, work / "data.hdf5")
         return {"transitions": len(data), "episodes": len(data.episodes()),
                 "cut": data.metadata["collector"].get("cut")}
