@@ -86,6 +86,12 @@ def _cmd_audit(args):
     print(json.dumps(audit_file(args.file, args.task, json_out=args.json, progress=not args.no_progress), indent=2))
 
 
+def _cmd_describe(args):
+    from rtaug.experiments.stages import describe_file, format_description
+
+    print(format_description(describe_file(args.file, args.task, json_out=args.json)))
+
+
 def _cmd_tasks(args):
     from rtaug.envs.registry import get_task, task_names
 
@@ -417,6 +423,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overwrite(p)
     _add_progress(p)
     p.set_defaults(func=_cmd_audit, paths=(In("file"), Out("--json")), checks=(TaskOf("file"),))
+
+    p = sub.add_parser("describe", help="what a dataset file holds: episodes, returns, the data's own score",
+                       description="Rows, episodes (how they end), episode lengths and returns of a D4RL-layout "
+                                   "file, the generated rows and their mean reliability Γ when the file has them, "
+                                   "and the data's own score: its mean episode return normalised by the task's "
+                                   "references (this simulator's, and D4RL's published ones), beside the size of "
+                                   "D4RL's file of the same dataset where published. The task is --task, else the "
+                                   "one the file records.")
+    p.add_argument("file", metavar="FILE", help="D4RL-layout HDF5 dataset")
+    p.add_argument("--task", default=None, help="score the data as this task's (default: the task the file records)")
+    p.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
+    _add_overwrite(p)
+    p.set_defaults(func=_cmd_describe, paths=(In("file"), Out("--json")), checks=(TaskOf("file"),))
 
     p = sub.add_parser("tasks", help="list the tasks and their recipes",
                        description="List the tasks rtaug knows: how each is made, its data recipe, evaluation "

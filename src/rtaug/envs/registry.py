@@ -233,6 +233,7 @@ class LocomotionTask(Task):
 
     env: str                           # hopper | walker2d | halfcheetah
     recipe: LocomotionRecipe
+    d4rl_size: tuple[int, int] | None = None  # (episodes, steps) of D4RL's -v2 file, where published
 
     def make_env(self, **kwargs):
         from rtaug.envs.locomotion import make_env
@@ -299,6 +300,13 @@ _MEASURED: dict[tuple[str, str], tuple[float, float, float, float, int, int]] = 
 _D4RL_LOCOMOTION_REFS = {"hopper": (-20.272305, 3234.3), "halfcheetah": (-280.178953, 12135.0),
                          "walker2d": (1.629008, 4592.3)}
 _LOCOMOTION_DIMS = {"hopper": (11, 3), "walker2d": (17, 6), "halfcheetah": (17, 6)}
+# The -v2 files' sizes, (episodes, steps), as public copies of their statistics give them (the
+# hopper and walker2d counts are approximate there): what our data are compared with.
+_D4RL_LOCOMOTION_SIZES = {
+    "halfcheetah-medium-replay": (202, 202_000), "hopper-medium-replay": (2_040, 402_000),
+    "walker2d-medium-replay": (1_090, 302_000), "halfcheetah-medium": (1_000, 1_000_000),
+    "hopper-medium": (2_190, 1_000_000), "walker2d-medium": (1_190, 1_000_000),
+}
 # Measured here by `_locomotion_reference_command(env)` once the environment's SAC expert exists:
 # (random mean, its SE, expert mean, its SE, random episodes, expert episodes). None are yet
 # (docs/locomotion.md: the SAC runs have not been made), so their normalised scores are refused.
@@ -356,7 +364,7 @@ def _build() -> dict[str, Task]:
             name = f"{env}-{kind}"
             tasks[name] = LocomotionTask(
                 name=name, family="mujoco", env=env, obs_dim=obs_dim, act_dim=act_dim,
-                recipe=LocomotionRecipe(env_id=env_id, dataset=kind),
+                recipe=LocomotionRecipe(env_id=env_id, dataset=kind), d4rl_size=_D4RL_LOCOMOTION_SIZES.get(name),
                 # 10 episodes: the locomotion papers' protocol (IQL, CQL, TD3+BC, CORL); episodes are 1,000 steps
                 evaluation=EvalProtocol(episodes=10, max_episode_steps=MAX_EPISODE_STEPS),
                 references=refs,

@@ -55,6 +55,66 @@ def audit_file(path, task: str, json_out=None, progress: bool = True) -> dict:
     return get_task(task).audit_file(path, json_out=json_out, progress=progress)
 
 
+def describe_file(path, task: str | None = None, json_out=None) -> dict:
+    """`rtaug describe`: what a dataset file holds (`rtaug.data.stats.dataset_stats`), and, for a
+    task (`task`, else the one the file records), the data's own score: the mean episode return
+    normalised by the task's measured references and by D4RL's published ones, with D4RL's
+    published size of the same dataset where there is one. Also written to `json_out`."""
+    from rtaug.data.stats import dataset_stats
+    from rtaug.envs.registry import TASKS, TaskError, get_task
+
+    if task is not None:
+        get_task(task)  # an unknown name is refused before the file is read
+    data = load_hdf5(path)
+    stats = dataset_stats(data)
+    out = {"file": str(path), "recorded_task": data.recorded_task, "task": None, "fingerprint": data.fingerprint(),
+           **stats, "normalized": None, "normalized_d4rl": None, "d4rl_size": None}
+    t = TASKS.get(task or data.recorded_task)
+    if t is None:
+        return out
+    out["task"] = t.name
+    size = getattr(t, "d4rl_size", None)
+    out["d4rl_size"] = None if size is None else {"episodes": size[0], "steps": size[1]}
+    if stats["episode_return"] is not None:
+        returns = np.array([stats["episode_return"][k] for k in ("mean", "min", "max")])
+        for key, normalize in (("normalized", t.normalize), ("normalized_d4rl", t.normalize_d4rl)):
+            try:
+                out[key] = dict(zip(("mean", "min", "max"), map(float, normalize(returns)), strict=True))
+            except TaskError:  # references not measured yet, or none published: the figure is absent
+                pass
+    if json_out is not None:
+        atomic_write_json(json_out, out)
+    return out
+
+
+def format_description(d: dict) -> str:
+    """`describe_file`'s figures as the lines `rtaug describe` prints."""
+    def spread(x, fmt):
+        return " ".join(f"{k} {x[k]:{fmt}}" for k in ("mean", "std", "min", "max") if k in x)
+
+    task = f"task {d['task']}" if d["task"] else "no task (give --task for its scores)"
+    lines = [f"{d['file']} ({task}; fingerprint {d['fingerprint'][:12]})",
+             f"  rows {d['rows']:,} in {d['episodes']:,} episodes ({d['terminals']:,} terminals, "
+             f"{d['timeouts']:,} timeouts; {d['unfinished_rows']:,} rows after the last episode's end)"]
+    if d["episode_length"] is not None:
+        lines.append(f"  episode length  {spread(d['episode_length'], '.1f')}")
+        lines.append(f"  episode return  {spread(d['episode_return'], '.2f')}")
+    for key, what in (("normalized", "normalized (this simulator's references)"),
+                      ("normalized_d4rl", "D4RL-normalized (D4RL's references)")):
+        if d[key] is not None:
+            lines.append(f"  {what}: {spread(d[key], '.1f')}")
+        elif d["task"] and d["episode_length"] is not None:
+            lines.append(f"  {what}: – (no references for {d['task']})")
+    if d["d4rl_size"] is not None:
+        lines.append(f"  D4RL's file of this dataset: {d['d4rl_size']['episodes']:,} episodes, "
+                     f"{d['d4rl_size']['steps']:,} steps")
+    if d["generated_rows"] is not None:
+        gamma = "" if d["generated_reliability"] is None else f", mean Γ {d['generated_reliability']:.3f}"
+        lines.append(f"  generated rows {d['generated_rows']:,} ({100 * d['generated_rows'] / max(d['rows'], 1):.1f}%)"
+                     f"{gamma}")
+    return "\n".join(lines)
+
+
 def train_model(
     dataset_path,
     out_dir,
