@@ -63,6 +63,15 @@ def test_a_missing_input_is_refused(work, capsys, argv, message):
     assert not Path("m").exists() and not Path("a.hdf5").exists() and not Path("x.hdf5").exists()
 
 
+def test_report_of_a_directory_without_runs_is_refused(work, capsys):
+    # run/run.json is not a SAC run's and nothing below model/ is a result
+    _refused(["report", "model"], "model: no result.json or SAC run below it (run `rtaug run`, `rtaug sweep` or "
+                                  "`rtaug collect` on a locomotion task first)", capsys)
+    _refused(["report", "run"], "run: no result.json or SAC run below it (run `rtaug run`, `rtaug sweep` or "
+                                "`rtaug collect` on a locomotion task first)", capsys)
+    assert not Path("model/report").exists() and not Path("run/report").exists()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["train-model", "--dataset", "run", "--out", "m"], "--dataset run: is a directory, not a file"),
     (["audit", "run", "--task", "boxball"], "run: is a directory, not a file"),

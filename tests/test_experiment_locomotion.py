@@ -93,3 +93,7 @@ def test_a_tiny_locomotion_run_end_to_end_then_reused(tmp_path):
     assert main(["report", str(tmp_path / "run"), "--out", str(tmp_path / "report")]) == 0
     rows = list(csv.DictReader((tmp_path / "report" / "results.csv").open()))
     assert rows[0]["mean"] == "" and float(rows[0]["d4rl_mean"]) == pytest.approx(row["normalized_d4rl_mean"], abs=1e-3)
+    # the run's SAC stage (in the cache, not under the run directory): its curve and where medium was cut
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "## SAC runs" in md and f"`{sac_dir / 'sac'}`" in md and "| Hopper-v5 | 0 | 600 / 600 |" in md
+    assert (tmp_path / "report" / "sac.png").stat().st_size > 1000

@@ -272,6 +272,25 @@ def test_rows_drawn_elsewhere_leave_a_finished_sac_run_untouched(collected, tmp_
     np.testing.assert_array_equal(data.actions, load_hdf5(collected / "medium.hdf5").actions)  # the same draw
 
 
+@pytest.mark.slow  # reads the tiny SAC run
+def test_report_of_sac_runs_alone(collected, tmp_path, capsys):
+    """`rtaug report runs/sac`: the SAC runs' table, CSV and learning curves, no experiment needed."""
+    import csv
+
+    from rtaug.collect.sac import read_curve
+
+    assert main(["report", str(collected), "--out", str(tmp_path / "r"), "--name", "sac-runs"]) == 0
+    cut = medium_cut(read_curve(collected / "sac"), 1 / 3)
+    rows = list(csv.DictReader((tmp_path / "r" / "sac-runs-sac.csv").open()))
+    assert len(rows) == 1 and rows[0]["env_id"] == "Hopper-v5" and rows[0]["seed"] == "3"
+    assert (int(rows[0]["steps"]), int(rows[0]["budget"]), rows[0]["finished"]) == (1200, 1200, "True")
+    assert int(rows[0]["medium_step"]) == cut["medium_step"]
+    assert float(rows[0]["final_return"]) == pytest.approx(cut["expert_return"])
+    md = (tmp_path / "r" / "sac-runs.md").read_text()
+    assert f"| Hopper-v5 | 3 | 1,200 / 1,200 | {cut['expert_return']:.1f}" in md
+    assert (tmp_path / "r" / "sac-runs-sac.png").stat().st_size > 1000
+
+
 @pytest.mark.slow  # trains a BC policy on the collected data and evaluates it
 def test_policy_trained_on_collected_data_is_evaluated_in_the_simulator(collected, tmp_path, capsys):
     run = tmp_path / "bc"

@@ -364,9 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "(per task: mean ± std, IQM with a bootstrap 95% interval, D4RL-normalized mean, the paper's "
                     "number; the evidence behind each run), results.csv and figures: curves.png (learning "
                     "curves), q.png (the critics' mean Q), lengths.png (generated lengths), scores.png, and the "
-                    "generated transitions over the maze walls per run.",
+                    "generated transitions over the maze walls per run. SAC runs (a locomotion run's sac stage, "
+                    "or `rtaug collect --sac-dir` directories under DIR, e.g. `rtaug report runs/sac`) add a table "
+                    "of their returns, medium cut and hours, sac.csv and their learning curves, sac.png.",
     )
-    p.add_argument("dir", metavar="DIR", help="directory holding result.json files")
+    p.add_argument("dir", metavar="DIR", help="directory holding result.json files or SAC runs")
     p.add_argument("--out", metavar="DIR", default=None, help="report directory (default: DIR/report)")
     p.add_argument("--name", default=None,
                    help="write NAME.md, NAME.csv and NAME-*.png instead of report.md, results.csv and *.png "

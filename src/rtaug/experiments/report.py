@@ -385,16 +385,146 @@ def write_tensorboard(root, logdir, printer=print) -> int:
     return written
 
 
+# ------------------------------------------------------------------ SAC runs (locomotion data)
+
+SAC_CSV_COLUMNS = ["env_id", "seed", "steps", "budget", "finished", "final_return", "final_return_std",
+                   "medium_step", "medium_return", "wall_h", "hours_per_million", "path"]
+
+
+def find_sac_runs(root) -> list[dict]:
+    """Every SAC run under `root` (`rtaug collect --sac-dir`'s directory, or a `sac` stage of the
+    experiment cache: a run.json of algo "sac" beside its curve.csv), with its learning curve."""
+    from rtaug.collect.sac import read_curve
+
+    runs = []
+    for path in sorted(Path(root).rglob("run.json")):
+        try:
+            info = json.loads(path.read_text())
+        except ValueError as exc:
+            raise ValueError(f"{path}: invalid JSON ({exc})") from None
+        if not isinstance(info, dict) or info.get("algo") != "sac":
+            continue
+        curve = read_curve(path.parent) if (path.parent / "curve.csv").exists() else []
+        runs.append({"path": str(path.parent), "env_id": info["config"]["env_id"], "seed": info["config"]["seed"],
+                     "budget": int(info["total_steps"]), "curve": curve})
+    return runs
+
+
+def sac_rows(runs: list[dict], fraction: float = 1 / 3) -> list[dict]:
+    """Per SAC run: how far it is, its last evaluation (the expert's return once finished) and
+    where the medium cut falls (the first evaluation at `fraction` of the last: D4RL's recipe)."""
+    from rtaug.collect.locomotion import medium_cut
+
+    rows = []
+    for run in runs:
+        curve = run["curve"]
+        row = {"env_id": run["env_id"], "seed": run["seed"], "budget": run["budget"], "path": run["path"],
+               **dict.fromkeys(["steps", "finished", "final_return", "final_return_std", "medium_step",
+                                "medium_return", "wall_h", "hours_per_million"])}
+        if curve:
+            last, cut = curve[-1], medium_cut(curve, fraction)
+            steps = int(last["step"])
+            wall_h = float(last["wall_s"]) / 3600 if last.get("wall_s") not in (None, "") else None
+            row.update(steps=steps, finished=steps == run["budget"], final_return=float(last["return_mean"]),
+                       final_return_std=float(last["return_std"]), medium_step=cut["medium_step"],
+                       medium_return=cut["medium_return"], wall_h=wall_h,
+                       hours_per_million=None if wall_h is None else wall_h / (steps / 1e6))
+        rows.append(row)
+    return rows
+
+
+def plot_sac(runs: list[dict], path: Path, fraction: float = 1 / 3) -> Path | None:
+    """One panel per environment: each seed's evaluation return over environment steps (± its
+    episodes' std), the medium threshold (`fraction` of the last return) and the medium cut."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rtaug.collect.locomotion import medium_cut
+
+    runs = [r for r in runs if r["curve"]]
+    if not runs:
+        return None
+    envs = list(dict.fromkeys(r["env_id"] for r in runs))
+    fig, axes = plt.subplots(1, len(envs), figsize=(4.5 * len(envs), 3.6), squeeze=False)
+    for ax, env in zip(axes[0], envs):
+        for r in (x for x in runs if x["env_id"] == env):
+            steps = np.array([c["step"] for c in r["curve"]], np.float64)
+            mean = np.array([c["return_mean"] for c in r["curve"]], np.float64)
+            std = np.array([c["return_std"] for c in r["curve"]], np.float64)
+            line, = ax.plot(steps, mean, label=f"seed {r['seed']}")
+            ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+            cut = medium_cut(r["curve"], fraction)
+            ax.axhline(cut["threshold"], color=line.get_color(), ls="--", lw=1,
+                       label=f"{fraction:.2g} of the last return")
+            ax.plot([cut["medium_step"]], [cut["medium_return"]], "o", color=line.get_color(), label="medium cut")
+        ax.set_title(env, fontsize=9)
+        ax.set_xlabel("environment steps")
+        ax.grid(alpha=0.3)
+    return _save_panels(fig, axes, "evaluation return (10 episodes)", path)
+
+
+def sac_markdown(rows: list[dict], image: str | None) -> str:
+    lines = ["## SAC runs (the locomotion data's source)", "",
+             "Each run's evaluation return (deterministic actor, its evaluation episodes) at its last "
+             "evaluation (the expert's once the run has reached its budget), and the medium cut: the first "
+             "evaluation at a third of the last one (D4RL's recipe; it moves while a run is unfinished). Wall "
+             "hours are the run's own, summed over its resumptions, on this machine (shared with other work).",
+             "", "| env | seed | steps / budget | last return | medium cut: step, return | wall h | h per 1M steps |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["steps"] is None:
+            lines.append(f"| {r['env_id']} | {r['seed']} | 0 / {r['budget']:,} | – | – | – | – |")
+            continue
+        lines.append(f"| {r['env_id']} | {r['seed']} | {r['steps']:,} / {r['budget']:,}"
+                     f"{'' if r['finished'] else ' (running)'} | {r['final_return']:.1f} ± {r['final_return_std']:.1f} "
+                     f"| {r['medium_step']:,}, {r['medium_return']:.1f} | {_f(r['wall_h'], '.2f')} "
+                     f"| {_f(r['hours_per_million'], '.2f')} |")
+    lines += ["", f"![sac]({image})" if image else "", "Runs: " + ", ".join(f"`{r['path']}`" for r in rows), ""]
+    return "\n".join(lines)
+
+
 def write_report(root, out=None, printer=print, name: str | None = None) -> Path:
     """Tables, CSV and figures of every result under `root`; returns the Markdown file's path.
 
     Files: OUT/report.md, results.csv, curves.png, ...; with `name` (e.g. "table2", for
     docs/results/) OUT/<name>.md, <name>.csv and <name>-curves.png, ... instead."""
-    results = find_results(root)
+    try:
+        results = find_results(root)
+    except FileNotFoundError:
+        if not Path(root).is_dir():
+            raise
+        results = []
+    sac = find_sac_runs(root)
+    seen = {r["path"] for r in sac}
+    for r in results:  # a locomotion run's SAC stage lives in the cache, not under `root`
+        for st in r["stages"]:
+            where = Path(st["path"]) / "sac" if st["stage"] == "sac" else None
+            if where is not None and str(where) not in seen and (where / "run.json").is_file():
+                sac += find_sac_runs(where)
+                seen.add(str(where))
+    if not results and not sac:
+        raise FileNotFoundError(f"{root}: no result.json or SAC run below it (run `rtaug run`, `rtaug sweep` or "
+                                "`rtaug collect` on a locomotion task first)")
     out = Path(out) if out is not None else Path(root) / "report"
     out.mkdir(parents=True, exist_ok=True)
     md_path, csv_path = (out / f"{name}.md", out / f"{name}.csv") if name else (out / "report.md", out / "results.csv")
     prefix = f"{name}-" if name else ""
+    if not results:  # SAC runs alone (runs/sac): their table, CSV and curves
+        rows = sac_rows(sac)
+        sac_csv = out / f"{prefix}sac.csv"
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, SAC_CSV_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write_bytes(sac_csv, buf.getvalue().encode())
+        image = plot_sac(sac, out / f"{prefix}sac.png")
+        md = f"# {name or 'SAC runs'}\n\n" + sac_markdown(rows, image.name if image else None)
+        atomic_write_bytes(md_path, md.encode())
+        printer(md.rstrip())
+        printer(f"wrote {md_path}, {sac_csv}" + (f", {image}" if image else ""))
+        return md_path
     rows = table_rows(results)
     atomic_write_bytes(csv_path, to_csv(rows).encode())
     for r in results:
@@ -416,10 +546,16 @@ def write_report(root, out=None, printer=print, name: str | None = None) -> Path
             atomic_write_bytes(out / picture, pic.read_bytes())
             images.append(picture)
     md = to_markdown(results, rows, images, title=name)
+    if sac:  # a locomotion sweep's own SAC stages
+        image = plot_sac(sac, out / f"{prefix}sac.png")
+        if image:
+            images.append(image.name)
+        md += "\n" + sac_markdown(sac_rows(sac), image.name if image else None)
     atomic_write_bytes(md_path, md.encode())
     printer(md.split("## Evidence")[0].rstrip())
     printer(f"wrote {md_path}, {csv_path}, {', '.join(str(out / i) for i in images)}")
     return md_path
 
 
-__all__ = ["write_report", "write_tensorboard", "find_results", "table_rows", "to_csv", "to_markdown", "PAPER", "CSV_COLUMNS"]
+__all__ = ["write_report", "write_tensorboard", "find_results", "table_rows", "to_csv", "to_markdown", "PAPER", "CSV_COLUMNS",
+           "find_sac_runs", "sac_rows", "plot_sac", "SAC_CSV_COLUMNS"]
