@@ -68,6 +68,36 @@ def test_audit_file_writes_json(data, tmp_path):
     assert set(on_disk) >= {"mean_error", "max_error", "wall_rate", "transitions"}
 
 
+def test_audit_of_generated_rows_and_a_sample_of_the_real_ones(data, tmp_path, capsys):
+    """--real-rows N: every generated row, N real ones; the generated figures are those of the whole file."""
+    from rtaug.cli import main
+
+    n = 400
+    d = data.subset(np.arange(n))
+    nxt = d.next_observations.copy()
+    gen = np.zeros(n, bool)
+    gen[::4] = True
+    nxt[gen, :2] += 0.05  # generated rows 0.05 off the simulator's next position
+    mixed = Dataset(observations=d.observations, actions=d.actions, rewards=d.rewards, terminals=d.terminals,
+                    timeouts=d.timeouts, next_observations=nxt, generated=gen, infos=d.infos, source="mixed")
+    path = tmp_path / "mixed.hdf5"
+    save_hdf5(mixed, path)
+    whole = audit_maze_file(path, TASK, progress=False)
+    assert "real_sample" not in whole
+    assert main(["audit", str(path), "--task", TASK, "--real-rows", "50", "--json", str(tmp_path / "a.json"),
+                 "--no-progress"]) == 0
+    part = json.loads((tmp_path / "a.json").read_text())
+    assert part["real_sample"] == {"real_rows": 300, "real_rows_audited": 50, "seed": 0}
+    assert part["transitions"] == 150 and part["real"]["transitions"] == 50
+    assert part["generated"] == whole["generated"]  # the generated rows, all of them, the same figures
+    assert part["real"]["max_error"] <= 1e-5 and part["generated"]["mean_error"] == pytest.approx(0.05 * np.sqrt(2), rel=1e-3)
+    # more real rows asked for than there are: the whole file, no sample
+    assert audit_maze_file(path, TASK, progress=False, real_rows=300) == whole
+    capsys.readouterr()
+    assert main(["audit", str(path), "--task", TASK, "--real-rows", "0"]) == 2
+    assert capsys.readouterr().err == "rtaug audit: error: --real-rows 0: must be at least 1\n"
+
+
 def test_audit_refuses_wrong_sizes(data):
     bad = Dataset(observations=np.zeros((4, 6), np.float32), actions=np.zeros((4, 2), np.float32),
                   rewards=np.zeros(4, np.float32), terminals=np.zeros(4, bool), timeouts=np.zeros(4, bool),

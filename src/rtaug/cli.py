@@ -83,7 +83,8 @@ def _cmd_audit(args):
 
     from rtaug.experiments.stages import audit_file
 
-    print(json.dumps(audit_file(args.file, args.task, json_out=args.json, progress=not args.no_progress), indent=2))
+    print(json.dumps(audit_file(args.file, args.task, json_out=args.json, progress=not args.no_progress,
+                                real_rows=args.real_rows), indent=2))
 
 
 def _cmd_describe(args):
@@ -421,10 +422,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "has it.")
     p.add_argument("file", metavar="FILE", help="D4RL-layout HDF5 dataset of that task")
     p.add_argument("--task", required=True, help="boxball, a maze2d task or a locomotion task (`rtaug tasks`)")
+    p.add_argument("--real-rows", type=int, default=None, metavar="N",
+                   help="in a file with generated rows: audit all of them and N of its real rows drawn at random "
+                        "(summary key real_sample); default: every row")
     p.add_argument("--json", metavar="OUT", help="also write the summary as JSON")
     _add_overwrite(p)
     _add_progress(p)
-    p.set_defaults(func=_cmd_audit, paths=(In("file"), Out("--json")), checks=(TaskOf("file"),))
+    p.set_defaults(func=_cmd_audit, paths=(In("file"), Out("--json")),
+                   checks=(TaskOf("file"), Num("--real-rows", COUNT)))
 
     p = sub.add_parser("describe", help="what a dataset file holds: episodes, returns, the data's own score",
                        description="Rows, episodes (how they end), episode lengths and returns of a D4RL-layout "

@@ -113,13 +113,33 @@ def reward_check(dataset, mask, true_reward, tol: float, penalised: bool) -> dic
             "reward_mean": float(r.mean()), "true_reward_mean": float(true.mean())}
 
 
-def audit_dataset_file(path, audit_dataset, task, json_out=None, progress: bool = True) -> dict:
+def real_sample(data, real_rows: int | None, seed: int = 0):
+    """(data, about): every generated row and `real_rows` of the real ones drawn at random, when
+    the file marks its generated rows and has more real ones; else the data whole and None.
+    An augmented file is mostly real rows (the data, and Eq. 11's copies of them) that the
+    collection was already audited on; the generated rows are the question."""
+    if real_rows is None or data.generated is None:
+        return data, None
+    real = np.flatnonzero(~data.generated)
+    if len(real) <= real_rows:
+        return data, None
+    drawn = np.random.default_rng(seed).choice(real, size=int(real_rows), replace=False)
+    keep = np.sort(np.concatenate([np.flatnonzero(data.generated), drawn]))
+    return data.subset(keep), {"real_rows": int(len(real)), "real_rows_audited": int(real_rows), "seed": seed}
+
+
+def audit_dataset_file(path, audit_dataset, task, json_out=None, progress: bool = True,
+                       real_rows: int | None = None) -> dict:
     """`rtaug audit FILE --task TASK --json OUT` for a simulator task: `audit_dataset(data, task,
-    progress=...)` of the file's dataset, its summary also written as JSON when asked."""
+    progress=...)` of the file's dataset (with `real_rows`, of its generated rows and that many real
+    ones: `real_sample`), its summary also written as JSON when asked."""
     from rtaug.data.hdf5 import load_hdf5
     from rtaug.fileio import atomic_write_json
 
-    summary = audit_dataset(load_hdf5(path), task, progress=progress)
+    data, sampled = real_sample(load_hdf5(path), real_rows)
+    summary = audit_dataset(data, task, progress=progress)
+    if sampled is not None:
+        summary["real_sample"] = sampled
     if json_out is not None:
         atomic_write_json(json_out, summary)
     return summary

@@ -112,8 +112,9 @@ def audit_locomotion_dataset(dataset, task, progress: bool = False) -> dict:
     return out
 
 
-def audit_locomotion_file(path, task, json_out=None, progress: bool = True) -> dict:
+def audit_locomotion_file(path, task, json_out=None, progress: bool = True, real_rows: int | None = None) -> dict:
     """`rtaug audit FILE --task TASK --json OUT`: audit a dataset file, optionally write the summary."""
     from rtaug.envs.audit import audit_dataset_file
 
-    return audit_dataset_file(path, audit_locomotion_dataset, task, json_out=json_out, progress=progress)
+    return audit_dataset_file(path, audit_locomotion_dataset, task, json_out=json_out, progress=progress,
+                              real_rows=real_rows)

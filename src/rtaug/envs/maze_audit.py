@@ -118,8 +118,9 @@ def _reward_check(task, dataset, mask, penalised: bool) -> dict:
     return reward_check(dataset, mask, true_reward, 0.5 if task.reward_type == "sparse" else 0.01, penalised)
 
 
-def audit_maze_file(path, task, json_out=None, progress: bool = True) -> dict:
+def audit_maze_file(path, task, json_out=None, progress: bool = True, real_rows: int | None = None) -> dict:
     """`rtaug audit FILE --task TASK --json OUT`: audit a dataset file, optionally write the summary."""
     from rtaug.envs.audit import audit_dataset_file
 
-    return audit_dataset_file(path, audit_maze_dataset, task, json_out=json_out, progress=progress)
+    return audit_dataset_file(path, audit_maze_dataset, task, json_out=json_out, progress=progress,
+                              real_rows=real_rows)

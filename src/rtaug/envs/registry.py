@@ -176,11 +176,12 @@ class MazeTask(Task):
 
         return collect_maze2d(self, steps=steps, seed=seed, progress=progress, **recipe_overrides)
 
-    def audit_file(self, path, json_out=None, progress: bool = True) -> dict:
-        """Every transition replayed in the simulator (reset to s, apply a, compare with s′)."""
+    def audit_file(self, path, json_out=None, progress: bool = True, real_rows: int | None = None) -> dict:
+        """Every transition replayed in the simulator (reset to s, apply a, compare with s′); with
+        `real_rows`, the generated ones and that many real ones (`rtaug.envs.audit.real_sample`)."""
         from rtaug.envs.maze_audit import audit_maze_file
 
-        return audit_maze_file(path, self, json_out=json_out, progress=progress)
+        return audit_maze_file(path, self, json_out=json_out, progress=progress, real_rows=real_rows)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -208,8 +209,9 @@ class BoxBallTask(Task):
         return collect_boxball(DQNConfig(total_steps=20_000 if steps is None else steps, seed=seed),
                                progress=progress)
 
-    def audit_file(self, path, json_out=None, progress: bool = True) -> dict:
-        """Invalid moves, wall crossings and off-grid steps of every transition (exact dynamics)."""
+    def audit_file(self, path, json_out=None, progress: bool = True, real_rows: int | None = None) -> dict:
+        """Invalid moves, wall crossings and off-grid steps of every transition (exact dynamics, and
+        fast: `real_rows` is not needed and ignored)."""
         from rtaug.envs.audit import audit_boxball_file
 
         return audit_boxball_file(path, json_out=json_out)
@@ -250,11 +252,12 @@ class LocomotionTask(Task):
         return collect_locomotion(self, steps=steps, seed=seed, progress=progress, sac_dir=sac_dir, log=log,
                                   **overrides)
 
-    def audit_file(self, path, json_out=None, progress: bool = True) -> dict:
-        """Every transition replayed in the simulator (restore qpos/qvel, apply a, compare with s′)."""
+    def audit_file(self, path, json_out=None, progress: bool = True, real_rows: int | None = None) -> dict:
+        """Every transition replayed in the simulator (restore qpos/qvel, apply a, compare with s′);
+        with `real_rows`, the generated ones and that many real ones."""
         from rtaug.envs.locomotion_audit import audit_locomotion_file
 
-        return audit_locomotion_file(path, self, json_out=json_out, progress=progress)
+        return audit_locomotion_file(path, self, json_out=json_out, progress=progress, real_rows=real_rows)
 
     def measure_references(self, sac_dir, seed: int = 0, episodes: int = 100, progress: bool = True) -> dict:
         """Random (uniform actions) and expert (the SAC run's final actor) returns of this environment."""

@@ -48,11 +48,12 @@ def collect(task: str, out_path, steps: int | None = None, seed: int = 0, timeou
     return data
 
 
-def audit_file(path, task: str, json_out=None, progress: bool = True) -> dict:
-    """`rtaug audit`: every transition of a file against the task's true dynamics."""
+def audit_file(path, task: str, json_out=None, progress: bool = True, real_rows: int | None = None) -> dict:
+    """`rtaug audit`: every transition of a file against the task's true dynamics (with
+    `real_rows`: the generated transitions and that many real ones, drawn at random)."""
     from rtaug.envs.registry import get_task
 
-    return get_task(task).audit_file(path, json_out=json_out, progress=progress)
+    return get_task(task).audit_file(path, json_out=json_out, progress=progress, real_rows=real_rows)
 
 
 def describe_file(path, task: str | None = None, json_out=None) -> dict:
