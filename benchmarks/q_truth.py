@@ -38,6 +38,18 @@ def critic_q(module, config, params, obs_n, act):
     return np.asarray(first_critic(hidden, params["critic"], jnp.asarray(obs_n), jnp.asarray(act)))
 
 
+def draw_states(data, n: int, seed: int) -> np.ndarray:
+    """The rows whose states the critic is read at (`--states`, `--seed`)."""
+    return np.random.default_rng(seed).choice(len(data), size=n, replace=False)
+
+
+def compare(q: np.ndarray, g: np.ndarray) -> dict:
+    """The critic's Q against the true discounted return at the same states."""
+    corr = float(np.corrcoef(q, g)[0, 1]) if q.std() > 0 and g.std() > 0 else float("nan")
+    return {"q_mean": float(q.mean()), "true_mean": float(g.mean()),
+            "ratio": float(q.mean() / g.mean()) if g.mean() else None, "corr": corr}
+
+
 def true_returns(task, policy, obs, gamma: float, horizon: int) -> np.ndarray:
     """The policy's discounted return from each state, stepping the simulator from it."""
     from rtaug.envs.maze2d import Maze2DBatch, maze_reward
@@ -80,7 +92,7 @@ def main(argv=None) -> int:
     module, config = algos.get(run.algo), run.config
     gamma = float(config.discount)
     data = load_hdf5(args.data)
-    rows = np.random.default_rng(args.seed).choice(len(data), size=args.states, replace=False)
+    rows = draw_states(data, args.states, args.seed)
     obs = np.asarray(data.observations[rows], np.float32)
     behaviour = reward_to_go(data.rewards, data.episodes(), gamma)[rows]
 
@@ -99,11 +111,9 @@ def main(argv=None) -> int:
         act = run.policies[s](obs)
         q = critic_q(module, config, run.params[s], (obs - run.obs_mean) / run.obs_std, act)
         g = true_returns(task, run.policies[s], obs, gamma, args.horizon)
-        corr = float(np.corrcoef(q, g)[0, 1]) if q.std() > 0 and g.std() > 0 else float("nan")
-        report["seeds"][str(s)] = {"q_mean": float(q.mean()), "true_mean": float(g.mean()),
-                                   "ratio": float(q.mean() / g.mean()) if g.mean() else None, "corr": corr}
+        report["seeds"][str(s)] = row = compare(q, g)
         print(f"  seed {s}: critic Q {q.mean():.2f}, true discounted return {g.mean():.2f} "
-              f"(ratio {q.mean() / g.mean() if g.mean() else float('nan'):.2f}), correlation over states {corr:.2f}")
+              f"(ratio {q.mean() / g.mean() if g.mean() else float('nan'):.2f}), correlation over states {row['corr']:.2f}")
     if args.json:
         from rtaug.fileio import atomic_write_json
 

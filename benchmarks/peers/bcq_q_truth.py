@@ -23,8 +23,6 @@ rewritten after every checkpoint, so a killed run keeps what it finished.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -89,17 +87,18 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     from d3rlpy_side import mdp_dataset, quiet_d3rlpy
-    from q_truth import true_returns
+    from q_truth import compare, draw_states, true_returns
 
     from rtaug.data.hdf5 import load_hdf5
     from rtaug.envs.registry import get_task
     from rtaug.evaluate import evaluate_policy
+    from rtaug.fileio import atomic_write_json
 
     quiet_d3rlpy()
     task = get_task(args.task, "maze2d", "bcq_q_truth")
     data = load_hdf5(args.data)
     dataset = mdp_dataset(data)
-    rows = np.random.default_rng(args.state_seed).choice(len(data), size=args.states, replace=False)
+    rows = draw_states(data, args.states, args.state_seed)
     obs = np.asarray(data.observations[rows], np.float32)
 
     report = {"data": str(args.data), "task": task.name, "learner": "d3rlpy BCQ", "states": args.states,
@@ -124,9 +123,7 @@ def main(argv=None) -> int:
             q = first_q(algo, obs, policy(obs))
             g = true_returns(task, policy, obs, 0.99, args.horizon)
             score = evaluate_policy(task, policy, args.episodes, seed=0, progress=False).summary()
-            corr = float(np.corrcoef(q, g)[0, 1]) if q.std() > 0 and g.std() > 0 else float("nan")
-            row = {"updates": done, "q_mean": float(q.mean()), "true_mean": float(g.mean()),
-                   "ratio": float(q.mean() / g.mean()) if g.mean() else None, "corr": corr,
+            row = {"updates": done, **compare(q, g),
                    "normalized": score["normalized"]["mean"] if score["normalized"] else None,
                    "normalized_d4rl": score["normalized_d4rl"]["mean"] if score["normalized_d4rl"] else None,
                    "success_rate": score.get("success_rate"), "wall_s": time.perf_counter() - started}
@@ -134,9 +131,7 @@ def main(argv=None) -> int:
             print(f"seed {seed} at {done} updates: critic Q {row['q_mean']:.2f}, true discounted return "
                   f"{row['true_mean']:.2f} (ratio {q.mean() / g.mean() if g.mean() else float('nan'):.2f}), "
                   f"normalized score {row['normalized']}", flush=True)
-            tmp = out.with_name(out.name + ".tmp")
-            tmp.write_text(json.dumps(report, indent=2))
-            os.replace(tmp, out)
+            atomic_write_json(out, report)
     return 0
 
 

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rtaug.data import Dataset
+from rtaug.data.episodes import episode_returns as _returns
 from rtaug.nets.mlp import MLP  # noqa: F401  (re-exported: the learners build on it)
 
 DOMAINS = ("mujoco", "maze2d", "antmaze")
@@ -113,9 +114,7 @@ def with_domain(config, domain: str | None):
 
 
 def episode_returns(dataset: Dataset) -> np.ndarray:
-    bounds = dataset.episodes()
-    csum = np.concatenate([[0.0], np.cumsum(dataset.rewards, dtype=np.float64)])
-    return csum[bounds[:, 1]] - csum[bounds[:, 0]]
+    return _returns(dataset.rewards, dataset.episodes())
 
 
 def prepare(dataset: Dataset, config) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["episode_bounds", "reward_to_go", "window_rows", "Normalizer"]
+__all__ = ["episode_bounds", "episode_returns", "reward_to_go", "window_rows", "Normalizer"]
 
 
 def episode_bounds(terminals: np.ndarray, timeouts: np.ndarray) -> np.ndarray:
@@ -20,6 +20,12 @@ def episode_bounds(terminals: np.ndarray, timeouts: np.ndarray) -> np.ndarray:
         ends = np.append(ends, n)
     starts = np.concatenate([[0], ends[:-1]]) if ends.size else ends
     return np.stack([starts, ends], axis=1).astype(np.int64).reshape(-1, 2)
+
+
+def episode_returns(rewards: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """(E,) undiscounted return of each [start, end) episode in `bounds`."""
+    csum = np.concatenate([[0.0], np.cumsum(rewards, dtype=np.float64)])
+    return csum[bounds[:, 1]] - csum[bounds[:, 0]]
 
 
 def reward_to_go(rewards: np.ndarray, bounds: np.ndarray, gamma: float) -> np.ndarray:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from rtaug.data.dataset import Dataset
+from rtaug.data.episodes import episode_returns
 
 __all__ = ["dataset_stats"]
 
@@ -25,7 +26,6 @@ def dataset_stats(data: Dataset) -> dict:
     bounds = data.episodes()
     done = data.terminals | data.timeouts
     whole = bounds[done[bounds[:, 1] - 1]] if len(bounds) else bounds
-    csum = np.concatenate([[0.0], np.cumsum(data.rewards, dtype=np.float64)])
     out = {
         "rows": len(data), "obs_dim": data.obs_dim,
         "act_dim": None if data.discrete_actions else data.act_dim,
@@ -36,7 +36,7 @@ def dataset_stats(data: Dataset) -> dict:
     }
     if len(whole):
         out["episode_length"] = _spread(whole[:, 1] - whole[:, 0])
-        out["episode_return"] = _spread(csum[whole[:, 1]] - csum[whole[:, 0]])
+        out["episode_return"] = _spread(episode_returns(data.rewards, whole))
     if data.generated is not None:
         out["generated_rows"] = int(data.generated.sum())
         if data.reliability is not None and data.generated.any():
