@@ -67,6 +67,16 @@ def test_describe_scores_the_data_under_both_references(tmp_path, capsys):
     assert "generated rows 3 (27.3%), mean Γ 0.400" in out
 
 
+def test_describe_of_data_that_record_no_task_still_writes_its_json(tmp_path, capsys):
+    a = _maze_rows(6, np.random.default_rng(3))
+    a["timeouts"][2] = True
+    save_hdf5(Dataset.from_arrays(a), tmp_path / "plain.hdf5")
+    assert main(["describe", str(tmp_path / "plain.hdf5"), "--json", str(tmp_path / "d.json")]) == 0
+    d = json.loads((tmp_path / "d.json").read_text())
+    assert d["task"] is None and d["normalized"] is None and (d["episodes"], d["unfinished_rows"]) == (1, 3)
+    assert "no task (give --task for its scores)" in capsys.readouterr().out
+
+
 def test_describe_gives_d4rl_sizes_and_says_when_references_are_missing(tmp_path, capsys):
     from rtaug.experiments.stages import describe_file, format_description
 

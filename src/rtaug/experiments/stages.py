@@ -71,12 +71,11 @@ def describe_file(path, task: str | None = None, json_out=None) -> dict:
     out = {"file": str(path), "recorded_task": data.recorded_task, "task": None, "fingerprint": data.fingerprint(),
            **stats, "normalized": None, "normalized_d4rl": None, "d4rl_size": None}
     t = TASKS.get(task or data.recorded_task)
-    if t is None:
-        return out
-    out["task"] = t.name
-    size = getattr(t, "d4rl_size", None)
-    out["d4rl_size"] = None if size is None else {"episodes": size[0], "steps": size[1]}
-    if stats["episode_return"] is not None:
+    if t is not None:
+        out["task"] = t.name
+        size = getattr(t, "d4rl_size", None)
+        out["d4rl_size"] = None if size is None else {"episodes": size[0], "steps": size[1]}
+    if t is not None and stats["episode_return"] is not None:
         returns = np.array([stats["episode_return"][k] for k in ("mean", "min", "max")])
         for key, normalize in (("normalized", t.normalize), ("normalized_d4rl", t.normalize_d4rl)):
             try:
