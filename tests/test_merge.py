@@ -471,3 +471,30 @@ def test_load_hdf5_rows_maps_loaded_rows_to_file_rows(tmp_path):
         np.testing.assert_array_equal(data.next_observations, f["observations"][()][rows + 1].astype(np.float32))
     data2, rows2 = load_hdf5_rows(_write_input(tmp_path / "in2.hdf5", next_obs=True))
     np.testing.assert_array_equal(rows2, np.arange(N))
+
+
+def test_generated_rows_get_a_locomotion_state_with_the_start_rows_root_x(tmp_path):
+    """A locomotion observation leaves out the root's x (obs = qpos[1:], qvel, velocities clipped at
+    ±10): a generated row's infos are its own observation with its start row's x, so they
+    reproduce its observation; with an observation that is not the state, the start row's."""
+    path = _write_input(tmp_path / "in.hdf5", True)
+    data = load_hdf5(path)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(N, 1))
+    qpos = np.concatenate([x, data.observations[:, :1].astype(np.float64)], axis=1)  # nq 2, obs shows 1
+    qvel = data.observations[:, 1:].astype(np.float64)
+    qvel[::15] += 20.0  # a few rows past the observation's velocity clip: still the state
+    loco = dataclasses.replace(data, infos={**data.infos, "qpos": qpos, "qvel": qvel})
+    g = _generated(loco, "backward")
+    out = merged_dataset(loco, g)
+    gen = out.generated
+    starts_of_rows = np.repeat(g.start_rows, g.lengths)  # generated rows in trajectory order
+    shown = np.concatenate([out.infos["qpos"][gen][:, 1:], out.infos["qvel"][gen]], axis=1)
+    np.testing.assert_allclose(shown, out.observations[gen], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(np.sort(out.infos["qpos"][gen][:, 0]), np.sort(x[starts_of_rows, 0]))
+    assert out.metadata["generated_infos"]["qpos"] == "observation"
+
+    # the positions disagree on most rows: the observation is something else, the start row's infos
+    other = dataclasses.replace(loco, infos={**loco.infos, "qpos": qpos + 1.0})
+    out = merged_dataset(other, _generated(other, "backward"))
+    assert out.metadata["generated_infos"]["qpos"] == "start_row"

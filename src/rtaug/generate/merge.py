@@ -24,7 +24,9 @@ Columns of D_model rows:
                own value if the data already has the key).
   infos/*      every info key of the input, on every row. Copied rows take their own values.
                Generated rows take `qpos`/`qvel` from their own observation when the data's
-               observation is the simulator state (`_simulator_state_infos`), and every other
+               observation is the simulator state, or all of it but the first qpos coordinates
+               (locomotion: the root's x, which no dynamics depend on; those come from the start
+               row) (`_simulator_state_infos`), and every other
                info (goals, other reward types, ...) the value of the trajectory's start row. The
                metadata entry "generated_infos" says which key was filled how ("observation" or
                "start_row"): none of them was measured.
@@ -166,29 +168,35 @@ def _gather(plan: _Plan, real_values: np.ndarray, gen_values: np.ndarray, dtype)
 
 
 # ---- infos of generated rows -----------------------------------------------------------
-def _simulator_state_infos(data: Dataset, observations: np.ndarray) -> dict[str, np.ndarray]:
+def _simulator_state_infos(data: Dataset, observations: np.ndarray, start_rows: np.ndarray) -> dict[str, np.ndarray]:
     """`infos/qpos`, `infos/qvel` of generated rows with these `observations`, when the data's
-    observation is the simulator state; else {}.
+    observation is the simulator state, whole or but for its first k qpos coordinates; else {}.
 
     D4RL-layout files keep the simulator state beside the observation (float64 in ours), and
-    the simulator audit restores real rows from it, so the key must exist on every row; a
-    generated row's state is its observation (cast to the info's dtype and per-row shape).
+    the simulator audit restores real rows from it, so the key must exist on every row. A maze's
+    observation is (qpos, qvel): a generated row's state is its observation. A locomotion
+    observation is (qpos[1:], qvel): the root's x is left out because neither dynamics nor reward
+    depend on it, so a generated row's state is its observation with the start row's x.
     """
     qpos, qvel = data.infos.get("qpos"), data.infos.get("qvel")
     if qpos is None or qvel is None:
         return {}
     qp, qv = qpos.reshape(len(data), -1), qvel.reshape(len(data), -1)
     nq = qp.shape[1]
-    if nq + qv.shape[1] != data.obs_dim:
+    hidden = nq + qv.shape[1] - data.obs_dim  # leading qpos coordinates the observation leaves out
+    if not 0 <= hidden < nq:
         return {}
-    state = np.concatenate([qp, qv], axis=1)
+    shown = np.concatenate([qp[:, hidden:], qv], axis=1)
     # D4RL's own maze files repeat an observation after each goal switch while the simulator
-    # moved on, so a few disagreeing rows do not mean the observation is something else.
-    if np.mean(np.abs(state - data.observations).max(axis=1) < 1e-4) < 0.99:
+    # moved on, and hopper's and walker2d's observations clip joint velocities at ±10, so a few
+    # disagreeing rows do not mean the observation is something else: the positions must agree.
+    agree = np.abs(shown - data.observations) < 1e-4
+    if np.mean(agree[:, :nq - hidden].all(axis=1)) < 0.99 or np.mean(agree.all(axis=1)) < 0.9:
         return {}
     obs = np.asarray(observations)
-    return {"qpos": obs[:, :nq].astype(qpos.dtype).reshape((-1,) + qpos.shape[1:]),
-            "qvel": obs[:, nq:].astype(qvel.dtype).reshape((-1,) + qvel.shape[1:])}
+    state_q = np.concatenate([qp[np.asarray(start_rows, np.int64), :hidden], obs[:, :nq - hidden]], axis=1)
+    return {"qpos": state_q.astype(qpos.dtype).reshape((-1,) + qpos.shape[1:]),
+            "qvel": obs[:, nq - hidden:].astype(qvel.dtype).reshape((-1,) + qvel.shape[1:])}
 
 
 def _generated_columns(data: Dataset, generated: Generated, plan: _Plan) -> tuple[dict[str, np.ndarray], dict]:
@@ -206,8 +214,8 @@ def _generated_columns(data: Dataset, generated: Generated, plan: _Plan) -> tupl
         "generated": np.ones(len(hh), bool),
         "reliability": np.asarray(generated.reliability)[hh, uu].astype(np.float32),
     }
-    sim = _simulator_state_infos(data, obs)
     start = np.asarray(generated.start_rows, np.int64)[hh]
+    sim = _simulator_state_infos(data, obs, start)
     how = {}
     for k, v in data.infos.items():
         if k in sim:
