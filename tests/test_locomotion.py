@@ -179,6 +179,7 @@ def test_collect_refuses_bad_settings_before_any_work(tmp_path, capsys):
         (["hopper-medium", "--sac", "bogus=1"], "unknown setting(s) bogus"),
         (["hopper-medium", "--sac", "learning_starts=many"], "learning_starts='many': expected int"),
         (["hopper-medium", "--sac", "medium_fraction=2"], "medium_fraction must be in (0, 1]"),
+        (["hopper-medium", "--sac", "expert_window=0"], "expert_window must be at least 1"),
         (["hopper-medium", "--sac", "eval_every"], "expected KEY=VALUE"),
         (["maze2d-umaze-sparse", "--sac-dir", str(sac_dir)], "--sac and --sac-dir apply to the SAC-made tasks"),
     ]
@@ -188,13 +189,25 @@ def test_collect_refuses_bad_settings_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "x.hdf5").exists() and not (sac_dir / "checkpoint.msgpack").exists()
 
 
-def test_medium_cut_is_the_first_evaluation_at_a_third_of_the_last():
+def test_medium_cut_is_the_first_evaluation_at_a_third_of_the_last_ones_mean():
     curve = [{"step": s, "return_mean": r} for s, r in ((10, 5.0), (20, 40.0), (30, 20.0), (40, 90.0))]
-    cut = medium_cut(curve, 1 / 3)
+    cut = medium_cut(curve, 1 / 3, window=1)
     assert (cut["expert_step"], cut["expert_return"], cut["medium_step"], cut["medium_return"]) == (40, 90.0, 20, 40.0)
-    assert medium_cut(curve, 1.0)["medium_step"] == 40
+    assert medium_cut(curve, 1.0, window=1)["medium_step"] == 40
+    # the threshold follows the mean of the last `window` evaluations, so one dip at the end moves it
+    # less: a third of (20 + 90 + 30) / 3 instead of a third of 30
+    dip = curve + [{"step": 50, "return_mean": 30.0}]
+    assert medium_cut(dip, 1 / 3, window=1)["medium_step"] == 20
+    cut = medium_cut(dip, 1 / 3, window=3)
+    assert (cut["expert_step"], cut["expert_return"], cut["window"]) == (50, 30.0, 3)
+    assert cut["expert_level"] == pytest.approx(140 / 3) and cut["medium_step"] == 20
+    assert medium_cut(dip, 0.9, window=3)["medium_step"] == 40  # 42 is reached first at 40
+    assert medium_cut(dip, 1.0, window=10)["expert_level"] == pytest.approx(37.0)  # all five when fewer
+    assert medium_cut(curve, 1.0, window=3)["medium_step"] == 40  # the window's best always qualifies
     with pytest.raises(ValueError, match="no evaluations yet"):
         medium_cut([], 1 / 3)
+    with pytest.raises(ValueError, match="expert_window must be at least 1"):
+        medium_cut(curve, 1 / 3, window=0)
 
 
 # ------------------------------------------------------------------------ through a SAC run

@@ -5,7 +5,7 @@ One run of `rtaug.collect.sac.train_sac` per environment and seed serves all fou
 - **expert**: the run's final actor, SAC "trained to completion" (its whole budget, the recipe's
   `sac_steps`); the data is `steps` rows (1M) of its stochastic actions.
 - **medium**: the actor at the first evaluation whose mean return reached `medium_fraction` (1/3)
-  of the expert's, the final evaluation's. D4RL stopped its SAC early at about a third of the
+  of the expert's (the mean of the last `expert_window` evaluations). D4RL stopped its SAC early at about a third of the
   expert; we train to the end and cut afterwards, because the expert's return is known only
   then, and the run's actor snapshots (one per evaluation) hold the actor as it was at the cut.
   The data is `steps` rows (1M) of its stochastic actions.
@@ -83,18 +83,28 @@ def sac_settings(task, seed: int, overrides: dict):
     config = _with(config, {k: v for k, v in overrides.items() if k in sac_names}, where).validate()
     if not 0.0 < recipe.medium_fraction <= 1.0:
         raise ValueError(f"{where}: medium_fraction must be in (0, 1], got {recipe.medium_fraction}")
+    if recipe.expert_window < 1:
+        raise ValueError(f"{where}: expert_window must be at least 1, got {recipe.expert_window}")
     return recipe, config
 
 
-def medium_cut(curve: list[dict], fraction: float) -> dict:
-    """The expert (the last evaluation) and the medium policy (the first evaluation whose mean return
-    reached `fraction` of the expert's) of a SAC learning curve."""
+def medium_cut(curve: list[dict], fraction: float, window: int = 5) -> dict:
+    """The expert (the last evaluation's actor) and the medium policy (the first evaluation whose
+    mean return reached `fraction` of the expert's) of a SAC learning curve. The expert's return is
+    the mean of the last `window` evaluations: one 10-episode evaluation of a hopper swings by
+    half its value from one evaluation to the next (docs/decisions.md), and a threshold set by a
+    single dip or spike moves the cut by 100k steps."""
     if not curve:
         raise ValueError("the SAC run has no evaluations yet")
+    if window < 1:
+        raise ValueError(f"expert_window must be at least 1, got {window}")
     expert = curve[-1]
-    threshold = fraction * expert["return_mean"]
-    medium = next(row for row in curve if row["return_mean"] >= threshold)  # the last row qualifies
+    level = float(np.mean([row["return_mean"] for row in curve[-window:]]))
+    threshold = fraction * level
+    # fraction <= 1 and the window's best is at least its mean: some row always qualifies
+    medium = next(row for row in curve if row["return_mean"] >= threshold)
     return {"expert_step": int(expert["step"]), "expert_return": float(expert["return_mean"]),
+            "expert_level": level, "window": int(min(window, len(curve))),
             "medium_step": int(medium["step"]), "medium_return": float(medium["return_mean"]),
             "fraction": float(fraction), "threshold": float(threshold)}
 
@@ -181,10 +191,10 @@ def collect_locomotion(task, steps: int | None = None, seed: int = 0, progress: 
     run_dir = Path(sac_dir) if sac_dir is not None else default_sac_dir(task, seed)
     log(f"SAC on {recipe.env_id} in {run_dir} ({config.total_steps} steps; a finished run is reused)")
     run = train_sac(config, run_dir, progress=progress, log=log)
-    cut = medium_cut(run.curve, recipe.medium_fraction)
-    log(f"expert: the actor after {cut['expert_step']} steps, return {cut['expert_return']:.1f}; medium: after "
-        f"{cut['medium_step']} steps, return {cut['medium_return']:.1f} (the first at ≥ "
-        f"{recipe.medium_fraction:.3g} of the expert's)")
+    cut = medium_cut(run.curve, recipe.medium_fraction, recipe.expert_window)
+    log(f"expert: the actor after {cut['expert_step']} steps, return {cut['expert_return']:.1f} (last "
+        f"{cut['window']} evaluations {cut['expert_level']:.1f}); medium: after {cut['medium_step']} steps, return "
+        f"{cut['medium_return']:.1f} (the first at ≥ {recipe.medium_fraction:.3g} of that)")
     about = {"algo": "sac", "dataset": kind, "seed": int(seed), "run": str(run_dir), "recipe": asdict(recipe),
              "sac": {**asdict(config), "hidden": list(config.hidden)}, "cut": cut}
 

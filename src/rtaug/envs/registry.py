@@ -227,6 +227,7 @@ class LocomotionRecipe:
     default_steps: int = 1_000_000     # rows drawn from the medium / expert policy (D4RL's 1M each)
     sac_steps: int = 1_000_000         # SAC's budget in environment steps; its final actor is the expert
     medium_fraction: float = 1 / 3     # medium: the first evaluation whose return reaches this share of the expert's
+    expert_window: int = 5             # the expert's return for that share: the mean of its last evaluations
 
 
 @dataclass(frozen=True, kw_only=True)
