@@ -299,8 +299,9 @@ def test_report_of_sac_runs_alone(collected, tmp_path, capsys):
     assert (int(rows[0]["steps"]), int(rows[0]["budget"]), rows[0]["finished"]) == (1200, 1200, "True")
     assert int(rows[0]["medium_step"]) == cut["medium_step"]
     assert float(rows[0]["final_return"]) == pytest.approx(cut["expert_return"])
+    assert float(rows[0]["expert_level"]) == pytest.approx(cut["expert_level"])
     md = (tmp_path / "r" / "sac-runs.md").read_text()
-    assert f"| Hopper-v5 | 3 | 1,200 / 1,200 | {cut['expert_return']:.1f}" in md
+    assert f"| Hopper-v5 | 3 | 1,200 / 1,200 | {cut['expert_return']:.1f}" in md and f"| {cut['expert_level']:.1f} |" in md
     assert (tmp_path / "r" / "sac-runs-sac.png").stat().st_size > 1000
 
 

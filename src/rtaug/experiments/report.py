@@ -388,7 +388,7 @@ def write_tensorboard(root, logdir, printer=print) -> int:
 # ------------------------------------------------------------------ SAC runs (locomotion data)
 
 SAC_CSV_COLUMNS = ["env_id", "seed", "steps", "budget", "finished", "final_return", "final_return_std",
-                   "medium_step", "medium_return", "wall_h", "hours_per_million", "path"]
+                   "expert_level", "medium_step", "medium_return", "wall_h", "hours_per_million", "path"]
 
 
 def find_sac_runs(root) -> list[dict]:
@@ -420,14 +420,15 @@ def sac_rows(runs: list[dict], fraction: float = 1 / 3, window: int = 5) -> list
     for run in runs:
         curve = run["curve"]
         row = {"env_id": run["env_id"], "seed": run["seed"], "budget": run["budget"], "path": run["path"],
-               **dict.fromkeys(["steps", "finished", "final_return", "final_return_std", "medium_step",
-                                "medium_return", "wall_h", "hours_per_million"])}
+               **dict.fromkeys(["steps", "finished", "final_return", "final_return_std", "expert_level",
+                                "medium_step", "medium_return", "wall_h", "hours_per_million"])}
         if curve:
             last, cut = curve[-1], medium_cut(curve, fraction, window)
             steps = int(last["step"])
             wall_h = float(last["wall_s"]) / 3600 if last.get("wall_s") not in (None, "") else None
             row.update(steps=steps, finished=steps == run["budget"], final_return=float(last["return_mean"]),
-                       final_return_std=float(last["return_std"]), medium_step=cut["medium_step"],
+                       final_return_std=float(last["return_std"]), expert_level=cut["expert_level"],
+                       medium_step=cut["medium_step"],
                        medium_return=cut["medium_return"], wall_h=wall_h,
                        hours_per_million=None if wall_h is None else wall_h / (steps / 1e6))
         rows.append(row)
@@ -474,15 +475,16 @@ def sac_markdown(rows: list[dict], image: str | None) -> str:
              "evaluation at a third of the mean of the last five (D4RL's recipe; it moves while a run is "
              "unfinished). Wall "
              "hours are the run's own, summed over its resumptions, on this machine (shared with other work).",
-             "", "| env | seed | steps / budget | last return | medium cut: step, return | wall h | h per 1M steps |",
-             "|---|---|---|---|---|---|---|"]
+             "", "| env | seed | steps / budget | last return | mean of the last five | medium cut: step, return "
+             "| wall h | h per 1M steps |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["steps"] is None:
-            lines.append(f"| {r['env_id']} | {r['seed']} | 0 / {r['budget']:,} | – | – | – | – |")
+            lines.append(f"| {r['env_id']} | {r['seed']} | 0 / {r['budget']:,} | – | – | – | – | – |")
             continue
         lines.append(f"| {r['env_id']} | {r['seed']} | {r['steps']:,} / {r['budget']:,}"
                      f"{'' if r['finished'] else ' (running)'} | {r['final_return']:.1f} ± {r['final_return_std']:.1f} "
-                     f"| {r['medium_step']:,}, {r['medium_return']:.1f} | {_f(r['wall_h'], '.2f')} "
+                     f"| {r['expert_level']:.1f} | {r['medium_step']:,}, {r['medium_return']:.1f} | {_f(r['wall_h'], '.2f')} "
                      f"| {_f(r['hours_per_million'], '.2f')} |")
     lines += ["", f"![sac]({image})" if image else "", "Runs: " + ", ".join(f"`{r['path']}`" for r in rows), ""]
     return "\n".join(lines)
