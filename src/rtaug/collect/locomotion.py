@@ -5,9 +5,10 @@ One run of `rtaug.collect.sac.train_sac` per environment and seed serves all fou
 - **expert**: the run's final actor, SAC "trained to completion" (its whole budget, the recipe's
   `sac_steps`); the data is `steps` rows (1M) of its stochastic actions.
 - **medium**: the actor at the first evaluation whose mean return reached `medium_fraction` (1/3)
-  of the expert's (the mean of the last `expert_window` evaluations). D4RL stopped its SAC early at about a third of the
-  expert; we train to the end and cut afterwards, because the expert's return is known only
-  then, and the run's actor snapshots (one per evaluation) hold the actor as it was at the cut.
+  of the expert's (the mean of the last `expert_window` evaluations). D4RL stopped its SAC early
+  at about a third of the expert; we train to the end and cut afterwards, because the expert's
+  return is known only then, and the run's actor snapshots (one per evaluation) hold the actor as
+  it was at the cut.
   The data is `steps` rows (1M) of its stochastic actions.
 - **medium-replay**: SAC's replay buffer up to that cut: every transition the run saw until then,
   its uniform warm-up included (its size is what it is, so `steps` does not apply).
@@ -88,7 +89,7 @@ def sac_settings(task, seed: int, overrides: dict):
     return recipe, config
 
 
-def medium_cut(curve: list[dict], fraction: float, window: int = 5) -> dict:
+def medium_cut(curve: list[dict], fraction: float, window: int = 5) -> dict:  # 5: the recipe's expert_window
     """The expert (the last evaluation's actor) and the medium policy (the first evaluation whose
     mean return reached `fraction` of the expert's) of a SAC learning curve. The expert's return is
     the mean of the last `window` evaluations: one 10-episode evaluation of a hopper swings by

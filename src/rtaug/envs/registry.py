@@ -313,9 +313,9 @@ _D4RL_LOCOMOTION_SIZES = {
 }
 # Measured here by `_locomotion_reference_command(env)` once the environment's SAC expert exists:
 # (random mean, its SE, expert mean, its SE, random episodes, expert episodes). walker2d: the final
-# actor of a 1M-step SAC run whose evaluations were flat (4,000-4,300) over its last 500k steps
+# actor of a 1M-step SAC run whose evaluations were flat (3,900-4,300) over its last 500k steps
 # (Walker2d-v5, gymnasium 1.4.0, mujoco 4.0.0, 2026-12-04). hopper's 1M-step run did not converge
-# (its evaluations swing between 1,000 and 2,800): not stored (docs/locomotion.md).
+# (its evaluations swing between 800 and 3,100): not stored (docs/locomotion.md).
 _LOCOMOTION_MEASURED: dict[str, tuple[float, float, float, float, int, int]] = {
     "walker2d": (1.3068, 0.5050, 4383.8272, 2.1244, 100, 100),
 }

@@ -410,9 +410,9 @@ def find_sac_runs(root) -> list[dict]:
     return runs
 
 
-def sac_rows(runs: list[dict], fraction: float = 1 / 3, window: int = 5) -> list[dict]:
+def sac_rows(runs: list[dict], fraction: float = 1 / 3) -> list[dict]:
     """Per SAC run: how far it is, its last evaluation (the expert's return once finished) and
-    where the medium cut falls (the first evaluation at `fraction` of the mean of the last `window`:
+    where the medium cut falls (the first evaluation at `fraction` of the mean of the last five:
     D4RL's recipe, `rtaug.collect.locomotion.medium_cut`)."""
     from rtaug.collect.locomotion import medium_cut
 
@@ -423,22 +423,21 @@ def sac_rows(runs: list[dict], fraction: float = 1 / 3, window: int = 5) -> list
                **dict.fromkeys(["steps", "finished", "final_return", "final_return_std", "expert_level",
                                 "medium_step", "medium_return", "wall_h", "hours_per_million"])}
         if curve:
-            last, cut = curve[-1], medium_cut(curve, fraction, window)
+            last, cut = curve[-1], medium_cut(curve, fraction)
             steps = int(last["step"])
             wall_h = float(last["wall_s"]) / 3600 if last.get("wall_s") not in (None, "") else None
             row.update(steps=steps, finished=steps == run["budget"], final_return=float(last["return_mean"]),
                        final_return_std=float(last["return_std"]), expert_level=cut["expert_level"],
-                       medium_step=cut["medium_step"],
-                       medium_return=cut["medium_return"], wall_h=wall_h,
+                       medium_step=cut["medium_step"], medium_return=cut["medium_return"], wall_h=wall_h,
                        hours_per_million=None if wall_h is None else wall_h / (steps / 1e6))
         rows.append(row)
     return rows
 
 
-def plot_sac(runs: list[dict], path: Path, fraction: float = 1 / 3, window: int = 5) -> Path | None:
+def plot_sac(runs: list[dict], path: Path, fraction: float = 1 / 3) -> Path | None:
     """One panel per environment: each seed's evaluation return over environment steps (± its
-    episodes' std), the medium threshold (`fraction` of the mean of the last `window` returns) and
-    the medium cut."""
+    episodes' std), the medium threshold (`fraction` of the mean of the last five returns) and the
+    medium cut."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -458,7 +457,7 @@ def plot_sac(runs: list[dict], path: Path, fraction: float = 1 / 3, window: int 
             std = np.array([c["return_std"] for c in r["curve"]], np.float64)
             line, = ax.plot(steps, mean, label=f"seed {r['seed']}")
             ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.15)
-            cut = medium_cut(r["curve"], fraction, window)
+            cut = medium_cut(r["curve"], fraction)
             ax.axhline(cut["threshold"], color=line.get_color(), ls="--", lw=1,
                        label=f"{fraction:.2g} of the last {cut['window']} returns' mean")
             ax.plot([cut["medium_step"]], [cut["medium_return"]], "o", color=line.get_color(), label="medium cut")
@@ -473,8 +472,8 @@ def sac_markdown(rows: list[dict], image: str | None) -> str:
              "Each run's evaluation return (deterministic actor, its evaluation episodes) at its last "
              "evaluation (the expert's once the run has reached its budget), and the medium cut: the first "
              "evaluation at a third of the mean of the last five (D4RL's recipe; it moves while a run is "
-             "unfinished). Wall "
-             "hours are the run's own, summed over its resumptions, on this machine (shared with other work).",
+             "unfinished). Wall hours are the run's own, summed over its resumptions, on this machine "
+             "(shared with other work).",
              "", "| env | seed | steps / budget | last return | mean of the last five | medium cut: step, return "
              "| wall h | h per 1M steps |",
              "|---|---|---|---|---|---|---|---|"]
