@@ -99,3 +99,37 @@ def test_a_tiny_locomotion_run_end_to_end_then_reused(tmp_path):
     md = (tmp_path / "report" / "report.md").read_text()
     assert "## SAC runs" in md and f"`{sac_dir / 'sac'}`" in md and "| HalfCheetah-v5 | 0 | 600 / 600 |" in md
     assert (tmp_path / "report" / "sac.png").stat().st_size > 1000
+
+    # the same SAC run given as data.sac_dir (as `rtaug collect --sac-dir` leaves one) to a fresh cache:
+    # a stage keyed by that run, not passed off as a trained one, and the same data and policy
+    imported = build({**TINY_LOCO, "data": {**TINY_LOCO["data"], "sac_dir": str(sac_dir / "sac")}})
+    other = run_experiment(imported, tmp_path / "run2", cache=tmp_path / "cache2", progress=False,
+                           printer=lambda *_: None)
+    assert other["stages"][0]["key"] != result["stages"][0]["key"]
+    assert other["stages"][1]["key"] != result["stages"][1]["key"]  # data reads the sac stage's key
+    assert other["per_seed"]["0"]["return_mean"] == row["return_mean"]
+    copied = tmp_path / "cache2" / "sac" / other["stages"][0]["key"]
+    assert json.loads((copied / "stage.json").read_text())["imported_from"] == str((sac_dir / "sac").resolve())
+    assert (copied / "sac" / "checkpoint.msgpack").read_bytes() == (sac_dir / "sac" / "checkpoint.msgpack").read_bytes()
+    # refused before any work: another budget, a run not finished
+    with pytest.raises(ConfigError, match=r"data.sac_dir: .*another SAC run: total_steps 600 \(wanted 900\)"):
+        build({**TINY_LOCO, "data": {**TINY_LOCO["data"], "sac_dir": str(sac_dir / "sac"),
+                                      "recipe": {**TINY_LOCO["data"]["recipe"], "sac_steps": 900}}})
+    config = replace(_sac_config(cfg), total_steps=300)
+    train_sac(config, tmp_path / "half", progress=False, log=lambda *_: None)
+    info = json.loads((tmp_path / "half" / "run.json").read_text())
+    (tmp_path / "half" / "run.json").write_text(json.dumps({**info, "total_steps": 600}))  # as a killed 600-step run's
+    with pytest.raises(ConfigError, match=r"data.sac_dir: .*half: the SAC run has not finished \(300 of 600 steps\)"):
+        build({**TINY_LOCO, "data": {**TINY_LOCO["data"], "sac_dir": str(tmp_path / "half")}})
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"task": "maze2d-umaze-sparse", "data": {"sac_dir": "runs/sac/x"}}, "data.sac_dir: only locomotion tasks have a SAC run"),
+    ({"task": "hopper-medium", "data": {"sac_dir": "runs/sac/{envs}"}}, "data.sac_dir: 'runs/sac/{envs}' names no field 'envs'"),
+    ({"task": "hopper-medium", "data": {"sac_dir": "/nonexistent/{env}-seed{seed}"}},
+     "data.sac_dir: /nonexistent/hopper-seed0: no SAC run here"),
+])
+def test_a_bad_sac_dir_is_refused_by_key(values, message):
+    with pytest.raises(ConfigError) as err:
+        build(values)
+    assert str(err.value).startswith(message)

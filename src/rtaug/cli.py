@@ -322,7 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "Writes OUT/config.yaml (the config as run) and OUT/result.json.",
         epilog="Config fields (YAML; see configs/ for the protocols' files):\n"
                "  task, seeds, name, protocol\n"
-               "  data.{steps, seed, timeouts}\n"
+               "  data.{steps, seed, timeouts}; locomotion: data.recipe.<field> (the SAC recipe's),\n"
+               "    data.sac_dir (a finished `rtaug collect --sac-dir` run instead of one in the cache;\n"
+               "    {env} and {seed} are filled in, e.g. data.sac_dir=runs/sac/{env}-seed{seed})\n"
                "  generator.kind: none | rt | ft | rt-f3 | rt-f5 | backward-mlp\n"
                "  generator.model.{sequence, vae, dynamics, reward, backward_mlp}.<field>   (train-model's)\n"
                "  generator.generation.<field>                                            (augment's)\n"

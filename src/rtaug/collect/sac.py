@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
 import time
 from dataclasses import dataclass, fields, replace
 from functools import lru_cache, partial
@@ -351,6 +353,49 @@ def read_curve(run_dir) -> list[dict]:
     from rtaug.train import _read_rows
 
     return _read_rows(Path(run_dir) / "curve.csv", max_step=2**62)
+
+
+def finished_run(run_dir, config: SACConfig) -> dict:
+    """The run.json of the SAC run in `run_dir`, checked to be `config`'s run (the same settings,
+    budget and simulator versions) and finished; a ValueError says what is missing or differs."""
+    from rtaug.envs.locomotion import versions
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "run.json").is_file() or not (run_dir / CHECKPOINT).is_file():
+        raise ValueError(f"{run_dir}: no SAC run here (run.json and {CHECKPOINT}; `rtaug collect --sac-dir` makes one)")
+    info = json.loads((run_dir / "run.json").read_text())
+    want = {f.name: getattr(config, f.name) for f in fields(config) if f.name != "total_steps"}
+    want["hidden"] = list(want["hidden"])
+    have = info.get("config", {})
+    diff = [f"{k} {have.get(k)!r} (wanted {v!r})" for k, v in want.items() if have.get(k) != v]
+    diff += [f"{k} {info.get(k)!r} (this machine has {v!r})" for k, v in versions().items() if info.get(k) != v]
+    if info.get("total_steps") != config.total_steps:
+        diff.append(f"total_steps {info.get('total_steps')!r} (wanted {config.total_steps})")
+    if diff:
+        raise ValueError(f"{run_dir}: another SAC run: {'; '.join(diff)}")
+    curve = read_curve(run_dir)
+    done = curve[-1]["step"] if curve else 0
+    if done != config.total_steps:
+        raise ValueError(f"{run_dir}: the SAC run has not finished ({done} of {config.total_steps} steps); "
+                         "resume it with the `rtaug collect` that started it")
+    return info
+
+
+def copy_run(src, dst) -> None:
+    """A finished run's files (not what commands wrote beside them) into `dst`: the checkpoint, replay
+    chunks and actors as hard links where the filesystem allows (a run replaces those files by
+    rename, never in place, so resuming the source leaves the links as they were), the rest copied."""
+    src, dst = Path(src), Path(dst)
+    for name in ("run.json", "curve.csv"):
+        dst.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src / name, dst / name)
+    for f in [src / CHECKPOINT, *(p for _, _, p in _chunks(src)), *sorted((src / "policies").glob("actor_*.msgpack"))]:
+        target = dst / f.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(f, target)
+        except OSError:
+            shutil.copy2(f, target)
 
 
 @dataclass

@@ -52,6 +52,13 @@ class DataConfig:
     # rtaug.collect.sac.SACConfig (learning_starts, eval_every, eval_episodes, hidden, batch_size, ...),
     # e.g. data.recipe.sac_steps=600 for a test; {} = D4RL's recipe (1M SAC steps, 256x256)
     recipe: dict = field(default_factory=dict)
+    # Locomotion tasks only: a finished SAC run made by `rtaug collect --sac-dir` to cut the data from
+    # instead of training one in the cache; {env} and {seed} are filled in (runs/sac/{env}-seed{seed}
+    # serves a grid of environments). It must be this config's run: checked before any work.
+    sac_dir: str | None = None
+
+    def sac_run(self, env: str) -> str | None:
+        return None if self.sac_dir is None else self.sac_dir.format(env=env, seed=self.seed)
 
     def __post_init__(self):
         check_ranges(self)
@@ -342,8 +349,9 @@ def validate(cfg: ExperimentConfig) -> None:
 
 def _validate_data(cfg: ExperimentConfig, task) -> None:
     if task.family != "mujoco":
-        if cfg.data.recipe:
-            raise ConfigError(f"data.recipe: only locomotion tasks have a SAC recipe to change, not {cfg.task}")
+        for key in ("recipe", "sac_dir"):
+            if getattr(cfg.data, key):
+                raise ConfigError(f"data.{key}: only locomotion tasks have a SAC run, not {cfg.task}")
         return
     from rtaug.collect.locomotion import sac_settings
 
@@ -353,9 +361,20 @@ def _validate_data(cfg: ExperimentConfig, task) -> None:
         raise ConfigError(f"data.steps: does not apply to {cfg.task} (SAC's replay buffer up to the medium cut, "
                           "whatever its size); leave it null")
     try:
-        sac_settings(task, cfg.data.seed, cfg.data.recipe)
+        _, config = sac_settings(task, cfg.data.seed, cfg.data.recipe)
     except ValueError as exc:
         raise ConfigError(f"data.recipe: {exc}") from None
+    if cfg.data.sac_dir is not None:
+        from rtaug.collect.sac import finished_run
+
+        try:
+            run = cfg.data.sac_run(task.env)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(f"data.sac_dir: {cfg.data.sac_dir!r} names no field {exc} (it may use {{env}} and {{seed}})") from None
+        try:
+            finished_run(run, config)
+        except ValueError as exc:
+            raise ConfigError(f"data.sac_dir: {exc}") from None
 
 
 def digest(obj) -> str:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -111,13 +112,23 @@ def _sac_stage(cfg: ExperimentConfig) -> Stage:
     task = get_task(cfg.task)
     _, config = sac_settings(task, cfg.data.seed, cfg.data.recipe)
     spec = {"env": task.env, "sac": {**dataclasses.asdict(config), "hidden": list(config.hidden)}}
+    source = cfg.data.sac_run(task.env)
+    if source is not None:
+        # Another run of the same config is not bitwise this one (another machine, a resumed budget):
+        # the key names the imported run by its final checkpoint, never passing it off as a trained one.
+        spec["imported"] = hashlib.sha256((Path(source) / "checkpoint.msgpack").read_bytes()).hexdigest()[:16]
 
     def compute(work: Path, inputs, log):
-        from rtaug.collect.sac import train_sac
+        from rtaug.collect.sac import copy_run, finished_run, train_sac
 
-        run = train_sac(config, work / "sac", progress=log.progress, log=log)
+        if source is not None:
+            finished_run(source, config)
+            log(f"SAC ({task.recipe.env_id}): the finished run in {source} (data.sac_dir)")
+            copy_run(source, work / "sac")
+        run = train_sac(config, work / "sac", progress=log.progress, log=log)  # an imported run: read only
         last = run.curve[-1] if run.curve else {}
-        return {"steps": config.total_steps, "final_return": last.get("return_mean"), "evaluations": len(run.curve)}
+        return {"steps": config.total_steps, "final_return": last.get("return_mean"), "evaluations": len(run.curve),
+                "imported_from": None if source is None else str(Path(source).resolve())}
 
     return _stage("sac", spec, {}, compute, f"SAC ({task.recipe.env_id}, seed {config.seed})", resumable=True)
 
