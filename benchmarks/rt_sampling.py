@@ -2,6 +2,7 @@
 
     python benchmarks/rt_sampling.py --dataset DATA.hdf5 --model MODEL_DIR --task walker2d-medium-replay
     python benchmarks/rt_sampling.py ... --temperatures 1 0.5 0 --trajectories 2000 --json out.json
+    python benchmarks/rt_sampling.py --generated <cache>/generated/<key>/data.hdf5 --task walker2d-medium-replay
 
 Generates from a trained model (`rtaug train-model`, or a sweep's `<cache>/model/<key>/model`) with
 the Gaussian heads' noise scaled by a temperature T (T = 1 is RT as the paper specifies; T = 0 takes
@@ -9,7 +10,8 @@ each head's mean), then audits every generated row in the simulator (locomotion 
 apply a, distance to the written s') and prints, per T: the mean length and truncated share, the
 error overall and by steps back from the real state, Γ's rank correlation with the error, the share
 of rows whose state sits at the observation's velocity clip, how far s lies from s', and the share
-of action components at the action bounds. A diagnostic: the temperature is not one of rtaug's
+of action components at the action bounds. `--generated FILE` measures an augmented file already
+written (a sweep's `generated` stage) instead. A diagnostic: the temperature is not one of rtaug's
 settings (docs/locomotion.md has the walker2d figures).
 """
 
@@ -43,6 +45,8 @@ def measure(path: Path, task: str) -> dict:
     from rtaug.envs.locomotion_audit import audit_locomotion_transitions
 
     d = load_hdf5(path)
+    if d.generated is None or not d.generated.any():
+        sys.exit(f"rt_sampling.py: {path}: no generated rows (key 'generated')")
     g = d.generated
     idx = np.flatnonzero(g)
     back = steps_back(g, d.terminals | d.timeouts)[idx]
@@ -89,8 +93,9 @@ def generate(dataset: Path, model: Path, out: Path, temperature: float, trajecto
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", type=Path, required=True, help="the model's D4RL-layout HDF5 data")
-    p.add_argument("--model", type=Path, required=True, help="model directory (`rtaug train-model`'s)")
+    p.add_argument("--dataset", type=Path, help="the model's D4RL-layout HDF5 data")
+    p.add_argument("--model", type=Path, help="model directory (`rtaug train-model`'s)")
+    p.add_argument("--generated", type=Path, nargs="+", help="measure these augmented files instead of generating")
     p.add_argument("--task", required=True, help="a locomotion task, for the audit (e.g. walker2d-medium-replay)")
     p.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.5, 0.0])
     p.add_argument("--trajectories", type=int, default=2000)
@@ -98,7 +103,10 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
-    for what, path in (("--dataset", args.dataset), ("--model", args.model)):
+    if args.generated is None and (args.dataset is None or args.model is None):
+        p.error("--dataset and --model are required unless --generated is given")
+    paths = args.generated or [args.dataset, args.model]
+    for what, path in zip(["--generated"] * len(paths) if args.generated else ["--dataset", "--model"], paths):
         if not path.exists():
             p.error(f"{what} {path}: does not exist")
     if any(t < 0 for t in args.temperatures):
@@ -110,23 +118,30 @@ def main(argv=None) -> int:
     except ValueError as exc:
         p.error(f"--task: {exc}")
     rows = {}
-    with tempfile.TemporaryDirectory(prefix="rt-sampling-") as tmp:
-        for t in args.temperatures:
-            out = Path(tmp) / f"T{t}.hdf5"
-            generate(args.dataset, args.model, out, t, args.trajectories, args.max_length, args.seed)
-            rows[t] = measure(out, args.task)
-            r = rows[t]
-            by = r["error_by_steps_back"]
-            print(f"T={t:g}: error {r['mean_error']:.2f} (1 back {by.get(1, float('nan')):.2f}, "
-                  f"{max(by)} back {by[max(by)]:.2f}), Spearman(Γ, error) {r['spearman_reliability_error']:.2f}, "
-                  f"at velocity clip {r['at_velocity_clip']:.1%}, s-to-s' {r['state_step']:.2f} "
-                  f"(real {r['real_state_step']:.2f}), actions at ±1 {r['actions_at_bound']:.1%}", flush=True)
+    if args.generated:
+        for path in args.generated:
+            rows[str(path)] = measure(path, args.task)
+            _print(str(path), rows[str(path)])
+    else:
+        with tempfile.TemporaryDirectory(prefix="rt-sampling-") as tmp:
+            for t in args.temperatures:
+                out = Path(tmp) / f"T{t}.hdf5"
+                generate(args.dataset, args.model, out, t, args.trajectories, args.max_length, args.seed)
+                rows[f"T={t:g}"] = measure(out, args.task)
+                _print(f"T={t:g}", rows[f"T={t:g}"])
     if args.json:
         from rtaug.fileio import atomic_write_json
 
-        atomic_write_json(args.json, {"args": {k: str(v) for k, v in vars(args).items()},
-                                      "temperatures": {str(t): r for t, r in rows.items()}})
+        atomic_write_json(args.json, {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows})
     return 0
+
+
+def _print(name: str, r: dict) -> None:
+    by = r["error_by_steps_back"]
+    print(f"{name}: error {r['mean_error']:.2f} (1 back {by.get(1, float('nan')):.2f}, "
+          f"{max(by)} back {by[max(by)]:.2f}), Spearman(Γ, error) {r['spearman_reliability_error']:.2f}, "
+          f"at velocity clip {r['at_velocity_clip']:.1%}, s-to-s' {r['state_step']:.2f} "
+          f"(real {r['real_state_step']:.2f}), actions at ±1 {r['actions_at_bound']:.1%}", flush=True)
 
 
 if __name__ == "__main__":
