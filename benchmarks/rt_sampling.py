@@ -66,11 +66,13 @@ def measure(path: Path, task: str) -> dict:
 
 
 def generate(dataset: Path, model: Path, out: Path, temperature: float, trajectories: int, max_length: int, seed: int):
+    """`rtaug augment`'s generation (its defaults otherwise) with the heads' noise scaled by `temperature`."""
     import jax
     import jax.numpy as jnp
 
     import rtaug.generate.model as rt_model
-    from rtaug.cli import main
+    from rtaug.experiments.stages import augment_file
+    from rtaug.generate.generation import GenerationConfig
 
     def scaled(head, key):  # the heads' Gaussian, its noise scaled by the temperature
         mean, log_std = jnp.split(head, 2, axis=-1)
@@ -80,14 +82,11 @@ def generate(dataset: Path, model: Path, out: Path, temperature: float, trajecto
     original = rt_model._gaussian_sample
     rt_model._gaussian_sample = scaled  # read when generation is traced, so each run compiles its own
     try:
-        rc = main(["augment", "--dataset", str(dataset), "--model", str(model), "--out", str(out),
-                   "--num-trajectories", str(trajectories), "--max-length", str(max_length), "--seed", str(seed),
-                   "--overwrite", "--no-progress"])
+        augment_file(dataset, model, out, GenerationConfig(num_trajectories=trajectories, max_length=max_length,
+                                                           seed=seed), progress=False)
     finally:
         rt_model._gaussian_sample = original
         jax.clear_caches()
-    if rc:
-        sys.exit(rc)
 
 
 def main(argv=None) -> int:

@@ -235,25 +235,16 @@ def measure_references(task, sac_dir, seed: int = 0, episodes: int = 100, progre
     """Random (uniform actions in [-1, 1]) and expert (the final actor of the SAC run in `sac_dir`,
     its mean action) returns over `episodes` episodes each, with standard errors; `converged`
     says whether both are under 1% of their gap (the maze references' rule)."""
-    import json
-
-    from rtaug.collect.sac import SACConfig, load_actor, make_actor_policy, read_curve
+    from rtaug.collect.sac import SACConfig, finished_run, load_actor, make_actor_policy
     from rtaug.envs.locomotion import rollout, versions
     from rtaug.envs.registry import get_task
     from rtaug.evaluate import random_policy
 
     task = get_task(task, "mujoco", "locomotion references")
     run_dir = Path(sac_dir)
-    if not (run_dir / "run.json").exists():
-        raise FileNotFoundError(f"{run_dir}: no SAC run here (run.json); make one with "
-                                f"`rtaug collect {task.env}-expert --sac-dir {run_dir} --out ...`")
-    info = json.loads((run_dir / "run.json").read_text())
+    info, curve = finished_run(run_dir)  # its final actor is the expert
     if info["config"]["env_id"] != task.recipe.env_id:
         raise ValueError(f"{run_dir}: a SAC run on {info['config']['env_id']}, not {task.recipe.env_id}")
-    curve = read_curve(run_dir)
-    if not curve or curve[-1]["step"] != info["total_steps"]:
-        raise ValueError(f"{run_dir}: the SAC run has not finished ({curve[-1]['step'] if curve else 0} of "
-                         f"{info['total_steps']} steps); its final actor is the expert")
     config = SACConfig(**{**info["config"], "hidden": tuple(info["config"]["hidden"])})
     expert_step = int(curve[-1]["step"])
     res = {}

@@ -355,30 +355,30 @@ def read_curve(run_dir) -> list[dict]:
     return _read_rows(Path(run_dir) / "curve.csv", max_step=2**62)
 
 
-def finished_run(run_dir, config: SACConfig) -> dict:
-    """The run.json of the SAC run in `run_dir`, checked to be `config`'s run (the same settings,
-    budget and simulator versions) and finished; a ValueError says what is missing or differs."""
+def finished_run(run_dir, config: SACConfig | None = None) -> tuple[dict, list[dict]]:
+    """The run.json and learning curve of the finished SAC run in `run_dir`; with `config`, checked
+    to be that config's run (the same settings, budget and simulator versions). A ValueError says
+    what is missing, differs or is unfinished."""
     from rtaug.envs.locomotion import versions
 
     run_dir = Path(run_dir)
     if not (run_dir / "run.json").is_file() or not (run_dir / CHECKPOINT).is_file():
         raise ValueError(f"{run_dir}: no SAC run here (run.json and {CHECKPOINT}; `rtaug collect --sac-dir` makes one)")
     info = json.loads((run_dir / "run.json").read_text())
-    want = {f.name: getattr(config, f.name) for f in fields(config) if f.name != "total_steps"}
-    want["hidden"] = list(want["hidden"])
-    have = info.get("config", {})
-    diff = [f"{k} {have.get(k)!r} (wanted {v!r})" for k, v in want.items() if have.get(k) != v]
-    diff += [f"{k} {info.get(k)!r} (this machine has {v!r})" for k, v in versions().items() if info.get(k) != v]
-    if info.get("total_steps") != config.total_steps:
-        diff.append(f"total_steps {info.get('total_steps')!r} (wanted {config.total_steps})")
-    if diff:
-        raise ValueError(f"{run_dir}: another SAC run: {'; '.join(diff)}")
+    if config is not None:
+        have = info.get("config", {})
+        diff = [f"{k} {have.get(k)!r} (wanted {v!r})" for k, v in _config_json(config).items() if have.get(k) != v]
+        diff += [f"{k} {info.get(k)!r} (this machine has {v!r})" for k, v in versions().items() if info.get(k) != v]
+        if info.get("total_steps") != config.total_steps:
+            diff.append(f"total_steps {info.get('total_steps')!r} (wanted {config.total_steps})")
+        if diff:
+            raise ValueError(f"{run_dir}: another SAC run: {'; '.join(diff)}")
     curve = read_curve(run_dir)
     done = curve[-1]["step"] if curve else 0
-    if done != config.total_steps:
-        raise ValueError(f"{run_dir}: the SAC run has not finished ({done} of {config.total_steps} steps); "
+    if done != info.get("total_steps"):
+        raise ValueError(f"{run_dir}: the SAC run has not finished ({done} of {info.get('total_steps')} steps); "
                          "resume it with the `rtaug collect` that started it")
-    return info
+    return info, curve
 
 
 def copy_run(src, dst) -> None:
@@ -386,8 +386,8 @@ def copy_run(src, dst) -> None:
     chunks and actors as hard links where the filesystem allows (a run replaces those files by
     rename, never in place, so resuming the source leaves the links as they were), the rest copied."""
     src, dst = Path(src), Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
     for name in ("run.json", "curve.csv"):
-        dst.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src / name, dst / name)
     for f in [src / CHECKPOINT, *(p for _, _, p in _chunks(src)), *sorted((src / "policies").glob("actor_*.msgpack"))]:
         target = dst / f.relative_to(src)
@@ -416,9 +416,16 @@ class SACRun:
 def _meta(config: SACConfig, obs_dim: int, act_dim: int) -> dict:
     from rtaug.envs.locomotion import versions
 
+    return {"format": FORMAT, "algo": "sac", "config": _config_json(config), "obs_dim": obs_dim, "act_dim": act_dim,
+            **versions()}
+
+
+def _config_json(config: SACConfig) -> dict:
+    """The settings a run is identified by, as its run.json stores them (the budget apart: a larger
+    one continues the run)."""
     cfg = {f.name: getattr(config, f.name) for f in fields(config) if f.name != "total_steps"}
     cfg["hidden"] = list(cfg["hidden"])
-    return {"format": FORMAT, "algo": "sac", "config": cfg, "obs_dim": obs_dim, "act_dim": act_dim, **versions()}
+    return cfg
 
 
 def _save_checkpoint(run_dir: Path, meta: dict, host: dict, state, key, sums) -> None:
