@@ -90,7 +90,7 @@ def generate(dataset: Path, model: Path, out: Path, temperature: float, trajecto
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="rt_sampling.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", type=Path, help="the model's D4RL-layout HDF5 data")
     p.add_argument("--model", type=Path, help="model directory (`rtaug train-model`'s)")
