@@ -10,7 +10,7 @@ each head's mean), then audits every generated row in the simulator (locomotion 
 apply a, distance to the written s') and prints, per T: the mean length and truncated share, the
 error overall and by steps back from the real state, Γ's rank correlation with the error, the share
 of rows whose state sits at the observation's velocity clip, how far s lies from s', and the share
-of action components at the action bounds. `--generated FILE` measures an augmented file already
+of action components at the action bounds (`--keep DIR` keeps the generated files). `--generated FILE` measures an augmented file already
 written (a sweep's `generated` stage) instead. A diagnostic: the temperature is not one of rtaug's
 settings (docs/locomotion.md has the walker2d figures).
 """
@@ -101,6 +101,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-length", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--keep", type=Path, metavar="DIR",
+                   help="keep the generated files, as DIR/T<temperature>.hdf5 (e.g. to train a learner on them)")
     args = p.parse_args(argv)
     if args.generated is None and (args.dataset is None or args.model is None):
         p.error("--dataset and --model are required unless --generated is given")
@@ -108,6 +110,8 @@ def main(argv=None) -> int:
     for what, path in zip(["--generated"] * len(paths) if args.generated else ["--dataset", "--model"], paths):
         if not path.exists():
             p.error(f"{what} {path}: does not exist")
+    if args.keep is not None and args.keep.exists() and not args.keep.is_dir():
+        p.error(f"--keep {args.keep}: exists and is not a directory")
     if any(t < 0 for t in args.temperatures):
         p.error(f"--temperatures: must be ≥ 0, got {args.temperatures}")
     from rtaug.envs.registry import get_task
@@ -123,8 +127,10 @@ def main(argv=None) -> int:
             _print(str(path), rows[str(path)])
     else:
         with tempfile.TemporaryDirectory(prefix="rt-sampling-") as tmp:
+            where = Path(tmp) if args.keep is None else args.keep
+            where.mkdir(parents=True, exist_ok=True)
             for t in args.temperatures:
-                out = Path(tmp) / f"T{t}.hdf5"
+                out = where / f"T{t:g}.hdf5"
                 generate(args.dataset, args.model, out, t, args.trajectories, args.max_length, args.seed)
                 rows[f"T={t:g}"] = measure(out, args.task)
                 _print(f"T={t:g}", rows[f"T={t:g}"])

@@ -26,9 +26,13 @@ def test_steps_back_counts_from_the_join():
     (["--task", "walker2d-medium-replay", "--generated", "/nonexistent.hdf5"], "--generated /nonexistent.hdf5: does not exist"),
     (["--task", "walker2d-medium-replay", "--dataset", "{tmp}", "--model", "{tmp}", "--temperatures", "-1"],
      "--temperatures: must be ≥ 0"),
+    (["--task", "walker2d-medium-replay", "--dataset", "{tmp}", "--model", "{tmp}", "--keep", "{tmp}/file"],
+     "--keep {tmp}/file: exists and is not a directory"),
     (["--task", "maze2d-umaze-sparse", "--generated", "{tmp}"], "--task: task 'maze2d-umaze-sparse': rt_sampling supports mujoco"),
 ])
 def test_bad_input_is_refused_in_one_line(argv, message, tmp_path, capsys):
+    (tmp_path / "file").write_text("not a directory")
+    message = message.replace("{tmp}", str(tmp_path))
     with pytest.raises(SystemExit) as exit_:
         rt_sampling.main([a.replace("{tmp}", str(tmp_path)) for a in argv])
     assert exit_.value.code == 2
