@@ -82,18 +82,18 @@ def test_describe_gives_d4rl_sizes_and_says_when_references_are_missing(tmp_path
 
     rng = np.random.default_rng(2)
     n = 20
-    obs = rng.normal(size=(n, 17)).astype(np.float32)
-    a = {"observations": obs, "next_observations": obs, "actions": rng.uniform(-1, 1, (n, 6)).astype(np.float32),
+    obs = rng.normal(size=(n, 11)).astype(np.float32)
+    a = {"observations": obs, "next_observations": obs, "actions": rng.uniform(-1, 1, (n, 3)).astype(np.float32),
          "rewards": np.ones(n, np.float32), "terminals": np.zeros(n, bool), "timeouts": np.zeros(n, bool)}
     a["timeouts"][[9, 19]] = True
-    save_hdf5(Dataset.from_arrays(a, metadata={"task": "halfcheetah-medium-replay"}), tmp_path / "h.hdf5")
+    save_hdf5(Dataset.from_arrays(a, metadata={"task": "hopper-medium-replay"}), tmp_path / "h.hdf5")
     d = describe_file(tmp_path / "h.hdf5")
-    assert d["d4rl_size"] == {"episodes": 202, "steps": 202_000}
-    assert d["normalized"] is None  # this simulator's halfcheetah references are not measured yet
-    assert d["normalized_d4rl"]["mean"] == pytest.approx(100 * (10 + 280.178953) / (12135.0 + 280.178953))
+    assert d["d4rl_size"] == {"episodes": 2_040, "steps": 402_000}
+    assert d["normalized"] is None  # this simulator's hopper references are not stored (its SAC expert did not converge)
+    assert d["normalized_d4rl"]["mean"] == pytest.approx(100 * (10 + 20.272305) / (3234.3 + 20.272305))
     text = format_description(d)
-    assert "normalized (this simulator's references): – (no references for halfcheetah-medium-replay)" in text
-    assert "D4RL's file of this dataset: 202 episodes, 202,000 steps" in text
+    assert "normalized (this simulator's references): – (no references for hopper-medium-replay)" in text
+    assert "D4RL's file of this dataset: 2,040 episodes, 402,000 steps" in text
 
 
 def test_describe_refuses_bad_input_in_one_line(tmp_path, capsys):

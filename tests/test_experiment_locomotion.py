@@ -1,6 +1,6 @@
 """`rtaug run` on a locomotion task: a `sac` stage per environment (shared by its four datasets),
 `data` cut out of it, the task's evaluation protocol, scores without this simulator's references
-(halfcheetah: its SAC has not been run, so none are stored)
+(hopper: its SAC expert did not converge, so none are stored)
 reported D4RL-normalised and raw; a rerun reuses every stage."""
 
 import csv
@@ -15,7 +15,7 @@ from rtaug.experiments.config import ConfigError, build
 from rtaug.experiments.run import plan, run_experiment
 
 TINY_LOCO = {
-    "task": "halfcheetah-medium-replay", "seeds": [0], "protocol": "test",
+    "task": "hopper-medium-replay", "seeds": [0], "protocol": "test",
     "data": {"recipe": {"sac_steps": 600, "learning_starts": 200, "eval_every": 300, "eval_episodes": 2,
                         "hidden": [16, 16], "batch_size": 16, "checkpoint_every": 300,
                         "max_episode_steps": 100}},
@@ -85,8 +85,8 @@ def test_a_tiny_locomotion_run_end_to_end_then_reused(tmp_path):
     assert row["episodes"] == 2 and row["normalized_mean"] is None and row["normalized_d4rl_mean"] is not None
     assert result["summary"]["normalized"] is None and result["summary"]["return"]["mean"] == row["return_mean"]
     assert [p["step"] for p in row["curve"]] == [10, 20] and "normalized_mean" not in row["curve"][0]
-    assert result["references"]["measured"] is False and "rtaug reference halfcheetah" in result["references"]["command"]
-    assert any("normalized: – (this simulator's references are not measured yet; `rtaug reference halfcheetah-medium "
+    assert result["references"]["measured"] is False and "rtaug reference hopper" in result["references"]["command"]
+    assert any("normalized: – (this simulator's references are not measured yet; `rtaug reference hopper-medium "
                f"--sac-dir {sac_dir}/sac` measures them)" in line for line in lines)
     again = run_experiment(build(TINY_LOCO), tmp_path / "run", cache=tmp_path / "cache", progress=False,
                            printer=lambda *_: None)
@@ -97,7 +97,7 @@ def test_a_tiny_locomotion_run_end_to_end_then_reused(tmp_path):
     assert rows[0]["mean"] == "" and float(rows[0]["d4rl_mean"]) == pytest.approx(row["normalized_d4rl_mean"], abs=1e-3)
     # the run's SAC stage (in the cache, not under the run directory): its curve and where medium was cut
     md = (tmp_path / "report" / "report.md").read_text()
-    assert "## SAC runs" in md and f"`{sac_dir / 'sac'}`" in md and "| HalfCheetah-v5 | 0 | 600 / 600 |" in md
+    assert "## SAC runs" in md and f"`{sac_dir / 'sac'}`" in md and "| Hopper-v5 | 0 | 600 / 600 |" in md
     assert (tmp_path / "report" / "sac.png").stat().st_size > 1000
 
     # the same SAC run given as data.sac_dir (as `rtaug collect --sac-dir` leaves one) to a fresh cache:
