@@ -224,3 +224,19 @@ def test_a_sweep_runs_on_ray_reusing_the_cache_and_writes_every_cell(tiny_experi
     assert bc["generator"] == "none"
     assert [s["stage"] for s in bc["stages"] if not s["cached"]] == ["policy", "evaluation", "policy", "evaluation"]
     assert "2 of 2 cells finished" in lines[-1]
+
+
+def test_the_papers_numbers_are_keyed_by_real_tasks_and_methods():
+    """A typo in a PAPER key would silently leave the report's paper column empty for that row."""
+    from rtaug.envs.registry import task_names
+    from rtaug.experiments.report import PAPER, table_rows
+
+    assert all(task in task_names() and method in {"bcq", "cql", "iql", "rt+bcq", "ft+bcq"} for task, method in PAPER)
+    # Table 1's three locomotion rows, as the paper prints them (shared/paper/RESULTS.md)
+    assert [PAPER[("walker2d-medium-replay", m)] for m in ("bcq", "cql", "iql", "rt+bcq")] == [16.8, 15.8, 74.9, 70.3]
+    assert {t for t, _ in PAPER if not t.startswith("maze2d")} == {
+        "hopper-medium-replay", "walker2d-medium-replay", "halfcheetah-medium-replay"}
+    summary = {"normalized": None, "normalized_d4rl": {"mean": 9.8}}
+    row = table_rows([{"task": "walker2d-medium-replay", "label": "rt+bcq", "seeds": [0], "summary": summary,
+                       "config": {"protocol": "cpu"}, "learner_steps": 30000}])[0]
+    assert (row["paper_d4rl"], row["mean"], row["d4rl_mean"]) == (70.3, None, 9.8)

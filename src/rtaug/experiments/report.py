@@ -36,6 +36,12 @@ PAPER = {
     ("maze2d-umaze-sparse", "cql"): 19.1, ("maze2d-umaze-sparse", "iql"): 20.1,
     ("maze2d-medium-sparse", "cql"): 14.6, ("maze2d-medium-sparse", "iql"): 10.6,
     ("maze2d-large-sparse", "cql"): 17.2, ("maze2d-large-sparse", "iql"): 19.3,
+    ("hopper-medium-replay", "bcq"): 33.3, ("hopper-medium-replay", "cql"): 30.6,
+    ("hopper-medium-replay", "iql"): 96.8, ("hopper-medium-replay", "rt+bcq"): 99.3,
+    ("walker2d-medium-replay", "bcq"): 16.8, ("walker2d-medium-replay", "cql"): 15.8,
+    ("walker2d-medium-replay", "iql"): 74.9, ("walker2d-medium-replay", "rt+bcq"): 70.3,
+    ("halfcheetah-medium-replay", "bcq"): 39.2, ("halfcheetah-medium-replay", "cql"): 40.7,
+    ("halfcheetah-medium-replay", "iql"): 45.1, ("halfcheetah-medium-replay", "rt+bcq"): 47.0,
 }
 
 CSV_COLUMNS = ["task", "method", "n_seeds", "mean", "std", "iqm", "ci_low", "ci_high", "protocol", "commit",
