@@ -55,7 +55,7 @@ LEARNERS = {"td3bc": td3bc}
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="learning_curve.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", help="the dataset (rtaug / D4RL HDF5)")
     p.add_argument("--task", required=True, help="the task whose simulator and references score the policy")
@@ -74,6 +74,8 @@ def main(argv=None) -> int:
         p.error(f"{args.data}: no such file")
     if Path(args.json).is_dir():
         p.error(f"--json {args.json}: is a directory")
+    if Path(args.json).resolve() == Path(args.data).resolve():
+        p.error(f"--json {args.json}: is the dataset; the curve would be written onto its input")
 
     from rtaug.envs.registry import get_task
 
