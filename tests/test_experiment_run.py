@@ -17,7 +17,7 @@ from conftest import TINY_EXPERIMENT  # noqa: E402
 from rtaug.cli import main  # noqa: E402
 from rtaug.experiments.config import ConfigError, build  # noqa: E402
 from rtaug.experiments.run import Log, execute, plan, run_experiment  # noqa: E402
-from rtaug.experiments.report import CSV_COLUMNS  # noqa: E402
+from rtaug.experiments.report import CSV_COLUMNS, generated_share  # noqa: E402
 
 TINY = TINY_EXPERIMENT
 
@@ -69,6 +69,7 @@ def test_fig2_runs_train_on_generated_trajectories_only_from_repeated_starts(tin
     policy = next(s for s in res["stages"] if s["stage"] == "policy")
     train_rows = json.loads((Path(policy["path"]) / "stage.json").read_text())["train_rows"]
     assert train_rows == made["generated_rows"] + made["copied_rows"] < made["input_rows"]
+    assert generated_share(res) == pytest.approx(made["generated_rows"] / train_rows)  # no real rows trained on
     with pytest.raises(ConfigError, match="learner.data: 'generated' needs a generator"):
         build(TINY, ["generator.kind=none", "learner.data=generated"])
 
@@ -135,8 +136,12 @@ def test_report_writes_the_table_csv_and_figures(tiny_experiment, capsys):
     assert (d / "report" / "generated-maze2d-umaze-sparse-rt-bc.png").stat().st_size > 1000  # over the walls
     for png in ("curves.png", "scores.png", "lengths.png"):
         assert (d / "report" / png).stat().st_size > 1000, png
-    gamma = float(md.split("| rt+bc | ")[-1].split(" | ")[4])  # the evidence row's mean Γ
+    evidence = md.split("| rt+bc | ")[-1].split(" | ")
+    gamma = float(evidence[5])  # the evidence row's mean Γ
     assert 0 < gamma <= result["evidence"]["generation"]["alpha"]
+    made = result["evidence"]["generation"]
+    share = made["generated_rows"] / (made["generated_rows"] + made["copied_rows"] + made["input_rows"])
+    assert evidence[1] == f"{100 * share:.1f}% (suffix)"  # generated rows among what the learner samples
     # named files, for docs/results/
     assert main(["report", str(d / "run"), "--out", str(d / "docs"), "--name", "table2"]) == 0
     assert (d / "docs" / "table2.csv").read_text() == (d / "report" / "results.csv").read_text()

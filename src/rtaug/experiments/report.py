@@ -122,17 +122,20 @@ def to_markdown(results: list[dict], rows: list[dict], images: list[str], title:
     lines += ["## Evidence behind each run", "",
               "Generated rows: transitions kept, mean length (of at most L), share of trajectories truncated by "
               "Γ > α, α, the mean cumulative reliability Γ of the generated rows (an error: lower is more "
-              "reliable); audit: the simulator's error on generated transitions (reset to s, apply a, distance "
+              "reliable); share: generated rows among the rows the learner trains on (Eq. 11's merge=suffix adds a "
+              "copy of each trajectory's real suffix, so on long episodes generated rows are a small part); audit: the simulator's error on generated transitions (reset to s, apply a, distance "
               "to the written s′) and how many cross a wall. Stage times: this machine, the stage computed "
               "(cached stages show the time of the run that built them).", "",
-              "| task | method | generated | mean length | truncated | α | mean Γ (gen.) | sim. error (gen.) "
-              "| wall rate (gen.) | compute (s) | stages (s) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| task | method | generated | share | mean length | truncated | α | mean Γ (gen.) | sim. error (gen.) "
+              "| wall rate (gen.) | compute (s) | stages (s) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         g = (r.get("evidence") or {}).get("generation") or {}
         a = ((r.get("evidence") or {}).get("audit") or {}).get("generated") or {}
         stages = ", ".join(f"{s['stage']} {s['wall_s']:.0f}" for s in r["stages"] if s.get("wall_s") is not None)
+        share = generated_share(r)
+        share = "–" if share is None else f"{100 * share:.1f}% ({g.get('merge', '?')})"
         lines.append(
-            f"| {r['task']} | {r['label']} | {g.get('generated_transitions', '–')} | "
+            f"| {r['task']} | {r['label']} | {g.get('generated_transitions', '–')} | {share} | "
             f"{_f(g.get('mean_length'), '.2f')} of {g.get('max_length', '–')} | "
             f"{_f(100 * g['truncated_fraction'] if 'truncated_fraction' in g else None)}% | {_f(g.get('alpha'), '.3g')} | "
             f"{_f(r.get('_gamma_mean'), '.3g')} | {_f(a.get('mean_error'), '.3g')} | {_f(a.get('wall_rate'), '.3f')} | {_f(r.get('compute_s'), '.0f')} | {stages} |")
@@ -146,6 +149,20 @@ def to_markdown(results: list[dict], rows: list[dict], images: list[str], title:
     lines += ["", "Each run's config as run: `config` in its result.json; runs: "
               + ", ".join(f"`{r['_path']}`" for r in results), ""]
     return "\n".join(lines)
+
+
+def generated_share(result: dict) -> float | None:
+    """Fraction of the rows a run's learner trains on that are generated: what a uniform batch sees.
+
+    With merge=suffix each kept trajectory brings a copy of its real suffix, so on 1,000-step
+    episodes (halfcheetah) the generated rows are ~1% of the training file however many were made.
+    """
+    g = (result.get("evidence") or {}).get("generation") or {}
+    if "generated_rows" not in g:
+        return None
+    only_generated = ((result.get("config") or {}).get("learner") or {}).get("data") == "generated"
+    total = g["generated_rows"] + g.get("copied_rows", 0) + (0 if only_generated else g.get("input_rows", 0))
+    return g["generated_rows"] / total if total else None
 
 
 def generated_gamma(result: dict) -> float | None:
@@ -567,5 +584,5 @@ def write_report(root, out=None, printer=print, name: str | None = None) -> Path
     return md_path
 
 
-__all__ = ["write_report", "write_tensorboard", "find_results", "table_rows", "to_csv", "to_markdown", "PAPER", "CSV_COLUMNS",
+__all__ = ["write_report", "write_tensorboard", "find_results", "table_rows", "generated_share", "to_csv", "to_markdown", "PAPER", "CSV_COLUMNS",
            "find_sac_runs", "sac_rows", "plot_sac", "SAC_CSV_COLUMNS"]
