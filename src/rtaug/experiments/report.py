@@ -123,7 +123,8 @@ def to_markdown(results: list[dict], rows: list[dict], images: list[str], title:
               "Generated rows: transitions kept, mean length (of at most L), share of trajectories truncated by "
               "Γ > α, α, the mean cumulative reliability Γ of the generated rows (an error: lower is more "
               "reliable); share: generated rows among the rows the learner trains on (Eq. 11's merge=suffix adds a "
-              "copy of each trajectory's real suffix, so on long episodes generated rows are a small part); audit: the simulator's error on generated transitions (reset to s, apply a, distance "
+              "copy of each trajectory's real suffix, so on long episodes generated rows are a small part); "
+              "audit: the simulator's error on generated transitions (reset to s, apply a, distance "
               "to the written s′) and how many cross a wall. Stage times: this machine, the stage computed "
               "(cached stages show the time of the run that built them).", "",
               "| task | method | generated | share | mean length | truncated | α | mean Γ (gen.) | sim. error (gen.) "
@@ -133,9 +134,9 @@ def to_markdown(results: list[dict], rows: list[dict], images: list[str], title:
         a = ((r.get("evidence") or {}).get("audit") or {}).get("generated") or {}
         stages = ", ".join(f"{s['stage']} {s['wall_s']:.0f}" for s in r["stages"] if s.get("wall_s") is not None)
         share = generated_share(r)
-        share = "–" if share is None else f"{100 * share:.1f}% ({g.get('merge', '?')})"
+        share_cell = "–" if share is None else f"{100 * share:.1f}% ({g.get('merge', '?')})"
         lines.append(
-            f"| {r['task']} | {r['label']} | {g.get('generated_transitions', '–')} | {share} | "
+            f"| {r['task']} | {r['label']} | {g.get('generated_transitions', '–')} | {share_cell} | "
             f"{_f(g.get('mean_length'), '.2f')} of {g.get('max_length', '–')} | "
             f"{_f(100 * g['truncated_fraction'] if 'truncated_fraction' in g else None)}% | {_f(g.get('alpha'), '.3g')} | "
             f"{_f(r.get('_gamma_mean'), '.3g')} | {_f(a.get('mean_error'), '.3g')} | {_f(a.get('wall_rate'), '.3f')} | {_f(r.get('compute_s'), '.0f')} | {stages} |")
