@@ -41,10 +41,13 @@ class Critics(nn.Module):
         lead = jnp.broadcast_shapes(obs.shape[:-1], act.shape[:-1])
         obs = jnp.broadcast_to(obs, lead + obs.shape[-1:])
         act = jnp.broadcast_to(act, lead + act.shape[-1:])
-        x = jnp.concatenate([obs, act], axis=-1)
+        # Rows flattened to one axis: XLA's CPU dot on a 2-D operand is ~11% faster than on
+        # (B, N, d) (CQL's critic step, one core: 198 ms against 222; docs/learners.md).
+        x = jnp.concatenate([obs, act], axis=-1).reshape(-1, obs.shape[-1] + act.shape[-1])
         ensemble = nn.vmap(MLP, variable_axes={"params": 0}, split_rngs={"params": True},
                            in_axes=None, out_axes=0, axis_size=self.n)
-        return ensemble(self.hidden, 1, weight_init=self.weight_init, name="q")(x)[..., 0]  # (n, ...)
+        q = ensemble(self.hidden, 1, weight_init=self.weight_init, name="q")(x)[..., 0]
+        return q.reshape((self.n,) + lead)  # (n, ...)
 
 
 def first_critic(hidden: Sequence[int], critic_params, obs, act):
