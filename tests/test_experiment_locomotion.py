@@ -53,6 +53,34 @@ def test_bad_locomotion_configs_are_refused_by_key(values, message):
     assert str(err.value).startswith(message)
 
 
+@pytest.mark.parametrize("values, message", [
+    ({"task": "hopper-medium", "generator": {"kind": "rt", "relabel": "oracle"}},
+     "generator.relabel: 'oracle' is not one of model, simulator"),
+    ({"task": "hopper-medium", "generator": {"relabel": "simulator"}},
+     "generator.relabel: 'simulator' needs a generator"),
+    ({"task": "maze2d-umaze-sparse", "generator": {"kind": "rt", "relabel": "simulator"}},
+     "generator.relabel: 'simulator' is for locomotion tasks, not maze2d-umaze-sparse"),
+])
+def test_bad_relabel_settings_are_refused_by_key(values, message):
+    with pytest.raises(ConfigError) as err:
+        build(values)
+    assert str(err.value).startswith(message)
+
+
+def test_relabelled_rows_sit_between_generation_and_the_learner():
+    """`generator.relabel=simulator` adds one stage after `generated`: the policies and the audit
+    read it, the sequence model and the generation are the ones RT's run uses (shared keys)."""
+    rt = plan(build({"task": "hopper-medium", "generator": {"kind": "rt"}, "seeds": [0]}))
+    re = plan(build({"task": "hopper-medium", "generator": {"kind": "rt", "relabel": "simulator"}, "seeds": [0]}))
+    names = [s.name for s in re.stages]
+    assert names == ["sac", "data", "model", "generated", "relabelled", "audit", "policy", "evaluation"]
+    by = {s.name: s for s in re.stages}
+    assert [s.key for s in re.stages[:4]] == [s.key for s in rt.stages[:4]]
+    assert by["relabelled"].deps["generated"] is by["generated"]
+    assert by["policy"].deps["dataset"] is by["relabelled"] and by["audit"].deps["generated"] is by["relabelled"]
+    assert re.config.label == "rt-relabelled+iql" and rt.config.label == "rt+iql"
+
+
 def _sac_config(cfg):
     from rtaug.collect.locomotion import sac_settings
     from rtaug.envs.registry import get_task

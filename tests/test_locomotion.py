@@ -164,6 +164,45 @@ def test_generated_rows_get_their_true_error(random_data):
     assert g["reward_agreement"] == 0.0 and g["reward_mean_abs_error"] == pytest.approx(0.5, abs=1e-3)
 
 
+def test_relabelled_rows_take_the_simulators_outcome_and_keep_the_penalty(random_data, tmp_path):
+    """`relabel_locomotion_file`: generated rows with wrong next states, rewards and terminals come
+    out auditing at float32 precision, their rewards the true ones minus RT's penalty β·s·Γ/α;
+    states, actions, Γ and the real rows are the input's, and the input file is not written."""
+    from rtaug.envs.locomotion_audit import relabel_locomotion_file
+
+    real = random_data.subset(np.arange(500))
+    rng = np.random.default_rng(1)
+    shift = rng.normal(0.0, 0.1, real.next_observations.shape).astype(np.float32)
+    gamma = rng.uniform(0.0, 2.0, 500).astype(np.float32)
+    gen = Dataset(observations=real.observations, actions=real.actions, rewards=real.rewards + 0.5,
+                  terminals=~real.terminals, timeouts=real.timeouts, next_observations=real.next_observations + shift,
+                  infos={k: v[::-1].copy() for k, v in real.infos.items()}, generated=np.ones(500, bool),
+                  reliability=gamma, metadata={"generator": {"beta": 0.5, "alpha": 2.0, "reward_scale": 1.0}})
+    src, out = tmp_path / "aug.hdf5", tmp_path / "relabelled.hdf5"
+    save_hdf5(real.concat(gen), src)
+    before = src.read_bytes()
+    made = relabel_locomotion_file(src, out, "hopper-medium", progress=False)
+    assert src.read_bytes() == before
+    assert made["relabelled_rows"] == 500 and made["mean_error_before"] > 0.1
+    new = load_hdf5(out)
+    for key in ("observations", "actions", "rewards", "terminals", "next_observations"):
+        np.testing.assert_array_equal(getattr(new, key)[:500], getattr(real, key))  # real rows untouched
+    np.testing.assert_array_equal(new.observations[500:], real.observations)
+    np.testing.assert_array_equal(new.reliability[500:], gamma)
+    np.testing.assert_allclose(new.next_observations[500:], real.next_observations, atol=1e-4)
+    np.testing.assert_allclose(new.rewards[500:], real.rewards - 0.25 * gamma, atol=1e-4)
+    np.testing.assert_array_equal(new.terminals[500:], real.terminals)
+    assert new.metadata["relabelled"]["rows"] == 500
+    res = audit_locomotion_dataset(new, "hopper-medium")["generated"]
+    assert res["max_error"] < 1e-4 and res["reward_agreement"] == 1.0 and res["terminal_agreement"] == 1.0
+    save_hdf5(real, tmp_path / "plain.hdf5")
+    with pytest.raises(ValueError, match="plain.hdf5: key 'generated': the file marks no generated rows"):
+        relabel_locomotion_file(tmp_path / "plain.hdf5", tmp_path / "x.hdf5", "hopper-medium", progress=False)
+    with pytest.raises(ValueError, match="must be another file"):
+        relabel_locomotion_file(src, src, "hopper-medium", progress=False)
+    assert not (tmp_path / "x.hdf5").exists() and src.read_bytes() == before
+
+
 def test_audit_and_eval_commands(random_data, tmp_path, capsys):
     save_hdf5(random_data, tmp_path / "h.hdf5")
     out = tmp_path / "audit.json"

@@ -10,7 +10,7 @@ import numpy as np
 
 from rtaug.envs import boxball as bb
 
-__all__ = ["audit_boxball_transitions", "audit_boxball_trajectories", "reward_check", "boxball_reward",
+__all__ = ["audit_boxball_transitions", "audit_boxball_trajectories", "reward_check", "penalty_scale", "boxball_reward",
            "audit_dataset_file"]
 
 
@@ -91,6 +91,16 @@ def boxball_reward(next_obs) -> np.ndarray:
     return np.all(np.round(np.asarray(next_obs, np.float64)) == np.asarray(bb.GOAL), axis=-1).astype(np.float64)
 
 
+def penalty_scale(dataset) -> float | None:
+    """β·s/α of the generator that wrote `dataset` (RT's penalty is this times Γ, Eq. 6), or None
+    when its metadata does not record them."""
+    gen = (dataset.metadata or {}).get("generator") or {}
+    try:
+        return float(gen["beta"]) * float(gen.get("reward_scale", 1.0)) / float(gen["alpha"])
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+
+
 def reward_check(dataset, mask, true_reward, tol: float, penalised: bool) -> dict:
     """A file's rewards against the task's reward of each row's next state, where the task's
     reward is a function of it. Generated rows carry RT's penalty r̂ − β·s·Γ/α (Eq. 6); it is
@@ -100,11 +110,9 @@ def reward_check(dataset, mask, true_reward, tol: float, penalised: bool) -> dic
     if not mask.any():
         return {}
     r = dataset.rewards[mask].astype(np.float64)
-    gen = (dataset.metadata or {}).get("generator") or {}
     if penalised:
-        try:
-            scale = float(gen["beta"]) * float(gen.get("reward_scale", 1.0)) / float(gen["alpha"])
-        except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        scale = penalty_scale(dataset)
+        if scale is None:
             return {"reward_check": "skipped: the file records no β / α of its generator"}
         r = r + scale * dataset.reliability[mask].astype(np.float64)
     true = true_reward(dataset.next_observations[mask])

@@ -11,15 +11,22 @@ halfcheetah leave the root's x out of the observation and their dynamics and rew
 depend on it; qvel = observation[nq−1:]. Hopper's and walker2d's observations clip velocities at
 ±10, so a state with a faster joint is not restorable from its observation alone (the infos are).
 Real rows come back at float32 precision (≈ 1e-7); a generated row gets its true error.
+
+`relabel_locomotion_file` writes the audit's answer back, as a diagnostic: the generated rows keep
+their states and actions but take the simulator's next state, reward and termination, so a
+learner trained on them separates the model's errors from where its rows are.
 """
 from __future__ import annotations
+
+import json
 
 import numpy as np
 from rtaug.progress import progress_bar
 
 from rtaug.envs.registry import get_task
 
-__all__ = ["audit_locomotion_dataset", "audit_locomotion_file", "audit_locomotion_transitions"]
+__all__ = ["audit_locomotion_dataset", "audit_locomotion_file", "audit_locomotion_transitions",
+           "relabel_locomotion_file"]
 
 _STATE_TOLERANCE = 1e-4  # stored state vs the row's float32 observation (as the maze audit's)
 REWARD_TOLERANCE = 0.01  # per-step rewards are O(1); real rows agree to float32 precision
@@ -118,3 +125,60 @@ def audit_locomotion_file(path, task, json_out=None, progress: bool = True, real
 
     return audit_dataset_file(path, audit_locomotion_dataset, task, json_out=json_out, progress=progress,
                               real_rows=real_rows)
+
+
+def relabel_locomotion_file(path, out_path, task, progress: bool = True) -> dict:
+    """Copy an augmented file to `out_path` with every generated row's `next_observations`,
+    `rewards` and `terminals` replaced by what the simulator does from the row's (s, a).
+
+    RT's penalty stays (reward = true reward − β·s·Γ/α with the file's own Γ, β, s, α), so the
+    only change is the model's error: states, actions, Γ and every real row are the input's. A
+    trajectory of several generated steps no longer chains exactly (step k's true next state is
+    not step k+1's generated state); each row is a correct transition on its own, which is what
+    a learner samples. Rows restored from observations alone (generated rows have no simulator
+    state) carry hopper's and walker2d's velocity clip as the audit does (`at_velocity_clip`).
+    The input is never written; the output appears complete or not at all.
+    """
+    import shutil
+    from pathlib import Path
+
+    import h5py
+
+    from rtaug.data.hdf5 import METADATA_ATTR, load_hdf5
+    from rtaug.envs.audit import penalty_scale
+    from rtaug.fileio import replacing
+
+    task = get_task(task, "mujoco", "relabelling generated rows by the simulator")
+    path, out_path = Path(path), Path(out_path)
+    if path.resolve() == out_path.resolve():
+        raise ValueError(f"{path}: the relabelled file must be another file (the input is never written)")
+    data = load_hdf5(path)
+    task.check_dataset(data)
+    if data.generated is None or not data.generated.any():
+        raise ValueError(f"{path}: key 'generated': the file marks no generated rows to relabel")
+    scale = penalty_scale(data)
+    if scale is None:
+        raise ValueError(f"{path}: key '{METADATA_ATTR}': records no β / α of its generator, so RT's "
+                         "penalty cannot be kept")
+    rows = np.flatnonzero(data.generated)
+    res = audit_locomotion_transitions(task, data.observations[rows], data.actions[rows],
+                                       data.next_observations[rows], progress=progress, source=str(path))
+    new = {"next_observations": res["predicted_next"],
+           "rewards": res["reward"] - scale * data.reliability[rows].astype(np.float64),
+           "terminals": res["terminated"]}
+    with replacing(out_path) as tmp:
+        shutil.copyfile(path, tmp)
+        with h5py.File(tmp, "r+") as f:
+            for key, values in new.items():
+                if key not in f:
+                    raise ValueError(f"{path}: key '{key}': missing from the file")
+                column = f[key][()]
+                column.reshape(len(column), -1)[rows] = np.asarray(values).reshape(len(rows), -1)
+                f[key][...] = column
+            meta = data.metadata
+            meta["relabelled"] = {"by": "simulator", "rows": len(rows), "keys": sorted(new),
+                                  "mean_error_before": float(res["error"].mean())}
+            f.attrs[METADATA_ATTR] = json.dumps(meta)
+    return {"relabelled_rows": len(rows), "mean_error_before": float(res["error"].mean()),
+            "at_velocity_clip": float(res["at_velocity_clip"].mean()),
+            "terminals": int(res["terminated"].sum())}

@@ -260,6 +260,13 @@ class LocomotionTask(Task):
 
         return audit_locomotion_file(path, self, json_out=json_out, progress=progress, real_rows=real_rows)
 
+    def relabel_file(self, path, out_path, progress: bool = True) -> dict:
+        """A copy of an augmented file whose generated rows take the simulator's next state, reward
+        and termination (RT's penalty kept): the diagnostic `generator.relabel=simulator`."""
+        from rtaug.envs.locomotion_audit import relabel_locomotion_file
+
+        return relabel_locomotion_file(path, out_path, self, progress=progress)
+
     def measure_references(self, sac_dir, seed: int = 0, episodes: int = 100, progress: bool = True) -> dict:
         """Random (uniform actions) and expert (the SAC run's final actor) returns of this environment."""
         from rtaug.collect.locomotion import measure_references

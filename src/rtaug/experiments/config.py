@@ -35,6 +35,7 @@ from rtaug.ranges import COUNT, SEED, check_ranges, field_problem, ranged
 # RT's model with fixed lengths 3 / 5 and no truncation (Fig. 5); backward-mlp = a one-step
 # backward MLP rolled out by itself (Fig. 2).
 GENERATORS = ("none", "rt", "ft", "rt-f3", "rt-f5", "backward-mlp")
+RELABELS = ("model", "simulator")  # generator.relabel
 FIXED_LENGTH = {"rt-f3": 3, "rt-f5": 5}
 LEARNER_DATA = ("all", "generated")
 
@@ -83,6 +84,10 @@ class GeneratorConfig:
     # trajectories generated from each start state: generation draws num_trajectories start
     # states and samples each this many times (Fig. 2: 50 dataset trajectories, 10 samples each)
     samples_per_start: int = ranged(COUNT, 1)
+    # whose next state, reward and termination the generated rows carry: "model" (RT's, the paper)
+    # or "simulator" (a diagnostic, locomotion tasks: the same states and actions with the true
+    # outcome and RT's penalty; separates the model's errors from where its rows are)
+    relabel: str = "model"
 
     def __post_init__(self):
         check_ranges(self)
@@ -134,6 +139,8 @@ class ExperimentConfig:
         if self.name:
             return self.name
         gen = self.generator.kind
+        if self.generator.relabel != "model":
+            gen = f"{gen}-relabelled"
         return self.learner.algo if gen == "none" else f"{gen}+{self.learner.algo}"
 
 
@@ -342,6 +349,13 @@ def validate(cfg: ExperimentConfig) -> None:
             cfg.generator.generation.context_steps(window)
         except ValueError as exc:
             raise ConfigError(f"generator.generation.context: {exc}") from None
+    if cfg.generator.relabel not in RELABELS:
+        raise ConfigError(f"generator.relabel: {cfg.generator.relabel!r} is not one of {', '.join(RELABELS)}")
+    if cfg.generator.relabel == "simulator":
+        if cfg.generator.kind == "none":
+            raise ConfigError("generator.relabel: 'simulator' needs a generator (generator.kind is 'none')")
+        if task.family != "mujoco":
+            raise ConfigError(f"generator.relabel: 'simulator' is for locomotion tasks, not {cfg.task}")
     if cfg.generator.kind in FIXED_LENGTH and cfg.generator.generation.fixed_length not in (None, FIXED_LENGTH[cfg.generator.kind]):
         raise ConfigError(f"generator.generation.fixed_length: {cfg.generator.kind} generates exactly "
                           f"{FIXED_LENGTH[cfg.generator.kind]} steps, got {cfg.generator.generation.fixed_length}")
@@ -388,5 +402,5 @@ def dump_yaml(cfg: ExperimentConfig) -> str:
 
 
 __all__ = ["LEARNER_DATA", "ExperimentConfig", "DataConfig", "ModelConfig", "GeneratorConfig", "LearnerConfig",
-           "EvaluationConfig", "ConfigError", "GENERATORS", "build", "load", "read_yaml", "parse_override",
+           "EvaluationConfig", "ConfigError", "GENERATORS", "RELABELS", "build", "load", "read_yaml", "parse_override",
            "from_dict", "to_dict", "digest", "dump_yaml"]

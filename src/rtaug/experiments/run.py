@@ -4,7 +4,9 @@
                                  └─> mlp ─┘    └──> audit
 
 (trajectories: a maze's collection, shared by its -sparse and -dense tasks; data: the task's
-rewards; mlp: only for the backward-mlp generator, RT's model directory plus the one-step MLP.)
+rewards; mlp: only for the backward-mlp generator, RT's model directory plus the one-step MLP;
+with `generator.relabel=simulator`, a `relabelled` stage after `generated`, read by the policies
+and the audit in its place.)
 
 A locomotion task (hopper/walker2d/halfcheetah-*) starts with `sac` instead of `trajectories`:
 one SAC run per environment, keyed by the environment, its SACConfig and seed (not the dataset),
@@ -40,7 +42,8 @@ from rtaug.experiments.config import FIXED_LENGTH, ExperimentConfig, digest, dum
 from rtaug.fileio import atomic_write_bytes, atomic_write_json
 
 # Bump a stage's version when what it computes changes: its cached outputs are then recomputed.
-VERSIONS = {"sac": 1, "trajectories": 1, "data": 2, "model": 1, "mlp": 1, "generated": 1, "audit": 2, "policy": 1, "evaluation": 1}
+VERSIONS = {"sac": 1, "trajectories": 1, "data": 2, "model": 1, "mlp": 1, "generated": 1, "relabelled": 1, "audit": 2,
+            "policy": 1, "evaluation": 1}
 DONE = "stage.json"
 
 
@@ -224,6 +227,23 @@ def _generated_stage(cfg: ExperimentConfig, data: Stage, model: Stage) -> Stage:
     return _stage("generated", spec, {"data": data, "model": model}, compute, f"generated ({kind})")
 
 
+def _relabel_stage(cfg: ExperimentConfig, generated: Stage) -> Stage:
+    """`generator.relabel=simulator`: the generated file with its generated rows' next state, reward
+    and termination the simulator's (a diagnostic; the task's `relabel_file`)."""
+    def compute(work: Path, inputs, log):
+        from rtaug.envs.registry import get_task
+
+        made = get_task(cfg.task).relabel_file(inputs["generated"] / "data.hdf5", work / "data.hdf5",
+                                               progress=log.progress)
+        log(f"[relabel] {made['relabelled_rows']} generated rows take the simulator's next state, reward and "
+            f"termination (their mean error was {made['mean_error_before']:.3g})")
+        generation = json.loads((inputs["generated"] / DONE).read_text())["generation"]
+        return {"generation": generation, "relabel": made}
+
+    return _stage("relabelled", {"task": cfg.task, "by": "simulator"}, {"generated": generated}, compute,
+                  "generated rows relabelled by the simulator")
+
+
 # The audit stage replays every generated row and this many of the augmented file's real rows:
 # the real rows are the collected data (audited when collected) and Eq. 11's copies of them, 4M+
 # rows on maze2d-large, where replaying them all cost more than a policy; the sample still shows
@@ -365,6 +385,9 @@ def plan(cfg: ExperimentConfig) -> Plan:
             stages.append(model)
         generated = _generated_stage(cfg, data, model)
         stages.append(generated)
+        if cfg.generator.relabel == "simulator":
+            generated = _relabel_stage(cfg, generated)  # what the learner and the audit read
+            stages.append(generated)
         dataset = generated
         if cfg.evaluation.audit:
             audit = _audit_stage(cfg, generated)
@@ -526,6 +549,8 @@ def collect_result(p: Plan, cache, records: dict | None = None, wall_s: float | 
     evidence = {}
     if p.generated is not None:
         evidence["generation"] = rec(p.generated).get("generation")
+        if rec(p.generated).get("relabel") is not None:
+            evidence["relabel"] = rec(p.generated)["relabel"]
     if p.audit is not None:
         evidence["audit"] = rec(p.audit).get("audit")
     stages = [{"stage": s.name, "label": s.label, "key": s.key, "path": str(s.path(cache)),
