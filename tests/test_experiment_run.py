@@ -245,3 +245,22 @@ def test_the_papers_numbers_are_keyed_by_real_tasks_and_methods():
     row = table_rows([{"task": "walker2d-medium-replay", "label": "rt+bcq", "seeds": [0], "summary": summary,
                        "config": {"protocol": "cpu"}, "learner_steps": 30000}])[0]
     assert (row["paper_d4rl"], row["mean"], row["d4rl_mean"]) == (70.3, None, 9.8)
+
+
+def test_the_evidence_of_a_relabelled_run_shows_both_audits():
+    """With generator.relabel=simulator the audit is of the rows the learner read (≈ 0 error); the
+    evidence row must also say what the model's own rows erred by, or the cell reads as RT's."""
+    from rtaug.experiments.report import to_markdown
+
+    run = {"task": "halfcheetah-medium-replay", "label": "rt-relabelled+iql", "stages": [], "compute_s": 1.0,
+           "command": "rtaug run x", "commit": "abc", "_path": "runs/x",
+           "evidence": {"generation": {"generated_rows": 10, "input_rows": 30, "merge": "prefix"},
+                        "audit": {"generated": {"mean_error": 5e-7}},
+                        "relabel": {"relabelled_rows": 10, "mean_error_before": 7.44}}}
+    row = next(line for line in to_markdown([run], [], []).splitlines() if line.startswith("| halfcheetah"))
+    cells = row.split(" | ")
+    assert cells[3] == "25.0% (prefix)"
+    assert cells[8] == "5e-07 (relabelled by the simulator; the model's rows: 7.44)"
+    plain = {**run, "evidence": {k: v for k, v in run["evidence"].items() if k != "relabel"}}
+    row = next(line for line in to_markdown([plain], [], []).splitlines() if line.startswith("| halfcheetah"))
+    assert row.split(" | ")[8] == "5e-07"

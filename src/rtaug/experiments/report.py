@@ -135,11 +135,15 @@ def to_markdown(results: list[dict], rows: list[dict], images: list[str], title:
         stages = ", ".join(f"{s['stage']} {s['wall_s']:.0f}" for s in r["stages"] if s.get("wall_s") is not None)
         share = generated_share(r)
         share_cell = "–" if share is None else f"{100 * share:.1f}% ({g.get('merge', '?')})"
+        error_cell = _f(a.get("mean_error"), ".3g")
+        relabel = (r.get("evidence") or {}).get("relabel")
+        if relabel:  # generator.relabel=simulator: the audit is of the relabelled rows
+            error_cell += f" (relabelled by the simulator; the model's rows: {_f(relabel.get('mean_error_before'), '.3g')})"
         lines.append(
             f"| {r['task']} | {r['label']} | {g.get('generated_transitions', '–')} | {share_cell} | "
             f"{_f(g.get('mean_length'), '.2f')} of {g.get('max_length', '–')} | "
             f"{_f(100 * g['truncated_fraction'] if 'truncated_fraction' in g else None)}% | {_f(g.get('alpha'), '.3g')} | "
-            f"{_f(r.get('_gamma_mean'), '.3g')} | {_f(a.get('mean_error'), '.3g')} | {_f(a.get('wall_rate'), '.3f')} | {_f(r.get('compute_s'), '.0f')} | {stages} |")
+            f"{_f(r.get('_gamma_mean'), '.3g')} | {error_cell} | {_f(a.get('wall_rate'), '.3f')} | {_f(r.get('compute_s'), '.0f')} | {stages} |")
     lines += ["", "## How these were made", ""]
     made = {}
     for r in results:
