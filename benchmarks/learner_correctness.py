@@ -21,7 +21,8 @@ resumes from its checkpoint, so several invocations (e.g. one per core) can shar
 
 One departure from the published settings, for a CPU budget: CQL's policy warm-up of pure
 behaviour cloning (`bc_steps`, 40k of the authors' 1M updates) is scaled to the same 4% of the
-run, else a run shorter than 40k updates would be behaviour cloning throughout (`--cql-bc-steps`
+run (rtaug's default, `CQLConfig.for_budget`), else a run shorter than 40k updates would be
+behaviour cloning throughout (`--cql-bc-steps`
 overrides it, e.g. to continue a finished run to more updates from its checkpoint: the loop
 resumes it exactly, so the result is that of one uninterrupted longer run).
 """
@@ -82,9 +83,8 @@ def run_cell(out: Path, name: str, algo: str, args) -> dict:
     data = get_dataset(out, name, args.episodes)
     module = algos.get(algo)
     config = module.Config()
-    if algo == "cql":
-        bc_steps = args.cql_bc_steps if args.cql_bc_steps is not None else max(1, int(0.04 * args.steps))
-        config = replace(config, bc_steps=bc_steps)
+    if algo == "cql" and args.cql_bc_steps is not None:  # else 4% of --steps (CQLConfig.for_budget)
+        config = replace(config, bc_steps=args.cql_bc_steps)
     eval_fn = make_eval_fn(TASK, episodes=args.eval_episodes, seed=EVAL_SEED)
     print(f"== {algo} on {name}: {len(data)} transitions, {args.steps} updates, seeds {args.seeds}", flush=True)
     t0 = time.time()

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rtaug import algos
-from rtaug.algos.common import prepare
+from rtaug.algos.common import for_budget, prepare
 from rtaug.data import Dataset
 from rtaug.train import make_runner
 from peak import matmul_peak  # benchmarks/peak.py, beside this script
@@ -61,10 +61,8 @@ def halfcheetah_shaped(n=N, obs_dim=OBS_DIM, act_dim=ACT_DIM, ep_len=EP_LEN, see
 
 
 def rtaug_config(name: str):
-    config = replace(algos.get(name).Config(), batch_size=BATCH)
-    if hasattr(config, "decay_steps"):
-        config = replace(config, decay_steps=1_000_000)
-    return config
+    # the budget-scaled fields as in a 1M-update run (IQL's schedule, CQL's warm-up): the update is the same program
+    return for_budget(replace(algos.get(name).Config(), batch_size=BATCH), 1_000_000)
 
 
 def warm_chunk(name: str, data: Dataset, n_seeds: int = 1, seed: int = 0):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rtaug.algos import bcq, cql, iql, td3bc
-from rtaug.algos.common import prepare, with_domain
+from rtaug.algos.common import for_budget, prepare, with_domain
 from rtaug.data import Dataset
 
 
@@ -135,6 +135,23 @@ def test_domain_defaults_and_user_overrides():
     assert (c.return_normalize, c.normalize_obs, c.expectile) == (False, True, 0.7)
     with pytest.raises(ValueError, match="unknown domain"):
         with_domain(iql.IQLConfig(), "atari")
+
+
+def test_budget_scaled_fields_follow_the_runs_length():
+    """CQL's BC warm-up is the authors' 40k of 1M updates as a share of the run (a fixed 40k would
+    make the cpu protocol's 30k-update runs behaviour cloning throughout); IQL's schedule decays
+    over the run; fields set by hand are kept."""
+    assert for_budget(cql.CQLConfig(), 30_000).bc_steps == 1_200
+    assert for_budget(cql.CQLConfig(), 1_000_000).bc_steps == 40_000
+    assert for_budget(cql.CQLConfig(bc_steps=500), 30_000).bc_steps == 500
+    assert for_budget(iql.IQLConfig(), 30_000).decay_steps == 30_000
+    assert for_budget(iql.IQLConfig(decay_steps=7), 30_000).decay_steps == 7
+    assert for_budget(td3bc.TD3BCConfig(), 30_000) == td3bc.TD3BCConfig()
+    state = cql.init(cql.CQLConfig(hidden=(8,)), 3, 2, jax.random.PRNGKey(0))
+    batch = {"observations": jnp.zeros((4, 3)), "actions": jnp.zeros((4, 2)), "rewards": jnp.zeros(4),
+             "next_observations": jnp.zeros((4, 3)), "dones": jnp.zeros(4)}
+    with pytest.raises(ValueError, match="CQLConfig.bc_steps is None"):
+        cql.update(cql.CQLConfig(hidden=(8,)), state, batch, jax.random.PRNGKey(1))
 
 
 def _two_episode_data():

@@ -160,3 +160,12 @@ def test_learner_configs_check_their_ranges_when_built_in_python():
     with pytest.raises(ValueError, match=re.escape("IQLConfig.expectile must be in (0, 1), got 0.0")):
         IQLConfig(expectile=0.0)
     assert IQLConfig(expectile=0.9).expectile == 0.9
+
+
+def test_cql_cells_warm_up_for_a_share_of_their_own_budget():
+    """The policy stage trains (and is keyed by) the config with the budget-scaled fields resolved."""
+    from rtaug.experiments.run import learner_config
+
+    assert learner_config(build({}, ["learner.algo=cql", "learner.steps=30000"])).bc_steps == 1_200
+    assert learner_config(build({}, ["learner.algo=cql", "learner.steps=30000", "learner.bc_steps=10"])).bc_steps == 10
+    assert learner_config(build({}, ["learner.algo=iql", "learner.steps=30000"])).decay_steps == 30_000

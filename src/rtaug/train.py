@@ -29,7 +29,7 @@ import io
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, is_dataclass
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Callable
@@ -41,7 +41,7 @@ from flax import serialization
 from rtaug.progress import progress_bar
 
 from rtaug import algos
-from rtaug.algos.common import prepare, with_domain
+from rtaug.algos.common import for_budget, prepare, with_domain
 from rtaug.data import Dataset
 from rtaug.fileio import atomic_write_bytes
 
@@ -256,8 +256,7 @@ def train(
     module = algos.get(algo)
     name = algos.name_of(module)
     config = with_domain(config if config is not None else module.Config(), domain)
-    if getattr(config, "decay_steps", 0) is None:
-        config = replace(config, decay_steps=int(steps))
+    config = for_budget(config, steps)  # IQL's schedule, CQL's warm-up: as long as this run
     seeds = tuple(int(s) for s in seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be non-empty and distinct, got {seeds}")

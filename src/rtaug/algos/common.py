@@ -113,6 +113,13 @@ def with_domain(config, domain: str | None):
     return replace(config, **overrides)
 
 
+def for_budget(config, steps: int):
+    """`config` for a run of `steps` updates: the fields that scale with the run's length and were
+    left None filled in by the algorithm's Config (IQL's `decay_steps`, CQL's `bc_steps`)."""
+    resolve = getattr(config, "for_budget", None)
+    return config if resolve is None else resolve(int(steps))
+
+
 # ------------------------------------------------------------------------------------ data prepare
 
 

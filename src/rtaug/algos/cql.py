@@ -9,7 +9,7 @@ uniform actions and 10 policy actions at s and at s' (min_q_version 3 of the aut
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import flax.linen as nn
 import jax
@@ -35,7 +35,10 @@ class CQLConfig:
     cql_weight: float = ranged(NONNEGATIVE, 5.0)
     lagrange: bool = False  # fixed α on MuJoCo (App. F)
     target_action_gap: float = ranged(NONNEGATIVE, 5.0)  # authors' code (--lagrange_thresh default), used if lagrange
-    bc_steps: int = ranged(NONNEGATIVE, 40_000)  # authors' code (--policy_eval_start): policy BC warm-up updates
+    # Policy BC warm-up updates: the authors' --policy_eval_start, 40,000 of their 1M updates.
+    # None: the same share (BC_SHARE) of the run's updates, set by `for_budget`; a fixed 40,000 would
+    # make a shorter run behaviour cloning throughout (the cpu protocol's 30,000, say).
+    bc_steps: int | None = ranged(NONNEGATIVE, None)
     max_target_backup: bool = False  # authors' code (--max_q_backup False)
     backup_entropy: bool = False  # authors' code (--deterministic_backup True, Eq. 3)
     target_entropy: float | None = None  # None: −act_dim (authors' code, SAC default)
@@ -48,6 +51,10 @@ class CQLConfig:
     def __post_init__(self):
         check_ranges(self)
 
+    def for_budget(self, steps: int) -> CQLConfig:
+        """This config for a run of `steps` updates: `bc_steps` None becomes BC_SHARE of them."""
+        return self if self.bc_steps is not None else replace(self, bc_steps=round(BC_SHARE * steps))
+
     DOMAIN_DEFAULTS = {
         "mujoco": {},
         "maze2d": {},  # not in the paper: MuJoCo settings
@@ -59,6 +66,7 @@ class CQLConfig:
 
 
 Config = CQLConfig
+BC_SHARE = 40_000 / 1_000_000  # the authors' warm-up as a share of their run
 
 
 # ------------------------------------------------------------------------------------- the penalty
@@ -143,6 +151,9 @@ def init(config: CQLConfig, obs_dim: int, act_dim: int, key):
 
 
 def update(config: CQLConfig, state, batch, key):
+    if config.bc_steps is None:
+        raise ValueError("CQLConfig.bc_steps is None: set it, or call config.for_budget(steps) "
+                         "(rtaug.train.train does this for you)")
     act_dim = batch["actions"].shape[-1]
     actor_net, critic_net = _nets(config, act_dim)
     params, opt = state["params"], state["opt"]

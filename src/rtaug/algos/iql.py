@@ -7,7 +7,7 @@ advantage-weighted regression, weights exp(β·(Q − V)) clipped at 100.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import flax.linen as nn
 import jax
@@ -42,6 +42,10 @@ class IQLConfig:
 
     def __post_init__(self):
         check_ranges(self)
+
+    def for_budget(self, steps: int) -> IQLConfig:
+        """This config for a run of `steps` updates: `decay_steps` None becomes `steps`."""
+        return self if self.decay_steps is not None else replace(self, decay_steps=steps)
 
     DOMAIN_DEFAULTS = {
         "mujoco": {},

@@ -271,14 +271,12 @@ def _audit_stage(cfg: ExperimentConfig, generated: Stage) -> Stage:
 def learner_config(cfg: ExperimentConfig):
     """The algorithm's Config as trained: the task domain's published settings, then the config's fields."""
     from rtaug import algos
-    from rtaug.algos.common import with_domain
+    from rtaug.algos.common import for_budget, with_domain
     from rtaug.envs.registry import get_task
 
     module = algos.get(cfg.learner.algo)
     config = with_domain(module.Config(**cfg.learner.params), get_task(cfg.task).family)
-    if getattr(config, "decay_steps", 0) is None:
-        config = replace(config, decay_steps=cfg.learner.steps)
-    return config
+    return for_budget(config, cfg.learner.steps)
 
 
 def _shorter_run(work: Path, spec: dict):
