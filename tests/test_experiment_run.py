@@ -264,3 +264,28 @@ def test_the_evidence_of_a_relabelled_run_shows_both_audits():
     plain = {**run, "evidence": {k: v for k, v in run["evidence"].items() if k != "relabel"}}
     row = next(line for line in to_markdown([plain], [], []).splitlines() if line.startswith("| halfcheetah"))
     assert row.split(" | ")[8] == "5e-07"
+
+
+def test_panels_with_different_methods_each_get_their_own_legend(tmp_path):
+    """Colours are assigned per panel in turn, so one shared legend would name another panel's lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rtaug.experiments.report import _save_panels
+
+    def panels(names):
+        fig, axes = plt.subplots(1, 2, squeeze=False)
+        for ax, mine in zip(axes[0], names):
+            for name in mine:
+                ax.plot([0, 1], [0, 1], label=name)
+        return fig, axes
+
+    fig, axes = panels([["iql", "rt+iql"], ["iql", "rt+iql"]])
+    _save_panels(fig, axes, "score", tmp_path / "same.png")
+    assert [ax.get_legend() is not None for ax in axes[0]] == [False, True]
+    fig, axes = panels([["iql", "rt+iql (prefix)"], ["iql", "rt-f3+iql"]])
+    _save_panels(fig, axes, "score", tmp_path / "differ.png")
+    assert [ax.get_legend() is not None for ax in axes[0]] == [True, True]
+    assert (tmp_path / "differ.png").stat().st_size > 1000

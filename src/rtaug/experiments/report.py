@@ -187,11 +187,14 @@ def generated_gamma(result: dict) -> float | None:
 
 
 def _save_panels(fig, axes, ylabel: str, path: Path) -> Path:
-    """A row of per-task panels: one y label, one legend, saved atomically."""
+    """A row of per-task panels: one y label, one legend (a legend per panel where the panels'
+    methods differ: each panel colours its own lines in turn), saved atomically."""
     import matplotlib.pyplot as plt
 
     axes[0][0].set_ylabel(ylabel)
-    axes[0][-1].legend(fontsize=7)
+    labels = [ax.get_legend_handles_labels()[1] for ax in axes[0]]
+    for ax in axes[0] if any(lab != labels[-1] for lab in labels) else axes[0][-1:]:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
