@@ -226,6 +226,10 @@ def test_collect_refuses_bad_settings_before_any_work(tmp_path, capsys):
         (["hopper-medium", "--sac", "learning_starts=many"], "learning_starts='many': expected int"),
         (["hopper-medium", "--sac", "medium_fraction=2"], "medium_fraction must be in (0, 1]"),
         (["hopper-medium", "--sac", "expert_window=0"], "expert_window must be at least 1"),
+        (["hopper-medium", "--sac", "expert_return=-3"], "expert_return must be a positive return, got -3.0"),
+        (["hopper-medium", "--sac", "expert_return=nan"], "expert_return must be a positive return, got nan"),
+        (["hopper-expert", "--sac", "expert_return=3000"], "the expert's data need the whole run"),
+        (["hopper-medium-expert", "--sac", "expert_return=3000"], "the expert's data need the whole run"),
         (["hopper-medium", "--sac", "eval_every"], "expected KEY=VALUE"),
         (["maze2d-umaze-sparse", "--sac-dir", str(sac_dir)], "--sac and --sac-dir apply to the SAC-made tasks"),
     ]
@@ -254,6 +258,12 @@ def test_medium_cut_is_the_first_evaluation_at_a_third_of_the_last_ones_mean():
         medium_cut([], 1 / 3)
     with pytest.raises(ValueError, match="expert_window must be at least 1"):
         medium_cut(curve, 1 / 3, window=0)
+    # a known expert return replaces the window's mean: the curve need reach only the cut
+    cut = medium_cut(curve[:2], 1 / 3, expert_return=90.0)
+    assert (cut["expert_level"], cut["window"], cut["medium_step"], cut["threshold"]) == (90.0, 0, 20, 30.0)
+    assert cut["expert_step"] == 20  # the run's last actor, whatever it is: not an expert here
+    with pytest.raises(ValueError, match=r"its last at step 20, return 40.0\) reaches 50.0 .*larger sac_steps"):
+        medium_cut(curve[:2], 1 / 3, expert_return=150.0)
 
 
 # ------------------------------------------------------------------------ through a SAC run
@@ -308,6 +318,26 @@ def test_collect_cuts_four_datasets_out_of_one_sac_run(collected):
     assert main(["collect", "hopper-medium", "--out", str(again), "--steps", "700", "--seed", "3", "--sac-dir",
                  str(collected / "sac"), "--sac", *SMALL_SAC, "--no-progress"]) == 0
     np.testing.assert_array_equal(load_hdf5(again).actions, data["medium"].actions)
+
+
+@pytest.mark.slow
+def test_a_given_expert_return_cuts_medium_replay_where_the_runs_own_level_did(collected, tmp_path):
+    from rtaug.collect.sac import read_curve
+
+    cut = medium_cut(read_curve(collected / "sac"), 1 / 3)
+    out = tmp_path / "given.hdf5"
+    assert main(["collect", "hopper-medium-replay", "--out", str(out), "--seed", "3", "--sac-dir",
+                 str(collected / "sac"), "--sac", *SMALL_SAC, f"expert_return={cut['expert_level']!r}",
+                 "--no-progress"]) == 0
+    given, own = load_hdf5(out), load_hdf5(collected / "medium-replay.hdf5")
+    assert given.metadata["collector"]["cut"] == {**cut, "window": 0}
+    assert given.metadata["collector"]["recipe"]["expert_return"] == cut["expert_level"]
+    for key in ("observations", "actions", "rewards", "terminals", "timeouts"):
+        np.testing.assert_array_equal(getattr(given, key), getattr(own, key))
+    # past every evaluation of the run: refused with the step and return it reached, nothing written
+    assert main(["collect", "hopper-medium-replay", "--out", str(tmp_path / "none.hdf5"), "--seed", "3", "--sac-dir",
+                 str(collected / "sac"), "--sac", *SMALL_SAC, "expert_return=1e9", "--no-progress"]) == 2
+    assert not (tmp_path / "none.hdf5").exists()
 
 
 @pytest.mark.slow  # draws 700 rows from the tiny SAC run's medium actor

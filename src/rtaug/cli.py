@@ -405,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sac-dir", metavar="DIR", default=None,
                    help="locomotion: the SAC run directory (default: runs/sac/<env>-seed<seed>)")
     p.add_argument("--sac", nargs="+", metavar="KEY=VALUE", default=None,
-                   help="locomotion: recipe fields (sac_steps, medium_fraction, expert_window, default_steps) "
+                   help="locomotion: recipe fields (sac_steps, medium_fraction, expert_window, expert_return, default_steps) "
                         "and SAC settings (fields of rtaug.collect.sac.SACConfig), e.g. --sac sac_steps=3000 learning_starts=500 "
                         "eval_every=1000 eval_episodes=2 hidden=64,64 for a small run")
     _add_overwrite(p)

@@ -86,26 +86,41 @@ def sac_settings(task, seed: int, overrides: dict):
         raise ValueError(f"{where}: medium_fraction must be in (0, 1], got {recipe.medium_fraction}")
     if recipe.expert_window < 1:
         raise ValueError(f"{where}: expert_window must be at least 1, got {recipe.expert_window}")
+    if recipe.expert_return is not None:
+        if not (np.isfinite(recipe.expert_return) and recipe.expert_return > 0):
+            raise ValueError(f"{where}: expert_return must be a positive return, got {recipe.expert_return}")
+        if recipe.dataset in ("expert", "medium-expert"):
+            raise ValueError(f"{where}: expert_return cuts medium and medium-replay out of a run stopped at the "
+                             "medium cut; the expert's data need the whole run (leave expert_return unset)")
     return recipe, config
 
 
-def medium_cut(curve: list[dict], fraction: float, window: int = 5) -> dict:  # 5: the recipe's expert_window
+def medium_cut(curve: list[dict], fraction: float, window: int = 5, expert_return: float | None = None) -> dict:
     """The expert (the last evaluation's actor) and the medium policy (the first evaluation whose
     mean return reached `fraction` of the expert's) of a SAC learning curve. The expert's return is
-    the mean of the last `window` evaluations: one 10-episode evaluation of a hopper swings by
-    half its value from one evaluation to the next (docs/decisions.md), and a threshold set by a
-    single dip or spike moves the cut by 100k steps."""
+    the mean of the last `window` evaluations (5, the recipe's expert_window): one 10-episode
+    evaluation of a hopper swings by half its value from one evaluation to the next
+    (docs/decisions.md), and a threshold set by a single dip or spike moves the cut by 100k steps.
+    A given `expert_return` (known from a finished run) replaces that mean and `window` is 0: the
+    curve need then reach only the cut."""
     if not curve:
         raise ValueError("the SAC run has no evaluations yet")
     if window < 1:
         raise ValueError(f"expert_window must be at least 1, got {window}")
     expert = curve[-1]
-    level = float(np.mean([row["return_mean"] for row in curve[-window:]]))
+    if expert_return is None:
+        level, window = float(np.mean([row["return_mean"] for row in curve[-window:]])), min(window, len(curve))
+    else:
+        level, window = float(expert_return), 0
     threshold = fraction * level
-    # fraction <= 1 and the window's best is at least its mean: some row always qualifies
-    medium = next(row for row in curve if row["return_mean"] >= threshold)
+    # without expert_return, fraction <= 1 and the window's best is at least its mean: some row qualifies
+    medium = next((row for row in curve if row["return_mean"] >= threshold), None)
+    if medium is None:
+        raise ValueError(f"no evaluation of the SAC run (its last at step {int(expert['step'])}, return "
+                         f"{float(expert['return_mean']):.1f}) reaches {threshold:.1f} ({fraction:.3g} of expert_return "
+                         f"{level:.1f}): continue the run with a larger sac_steps")
     return {"expert_step": int(expert["step"]), "expert_return": float(expert["return_mean"]),
-            "expert_level": level, "window": int(min(window, len(curve))),
+            "expert_level": level, "window": int(window),
             "medium_step": int(medium["step"]), "medium_return": float(medium["return_mean"]),
             "fraction": float(fraction), "threshold": float(threshold)}
 
@@ -192,10 +207,15 @@ def collect_locomotion(task, steps: int | None = None, seed: int = 0, progress: 
     run_dir = Path(sac_dir) if sac_dir is not None else default_sac_dir(task, seed)
     log(f"SAC on {recipe.env_id} in {run_dir} ({config.total_steps} steps; a finished run is reused)")
     run = train_sac(config, run_dir, progress=progress, log=log)
-    cut = medium_cut(run.curve, recipe.medium_fraction, recipe.expert_window)
-    log(f"expert: the actor after {cut['expert_step']} steps, return {cut['expert_return']:.1f} (last "
-        f"{cut['window']} evaluations {cut['expert_level']:.1f}); medium: after {cut['medium_step']} steps, return "
-        f"{cut['medium_return']:.1f} (the first at ≥ {recipe.medium_fraction:.3g} of that)")
+    try:
+        cut = medium_cut(run.curve, recipe.medium_fraction, recipe.expert_window, recipe.expert_return)
+    except ValueError as exc:
+        raise ValueError(f"collect {task.name}: {run_dir}: {exc}") from None
+    level = (f"last {cut['window']} evaluations {cut['expert_level']:.1f}" if cut["window"]
+             else f"expert_return given, {cut['expert_level']:.1f}")
+    log(f"expert: the actor after {cut['expert_step']} steps, return {cut['expert_return']:.1f} ({level}); medium: "
+        f"after {cut['medium_step']} steps, return {cut['medium_return']:.1f} (the first at ≥ "
+        f"{recipe.medium_fraction:.3g} of that)")
     about = {"algo": "sac", "dataset": kind, "seed": int(seed), "run": str(run_dir), "recipe": asdict(recipe),
              "sac": {**asdict(config), "hidden": list(config.hidden)}, "cut": cut}
 

@@ -228,6 +228,10 @@ class LocomotionRecipe:
     sac_steps: int = 1_000_000         # SAC's budget in environment steps; its final actor is the expert
     medium_fraction: float = 1 / 3     # medium: the first evaluation whose return reaches this share of the expert's
     expert_window: int = 5             # the expert's return for that share: the mean of its last evaluations
+    # the expert's return when known beforehand (a finished run's level): the medium cut is then the first
+    # evaluation reaching medium_fraction of it, so medium and medium-replay need the run only up to there
+    # (D4RL's own recipe: SAC stopped at the medium policy); None = the run's last evaluations
+    expert_return: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
