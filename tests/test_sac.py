@@ -124,6 +124,9 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
         np.testing.assert_array_equal(v, load_buffer(tmp_path / "killed")[k], err_msg=k)
     for a, b in zip(whole.curve, resumed.curve, strict=True):
         assert {k: a[k] for k in DETERMINISTIC} == {k: b[k] for k in DETERMINISTIC}
+    counts = [[line.split(",")[:3] for line in (tmp_path / run / "curve.csv").read_text().splitlines()]
+              for run in ("whole", "killed")]
+    assert counts[0] == counts[1]  # the rows rewritten on resuming keep their counts as integers
     for step in (200, 400, 600):
         assert _same_state(load_actor(tmp_path / "whole", step), load_actor(tmp_path / "killed", step))
 

@@ -148,7 +148,9 @@ def _read_rows(path: Path, max_step: int) -> list[dict]:
         rows = list(csv.DictReader(f))
     out = []
     for row in rows:
-        parsed = {k: (float(v) if v not in ("", None) else float("nan")) for k, v in row.items()}
+        # counts stay integers: a resumed run rewrites its rows, and "70" must not come back as "70.0"
+        parsed = {k: (float("nan") if v in ("", None) else int(v) if v.lstrip("-").isdigit() else float(v))
+                  for k, v in row.items()}
         parsed["step"] = int(parsed["step"])
         if parsed["step"] <= max_step:
             out.append(parsed)
