@@ -133,6 +133,12 @@ def test_report_writes_the_table_csv_and_figures(tiny_experiment, capsys):
     md = (d / "report" / "report.md").read_text()
     assert "| rt+bc | 2 | 30 |" in md and "![curves](curves.png)" in md
     assert f"at commit {result['commit']}: maze2d-umaze-sparse rt+bc" in md
+    # the bar a learner is read against: the real data's own score, from the run's data stage
+    from rtaug.experiments.stages import describe_file
+
+    data = describe_file(Path(next(s["path"] for s in result["stages"] if s["stage"] == "data")) / "data.hdf5")
+    assert (f"| *the data itself* ({data['episodes']:,} episodes' mean return) | | | "
+            f"{data['normalized']['mean']:.1f} | | {data['normalized_d4rl']['mean']:.1f} | |") in md
     assert (d / "report" / "generated-maze2d-umaze-sparse-rt-bc.png").stat().st_size > 1000  # over the walls
     for png in ("curves.png", "scores.png", "lengths.png"):
         assert (d / "report" / png).stat().st_size > 1000, png

@@ -101,7 +101,21 @@ def to_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def to_markdown(results: list[dict], rows: list[dict], images: list[str], title: str | None = None) -> str:
+def data_scores(results: list[dict]) -> dict[str, dict]:
+    """Per task, the real data's own score (`rtaug describe` of the first run's data stage that is
+    still on disk): the bar a learner is read against ("does it beat its data?")."""
+    from rtaug.experiments.stages import describe_file
+
+    out = {}
+    for r in results:
+        data = next((Path(s["path"]) / "data.hdf5" for s in r.get("stages", []) if s["stage"] == "data"), None)
+        if r["task"] not in out and data is not None and data.is_file():
+            out[r["task"]] = describe_file(data, r["task"])
+    return out
+
+
+def to_markdown(results: list[dict], rows: list[dict], images: list[str], title: str | None = None,
+                data: dict[str, dict] | None = None) -> str:
     lines = [f"# {title or 'Results'}", "", "Written by `rtaug report` from the runs listed at the end.", "",
              "Normalized score = 100·(R − random)/(expert − random) with the references measured in this "
              "simulator (`rtaug tasks`); mean ± sample std over seeds; IQM with a percentile-bootstrap 95% "
@@ -117,6 +131,11 @@ def to_markdown(results: list[dict], rows: list[dict], images: list[str], title:
             ci = f" [{row['ci_low']:.1f}, {row['ci_high']:.1f}]" if row["ci_low"] is not None else ""
             lines.append(f"| {row['method']} | {row['n_seeds']} | {row['learner_steps']} | {_f(row['mean'])}{spread} "
                          f"| {_f(row['iqm'])}{ci} | {_f(row['d4rl_mean'])} | {_f(row['paper_d4rl'])} |")
+        d = (data or {}).get(task)
+        if d is not None and d["episode_return"] is not None:
+            score = {k: (d[k] or {}).get("mean") for k in ("normalized", "normalized_d4rl")}
+            lines.append(f"| *the data itself* ({d['episodes']:,} episodes' mean return) | | | {_f(score['normalized'])} "
+                         f"| | {_f(score['normalized_d4rl'])} | |")
         lines.append("")
     lines += [f"![{Path(i).stem}]({i})" for i in images] + [""]
     lines += ["## Evidence behind each run", "",
@@ -580,7 +599,7 @@ def write_report(root, out=None, printer=print, name: str | None = None) -> Path
             picture = f"{prefix}generated-{r['task']}-{r['label']}.png".replace("+", "-")
             atomic_write_bytes(out / picture, pic.read_bytes())
             images.append(picture)
-    md = to_markdown(results, rows, images, title=name)
+    md = to_markdown(results, rows, images, title=name, data=data_scores(results))
     if sac:  # a locomotion sweep's own SAC stages
         image = plot_sac(sac, out / f"{prefix}sac.png")
         if image:
@@ -592,5 +611,5 @@ def write_report(root, out=None, printer=print, name: str | None = None) -> Path
     return md_path
 
 
-__all__ = ["write_report", "write_tensorboard", "find_results", "table_rows", "generated_share", "to_csv", "to_markdown", "PAPER", "CSV_COLUMNS",
+__all__ = ["write_report", "write_tensorboard", "find_results", "table_rows", "generated_share", "data_scores", "to_csv", "to_markdown", "PAPER", "CSV_COLUMNS",
            "find_sac_runs", "sac_rows", "plot_sac", "SAC_CSV_COLUMNS"]
