@@ -127,6 +127,21 @@ def test_a_tiny_locomotion_run_end_to_end_then_reused(tmp_path):
     md = (tmp_path / "report" / "report.md").read_text()
     assert "## SAC runs" in md and f"`{sac_dir / 'sac'}`" in md and "| Hopper-v5 | 0 | 600 / 600 |" in md
     assert (tmp_path / "report" / "sac.png").stat().st_size > 1000
+    # the expert's return given to the data (a run stopped at the cut): the same SAC stage, and the
+    # report's SAC table cuts where the data did and says the level was given
+    from rtaug.collect.locomotion import medium_cut
+    from rtaug.collect.sac import read_curve
+
+    level = medium_cut(read_curve(sac_dir / "sac"), 1 / 3)["expert_level"]  # some evaluation reaches a third
+    given = build({**TINY_LOCO, "data": {**TINY_LOCO["data"],
+                                         "recipe": {**TINY_LOCO["data"]["recipe"], "expert_return": level}}})
+    third = run_experiment(given, tmp_path / "run3", cache=tmp_path / "cache", progress=False, printer=lambda *_: None)
+    assert third["stages"][0]["cached"] and third["stages"][1]["key"] != result["stages"][1]["key"]
+    cut = json.loads((tmp_path / "cache" / "data" / third["stages"][1]["key"] / "stage.json").read_text())["cut"]
+    assert (cut["window"], cut["expert_level"]) == (0, level)
+    assert main(["report", str(tmp_path / "run3"), "--out", str(tmp_path / "report3")]) == 0
+    assert f"| {level:.1f} (given) | {cut['medium_step']:,}, {cut['medium_return']:.1f} |" in (
+        tmp_path / "report3" / "report.md").read_text()
 
     # the same SAC run given as data.sac_dir (as `rtaug collect --sac-dir` leaves one) to a fresh cache:
     # a stage keyed by that run, not passed off as a trained one, and the same data and policy

@@ -438,7 +438,7 @@ def write_tensorboard(root, logdir, printer=print) -> int:
 # ------------------------------------------------------------------ SAC runs (locomotion data)
 
 SAC_CSV_COLUMNS = ["env_id", "seed", "steps", "budget", "finished", "final_return", "final_return_std",
-                   "expert_level", "medium_step", "medium_return", "wall_h", "hours_per_million", "path"]
+                   "expert_level", "expert_given", "medium_step", "medium_return", "wall_h", "hours_per_million", "path"]
 
 
 def find_sac_runs(root) -> list[dict]:
@@ -470,15 +470,16 @@ def sac_rows(runs: list[dict], fraction: float = 1 / 3) -> list[dict]:
     for run in runs:
         curve = run["curve"]
         row = {"env_id": run["env_id"], "seed": run["seed"], "budget": run["budget"], "path": run["path"],
-               **dict.fromkeys(["steps", "finished", "final_return", "final_return_std", "expert_level",
+               **dict.fromkeys(["steps", "finished", "final_return", "final_return_std", "expert_level", "expert_given",
                                 "medium_step", "medium_return", "wall_h", "hours_per_million"])}
         if curve:
-            last, cut = curve[-1], medium_cut(curve, fraction)
+            last, cut = curve[-1], medium_cut(curve, fraction, expert_return=run.get("expert_return"))
             steps = int(last["step"])
             wall_h = float(last["wall_s"]) / 3600 if last.get("wall_s") not in (None, "") else None
             row.update(steps=steps, finished=steps == run["budget"], final_return=float(last["return_mean"]),
                        final_return_std=float(last["return_std"]), expert_level=cut["expert_level"],
                        medium_step=cut["medium_step"], medium_return=cut["medium_return"], wall_h=wall_h,
+                       expert_given=cut["window"] == 0,
                        hours_per_million=None if wall_h is None else wall_h / (steps / 1e6))
         rows.append(row)
     return rows
@@ -507,9 +508,9 @@ def plot_sac(runs: list[dict], path: Path, fraction: float = 1 / 3) -> Path | No
             std = np.array([c["return_std"] for c in r["curve"]], np.float64)
             line, = ax.plot(steps, mean, label=f"seed {r['seed']}")
             ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.15)
-            cut = medium_cut(r["curve"], fraction)
-            ax.axhline(cut["threshold"], color=line.get_color(), ls="--", lw=1,
-                       label=f"{fraction:.2g} of the last {cut['window']} returns' mean")
+            cut = medium_cut(r["curve"], fraction, expert_return=r.get("expert_return"))
+            of = f"the last {cut['window']} returns' mean" if cut["window"] else "the given expert_return"
+            ax.axhline(cut["threshold"], color=line.get_color(), ls="--", lw=1, label=f"{fraction:.2g} of {of}")
             ax.plot([cut["medium_step"]], [cut["medium_return"]], "o", color=line.get_color(), label="medium cut")
         ax.set_title(env, fontsize=9)
         ax.set_xlabel("environment steps")
@@ -522,7 +523,8 @@ def sac_markdown(rows: list[dict], image: str | None) -> str:
              "Each run's evaluation return (deterministic actor, its evaluation episodes) at its last "
              "evaluation (the expert's once the run has reached its budget), and the medium cut: the first "
              "evaluation at a third of the mean of the last five (D4RL's recipe; it moves while a run is "
-             "unfinished). Wall hours are the run's own, summed over its resumptions, on this machine "
+             "unfinished), or of the expert's return given to the data (`expert_return`, marked \"given\": "
+             "the run then stops at the cut). Wall hours are the run's own, summed over its resumptions, on this machine "
              "(shared with other work).",
              "", "| env | seed | steps / budget | last return | mean of the last five | medium cut: step, return "
              "| wall h | h per 1M steps |",
@@ -533,7 +535,8 @@ def sac_markdown(rows: list[dict], image: str | None) -> str:
             continue
         lines.append(f"| {r['env_id']} | {r['seed']} | {r['steps']:,} / {r['budget']:,}"
                      f"{'' if r['finished'] else ' (running)'} | {r['final_return']:.1f} ± {r['final_return_std']:.1f} "
-                     f"| {r['expert_level']:.1f} | {r['medium_step']:,}, {r['medium_return']:.1f} | {_f(r['wall_h'], '.2f')} "
+                     f"| {r['expert_level']:.1f}{' (given)' if r.get('expert_given') else ''} "
+                     f"| {r['medium_step']:,}, {r['medium_return']:.1f} | {_f(r['wall_h'], '.2f')} "
                      f"| {_f(r['hours_per_million'], '.2f')} |")
     lines += ["", f"![sac]({image})" if image else "", "Runs: " + ", ".join(f"`{r['path']}`" for r in rows), ""]
     return "\n".join(lines)
@@ -556,7 +559,8 @@ def write_report(root, out=None, printer=print, name: str | None = None) -> Path
         for st in r["stages"]:
             where = Path(st["path"]) / "sac" if st["stage"] == "sac" else None
             if where is not None and str(where) not in seen and (where / "run.json").is_file():
-                sac += find_sac_runs(where)
+                given = (r["config"].get("data") or {}).get("recipe", {}).get("expert_return")
+                sac += [{**run, "expert_return": given} for run in find_sac_runs(where)]
                 seen.add(str(where))
     if not results and not sac:
         raise FileNotFoundError(f"{root}: no result.json or SAC run below it (run `rtaug run`, `rtaug sweep` or "
