@@ -318,13 +318,16 @@ def behaviour_value(result: dict) -> float | None:
     return float(reward_to_go(d.rewards, d.episodes(), gamma).mean())
 
 
-def plot_curves(results: list[dict], path: Path) -> Path | None:
-    """The periodic cheap evaluations (normalized score) over training, per task and method."""
+def plot_curves(results: list[dict], path: Path, data: dict[str, dict] | None = None) -> Path | None:
+    """The periodic cheap evaluations (normalized score) over training, per task and method, and
+    the data's own score (`data_scores`) as a dashed line where it is known."""
     # a task whose references are not measured yet (locomotion) has no normalized points: not drawn
     runs = [(r, [c for c in ([(p["step"], p["normalized_mean"]) for p in v["curve"] if p.get("normalized_mean") is not None]
                              for v in r["per_seed"].values()) if c])
             for r in results]
-    return _plot_seed_curves(runs, "normalized score (cheap evaluations)", path)
+    levels = {task: (d["normalized"]["mean"], "the data itself") for task, d in (data or {}).items()
+              if d.get("normalized")}
+    return _plot_seed_curves(runs, "normalized score (cheap evaluations)", path, levels)
 
 
 def plot_scores(rows: list[dict], path: Path) -> Path:
@@ -588,7 +591,8 @@ def write_report(root, out=None, printer=print, name: str | None = None) -> Path
     for r in results:
         r["_gamma_mean"] = generated_gamma(r)
     images = []
-    if plot_curves(results, out / f"{prefix}curves.png"):
+    data = data_scores(results)
+    if plot_curves(results, out / f"{prefix}curves.png", data):
         images.append(f"{prefix}curves.png")
     if plot_q(results, out / f"{prefix}q.png"):
         images.append(f"{prefix}q.png")
@@ -603,7 +607,7 @@ def write_report(root, out=None, printer=print, name: str | None = None) -> Path
             picture = f"{prefix}generated-{r['task']}-{r['label']}.png".replace("+", "-")
             atomic_write_bytes(out / picture, pic.read_bytes())
             images.append(picture)
-    md = to_markdown(results, rows, images, title=name, data=data_scores(results))
+    md = to_markdown(results, rows, images, title=name, data=data)
     if sac:  # a locomotion sweep's own SAC stages
         image = plot_sac(sac, out / f"{prefix}sac.png")
         if image:
