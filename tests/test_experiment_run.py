@@ -139,6 +139,12 @@ def test_report_writes_the_table_csv_and_figures(tiny_experiment, capsys):
     data = describe_file(Path(next(s["path"] for s in result["stages"] if s["stage"] == "data")) / "data.hdf5")
     assert (f"| *the data itself* ({data['episodes']:,} episodes' mean return) | | | "
             f"{data['normalized']['mean']:.1f} | | {data['normalized_d4rl']['mean']:.1f} | |") in md
+    # which file the row stands on: the real data's fingerprint, recorded by its stage
+    from rtaug.data.hdf5 import load_hdf5
+
+    fingerprint = load_hdf5(Path(data["file"])).fingerprint()
+    assert next(s for s in result["stages"] if s["stage"] == "data")["key"] and rows[0]["data"] == fingerprint[:12]
+    assert f"Data: every row on the same file (fingerprint {fingerprint[:12]})." in md
     assert (d / "report" / "generated-maze2d-umaze-sparse-rt-bc.png").stat().st_size > 1000  # over the walls
     for png in ("curves.png", "scores.png", "lengths.png"):
         assert (d / "report" / png).stat().st_size > 1000, png
@@ -251,6 +257,31 @@ def test_the_papers_numbers_are_keyed_by_real_tasks_and_methods():
     row = table_rows([{"task": "walker2d-medium-replay", "label": "rt+bcq", "seeds": [0], "summary": summary,
                        "config": {"protocol": "cpu"}, "learner_steps": 30000}])[0]
     assert (row["paper_d4rl"], row["mean"], row["d4rl_mean"]) == (70.3, None, 9.8)
+
+
+def test_a_table_says_when_its_rows_stand_on_different_data(tiny_experiment):
+    """The same recipe makes other data on another machine (a SAC run is not bitwise the same):
+    a task's rows on two files must say so, naming which method stands on which."""
+    from rtaug.experiments.report import data_note, table_rows, to_markdown
+    from rtaug.experiments.run import collect_result, data_fingerprint
+
+    d, result, _ = tiny_experiment
+    p = plan(build(TINY))
+    record = json.loads((p.data.path(d / "cache") / "stage.json").read_text())
+    assert len(record["fingerprint"]) == 32  # recorded when the stage was built
+    # a stage built before the record: read from its file; neither: None
+    assert data_fingerprint({}, p.data.path(d / "cache")) == record["fingerprint"]
+    assert data_fingerprint({}, d / "nowhere") is None
+    assert collect_result(p, d / "cache")["evidence"]["data"]["fingerprint"] == record["fingerprint"]
+    rows = [{"method": "bcq", "data": "aaaa"}, {"method": "cql", "data": "bbbb"}, {"method": "iql", "data": "aaaa"}]
+    assert data_note(rows) == ("**Data: these rows stand on 2 different files** (aaaa: bcq, iql; bbbb: cql); "
+                               "rows on different files do not compare.")
+    assert data_note([{"method": "bcq", "data": None}]) == "Data: the file's fingerprint is not recorded for these runs."
+    assert "not recorded: cql" in data_note([rows[0], {"method": "cql", "data": None}])
+    result = {**result, "_path": "runs/x"}
+    other = {**result, "label": "other", "evidence": {**result["evidence"], "data": {"fingerprint": "f" * 32}}}
+    md = to_markdown([result, other], table_rows([result, other]), [])
+    assert f"({record['fingerprint'][:12]}: rt+bc; ffffffffffff: other)" in md
 
 
 def test_the_evidence_of_a_relabelled_run_shows_both_audits():

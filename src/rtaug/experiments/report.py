@@ -45,7 +45,7 @@ PAPER = {
 }
 
 CSV_COLUMNS = ["task", "method", "n_seeds", "mean", "std", "iqm", "ci_low", "ci_high", "protocol", "commit",
-               "d4rl_mean", "paper_d4rl", "learner_steps"]
+               "d4rl_mean", "paper_d4rl", "learner_steps", "data"]
 METHOD_ORDER = ("none", "ft", "backward-mlp", "rt-f3", "rt-f5", "rt")
 
 
@@ -83,8 +83,29 @@ def table_rows(results: list[dict]) -> list[dict]:
                     "mean": s and s["mean"], "std": s and s["std"], "iqm": s and s["iqm"],
                     "ci_low": ci[0], "ci_high": ci[1], "protocol": r["config"].get("protocol", ""),
                     "commit": r.get("commit"), "d4rl_mean": d and d["mean"],
-                    "paper_d4rl": PAPER.get((r["task"], r["label"])), "learner_steps": r["learner_steps"]})
+                    "paper_d4rl": PAPER.get((r["task"], r["label"])), "learner_steps": r["learner_steps"],
+                    "data": data_of(r)})
     return out
+
+
+def data_of(result: dict) -> str | None:
+    """The first 12 hex digits of the fingerprint of the real data a run stands on (None: not recorded)."""
+    fingerprint = ((result.get("evidence") or {}).get("data") or {}).get("fingerprint")
+    return None if fingerprint is None else fingerprint[:12]
+
+
+def data_note(rows: list[dict]) -> str:
+    """One line under a task's table: whether its rows stand on one data file. Rows on two files
+    do not compare: the same recipe makes other data on another machine (docs/decisions.md)."""
+    files = {}
+    for row in rows:
+        files.setdefault(row["data"], []).append(row["method"])
+    if list(files) == [None]:
+        return "Data: the file's fingerprint is not recorded for these runs."
+    if len(files) == 1:
+        return f"Data: every row on the same file (fingerprint {next(iter(files))})."
+    parts = "; ".join(f"{'not recorded' if fp is None else fp}: {', '.join(methods)}" for fp, methods in files.items())
+    return f"**Data: these rows stand on {len(files)} different files** ({parts}); rows on different files do not compare."
 
 
 def _f(x, spec=".1f"):
@@ -136,7 +157,7 @@ def to_markdown(results: list[dict], rows: list[dict], images: list[str], title:
             score = {k: (d[k] or {}).get("mean") for k in ("normalized", "normalized_d4rl")}
             lines.append(f"| *the data itself* ({d['episodes']:,} episodes' mean return) | | | {_f(score['normalized'])} "
                          f"| | {_f(score['normalized_d4rl'])} | |")
-        lines.append("")
+        lines += ["", data_note([r for r in rows if r["task"] == task]), ""]
     lines += [f"![{Path(i).stem}]({i})" for i in images] + [""]
     lines += ["## Evidence behind each run", "",
               "Generated rows: transitions kept, mean length (of at most L), share of trajectories truncated by "
@@ -619,5 +640,5 @@ def write_report(root, out=None, printer=print, name: str | None = None) -> Path
     return md_path
 
 
-__all__ = ["write_report", "write_tensorboard", "find_results", "table_rows", "generated_share", "data_scores", "to_csv", "to_markdown", "PAPER", "CSV_COLUMNS",
+__all__ = ["write_report", "write_tensorboard", "find_results", "table_rows", "generated_share", "data_scores", "data_of", "data_note", "to_csv", "to_markdown", "PAPER", "CSV_COLUMNS",
            "find_sac_runs", "sac_rows", "plot_sac", "SAC_CSV_COLUMNS"]

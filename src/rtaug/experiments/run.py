@@ -88,7 +88,7 @@ def _trajectories_stage(cfg: ExperimentConfig) -> Stage:
         data = collect_maze2d(f"maze2d-{maze}-sparse", steps=cfg.data.steps, seed=cfg.data.seed,
                               progress=log.progress, timeouts=cfg.data.timeouts)
         save_hdf5(data, work / "data.hdf5")
-        return {"transitions": len(data), "episodes": int(len(data.episodes()))}
+        return {"transitions": len(data), "episodes": int(len(data.episodes())), "fingerprint": data.fingerprint()}
 
     return _stage("trajectories", spec, {}, compute, f"trajectories (maze2d-{maze})")
 
@@ -100,7 +100,7 @@ def _data_stage(cfg: ExperimentConfig, trajectories: Stage) -> Stage:
 
         data = with_reward_type(load_hdf5(inputs["trajectories"] / "data.hdf5"), cfg.task)
         save_hdf5(data, work / "data.hdf5")
-        return {"transitions": len(data), "episodes": int(len(data.episodes()))}
+        return {"transitions": len(data), "episodes": int(len(data.episodes())), "fingerprint": data.fingerprint()}
 
     return _stage("data", {"task": cfg.task}, {"trajectories": trajectories}, compute, f"data ({cfg.task})")
 
@@ -155,8 +155,10 @@ def _locomotion_data_stage(cfg: ExperimentConfig, sac: Stage) -> Stage:
                                   sac_dir=inputs["sac"] / "sac", rows_dir=work / "drawn", log=log,
                                   **cfg.data.recipe)
         save_hdf5(data, work / "data.hdf5")
+        # a SAC run differs across machines (docs/decisions.md), so the same key can name other
+        # data elsewhere: the fingerprint says which file a result stands on
         return {"transitions": len(data), "episodes": len(data.episodes()),
-                "cut": data.metadata["collector"].get("cut")}
+                "cut": data.metadata["collector"].get("cut"), "fingerprint": data.fingerprint()}
 
     return _stage("data", spec, {"sac": sac}, compute, f"data ({cfg.task})")
 
@@ -359,6 +361,7 @@ class Plan:
     stages: list  # every stage, each after the ones it reads
     policies: dict = field(default_factory=dict)  # seed -> policy Stage
     evaluations: dict = field(default_factory=dict)  # seed -> evaluation Stage
+    data: Stage | None = None  # the task's real data (a generator's rows are added downstream)
     generated: Stage | None = None
     audit: Stage | None = None
 
@@ -390,7 +393,7 @@ def plan(cfg: ExperimentConfig) -> Plan:
         if cfg.evaluation.audit:
             audit = _audit_stage(cfg, generated)
             stages.append(audit)
-    p = Plan(cfg, stages, generated=generated, audit=audit)
+    p = Plan(cfg, stages, data=data, generated=generated, audit=audit)
     for s in cfg.seeds:
         p.policies[s] = _policy_stage(cfg, dataset, s)
         p.evaluations[s] = _evaluation_stage(cfg, p.policies[s], s)
@@ -551,6 +554,7 @@ def collect_result(p: Plan, cache, records: dict | None = None, wall_s: float | 
             evidence["relabel"] = rec(p.generated)["relabel"]
     if p.audit is not None:
         evidence["audit"] = rec(p.audit).get("audit")
+    evidence["data"] = {"fingerprint": data_fingerprint(rec(p.data), p.data.path(cache))}
     stages = [{"stage": s.name, "label": s.label, "key": s.key, "path": str(s.path(cache)),
                "cached": rec(s).get("cached", True), "wall_s": rec(s).get("wall_s")} for s in p.stages]
     return {"label": cfg.label, "task": cfg.task, "generator": cfg.generator.kind, "algo": cfg.learner.algo,
@@ -558,6 +562,16 @@ def collect_result(p: Plan, cache, records: dict | None = None, wall_s: float | 
             "commit": commit(), "per_seed": per_seed, "summary": summary, "evidence": evidence,
             "stages": stages, "wall_s": wall_s, "command": command, "references": _references(cfg.task),
             "compute_s": sum(r["wall_s"] or 0.0 for r in stages)}
+
+
+def data_fingerprint(record: dict, path: Path) -> str | None:
+    """The real data's `Dataset.fingerprint`: recorded by its stage, or read from the stage's file
+    where a stage built before the record was kept still has it (None if neither)."""
+    if record.get("fingerprint") is None and (path / "data.hdf5").is_file():
+        from rtaug.data.hdf5 import load_hdf5
+
+        return load_hdf5(path / "data.hdf5").fingerprint()
+    return record.get("fingerprint")
 
 
 def _references(task_name: str) -> dict:
