@@ -169,3 +169,52 @@ def test_cql_cells_warm_up_for_a_share_of_their_own_budget():
     assert learner_config(build({}, ["learner.algo=cql", "learner.steps=30000"])).bc_steps == 1_200
     assert learner_config(build({}, ["learner.algo=cql", "learner.steps=30000", "learner.bc_steps=10"])).bc_steps == 10
     assert learner_config(build({}, ["learner.algo=iql", "learner.steps=30000"])).decay_steps == 30_000
+
+
+def _save(path, obs_dim=4, act_dim=2, n=40, metadata=None, infos=None):
+    """A small D4RL-layout file: two episodes of n/2 rows with the given sizes."""
+    import numpy as np
+
+    from rtaug.data import Dataset
+    from rtaug.data.hdf5 import save_hdf5
+
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(n, obs_dim)).astype(np.float32)
+    timeouts = np.zeros(n, bool)
+    timeouts[[n // 2 - 1, n - 1]] = True
+    data = Dataset(obs, rng.uniform(-1, 1, (n, act_dim)).astype(np.float32), np.zeros(n, np.float32),
+                   np.zeros(n, bool), timeouts, obs + 0.1, infos=infos or {}, metadata=metadata or {})
+    save_hdf5(data, path)
+    return path
+
+
+def test_a_data_file_is_checked_before_any_work(tmp_path):
+    """data.file: the file is the data; what would make other data, another task's file, the wrong
+    sizes and (locomotion) a file the audit cannot replay are refused by key, before any stage."""
+    import numpy as np
+
+    mine = _save(tmp_path / "mine.hdf5", metadata={"task": "maze2d-umaze-sparse"})
+    cfg = build({"task": "maze2d-umaze-sparse", "data": {"file": str(mine)}})
+    moved = tmp_path / "elsewhere.hdf5"
+    moved.write_bytes(mine.read_bytes())
+    p, q = plan(cfg), plan(build({"task": "maze2d-umaze-sparse", "data": {"file": str(moved)}}))
+    assert [s.name for s in p.stages][:2] == ["data", "policy"] and p.data.key == q.data.key  # content, not name
+    refused = [
+        ({"file": str(tmp_path / "none.hdf5")}, "maze2d-umaze-sparse", f"data.file: {tmp_path / 'none.hdf5'}: no such file"),
+        ({"file": str(mine), "steps": 100}, "maze2d-umaze-sparse", "data.file: the file is the data; data.steps would make data"),
+        ({"file": str(mine), "seed": 3, "timeouts": "goal"}, "maze2d-umaze-sparse",
+         "data.seed, data.timeouts would make data, leave them unset"),
+        ({"file": str(mine)}, "maze2d-umaze-dense", "records task 'maze2d-umaze-sparse', not 'maze2d-umaze-dense'"),
+        ({"file": str(_save(tmp_path / "wide.hdf5", obs_dim=5))}, "maze2d-umaze-sparse",
+         "key 'observations': task 'maze2d-umaze-sparse' has 4-dimensional observations"),
+    ]
+    hopper = _save(tmp_path / "hopper.hdf5", obs_dim=11, act_dim=3)
+    refused.append(({"file": str(hopper)}, "hopper-medium-replay", "key 'infos/qpos': missing"))
+    for data, task, message in refused:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            build({"task": task, "data": data, "generator": {"kind": "rt"}})
+    # without a generator nothing replays the simulator: a file without infos is enough
+    assert build({"task": "hopper-medium-replay", "data": {"file": str(hopper)}}).data.file == str(hopper)
+    states = {"qpos": np.zeros((40, 6)), "qvel": np.zeros((40, 6))}
+    build({"task": "hopper-medium-replay", "data": {"file": str(_save(tmp_path / "h2.hdf5", 11, 3, infos=states))},
+           "generator": {"kind": "rt"}})

@@ -259,6 +259,33 @@ def test_the_papers_numbers_are_keyed_by_real_tasks_and_methods():
     assert (row["paper_d4rl"], row["mean"], row["d4rl_mean"]) == (70.3, None, 9.8)
 
 
+def test_a_run_on_a_given_data_file(tiny_experiment, tmp_path):
+    """data.file: a user's own file through the whole run; it is copied into the cache (the input
+    untouched), the result names it by fingerprint, and the same content elsewhere is the same stage."""
+    from rtaug.data.hdf5 import load_hdf5
+
+    d, result, _ = tiny_experiment
+    made = Path(next(s["path"] for s in result["stages"] if s["stage"] == "data")) / "data.hdf5"
+    mine = tmp_path / "mine.hdf5"
+    mine.write_bytes(made.read_bytes())
+    before = mine.read_bytes()
+    values = {**{k: v for k, v in TINY.items() if k not in ("data", "generator")}, "seeds": [0],
+              "data": {"file": str(mine)}}
+    ran = run_experiment(build(values), tmp_path / "run", cache=tmp_path / "cache", progress=False,
+                         printer=lambda *_: None)
+    assert [s["stage"] for s in ran["stages"]] == ["data", "policy", "evaluation"]
+    fingerprint = load_hdf5(mine).fingerprint()
+    stage = Path(ran["stages"][0]["path"])
+    assert json.loads((stage / "stage.json").read_text())["file"] == str(mine.resolve())
+    assert load_hdf5(stage / "data.hdf5").fingerprint() == fingerprint == ran["evidence"]["data"]["fingerprint"]
+    assert mine.read_bytes() == before and ran["per_seed"]["0"]["normalized_mean"] is not None
+    copy = tmp_path / "copy.hdf5"
+    copy.write_bytes(before)
+    again = run_experiment(build({**values, "data": {"file": str(copy)}}), tmp_path / "again", cache=tmp_path / "cache",
+                           progress=False, printer=lambda *_: None)
+    assert all(s["cached"] for s in again["stages"])
+
+
 def test_a_table_says_when_its_rows_stand_on_different_data(tiny_experiment):
     """The same recipe makes other data on another machine (a SAC run is not bitwise the same):
     a task's rows on two files must say so, naming which method stands on which."""

@@ -325,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  data.{steps, seed, timeouts}; locomotion: data.recipe.<field> (the SAC recipe's),\n"
                "    data.sac_dir (a finished `rtaug collect --sac-dir` run instead of one in the cache;\n"
                "    {env} and {seed} are filled in, e.g. data.sac_dir=runs/sac/{env}-seed{seed})\n"
+               "  data.file: your own dataset file (D4RL layout, e.g. from `rtaug minari import`) instead\n"
+               "    of making the task's; keyed by its content; the task evaluates and audits\n"
                "  generator.kind: none | rt | ft | rt-f3 | rt-f5 | backward-mlp\n"
                "  generator.model.{sequence, vae, dynamics, reward, backward_mlp}.<field>   (train-model's)\n"
                "  generator.generation.<field>                                            (augment's)\n"
@@ -333,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  evaluation.{episodes, seed, audit}\n\n"
                "Examples:\n"
                "  rtaug run configs/cpu/table2.yaml task=maze2d-umaze-sparse generator.kind=rt\n"
-               "  rtaug run my.yaml learner.algo=iql learner.expectile=0.9 seeds=[0,1,2] --out runs/iql09",
+               "  rtaug run my.yaml learner.algo=iql learner.expectile=0.9 seeds=[0,1,2] --out runs/iql09\n"
+               "  rtaug run configs/cpu/table2.yaml task=maze2d-umaze-sparse data.file=data/mine.hdf5 --out runs/mine",
     )
     _add_config_args(p, "CONFIG.yaml", "experiment config (YAML)")
     _add_progress(p)

@@ -57,6 +57,11 @@ class DataConfig:
     # instead of training one in the cache; {env} and {seed} are filled in (runs/sac/{env}-seed{seed}
     # serves a grid of environments). It must be this config's run: checked before any work.
     sac_dir: str | None = None
+    # A dataset file (D4RL layout: `rtaug collect`'s, `rtaug minari import`'s, D4RL's own, yours) to
+    # use as the task's data instead of making it: every other data field is then left unset, and
+    # the data stage is keyed by the file's content (`Dataset.fingerprint`), not its path. The task
+    # still names the environment that evaluates the policies and audits the generated rows.
+    file: str | None = None
 
     def sac_run(self, env: str) -> str | None:
         return None if self.sac_dir is None else self.sac_dir.format(env=env, seed=self.seed)
@@ -362,6 +367,9 @@ def validate(cfg: ExperimentConfig) -> None:
 
 
 def _validate_data(cfg: ExperimentConfig, task) -> None:
+    if cfg.data.file is not None:
+        _validate_data_file(cfg, task)
+        return
     if task.family != "mujoco":
         for key in ("recipe", "sac_dir"):
             if getattr(cfg.data, key):
@@ -389,6 +397,36 @@ def _validate_data(cfg: ExperimentConfig, task) -> None:
             finished_run(run, config)
         except ValueError as exc:
             raise ConfigError(f"data.sac_dir: {exc}") from None
+
+
+def _validate_data_file(cfg: ExperimentConfig, task) -> None:
+    """A given data file: readable, of the task's sizes, not another task's, and holding what the
+    run will ask of it; refused here, before any stage runs."""
+    from rtaug.data.dataset import DatasetError
+    from rtaug.data.hdf5 import load_hdf5
+    from rtaug.envs.registry import TaskError
+
+    made = [f"data.{k}" for k, v in to_dict(cfg.data).items() if k != "file" and v != to_dict(DataConfig())[k]]
+    if made:
+        raise ConfigError(f"data.file: the file is the data; {', '.join(made)} would make data, leave "
+                          f"{'it' if len(made) == 1 else 'them'} unset")
+    path = Path(cfg.data.file)
+    if not path.is_file():
+        raise ConfigError(f"data.file: {path}: no such file")
+    try:
+        data = load_hdf5(path)
+        task.check_dataset(data)
+    except (DatasetError, TaskError, OSError) as exc:
+        raise ConfigError(f"data.file: {exc}") from None
+    if data.recorded_task not in (None, cfg.task):
+        raise ConfigError(f"data.file: {path} records task {data.recorded_task!r}, not {cfg.task!r} "
+                          "(its rewards and episode ends are that task's)")
+    replays = cfg.generator.kind != "none" and (cfg.evaluation.audit or cfg.generator.relabel == "simulator")
+    missing = [k for k in ("qpos", "qvel") if k not in data.infos]
+    if task.family == "mujoco" and replays and missing:
+        raise ConfigError(f"data.file: {path}: key 'infos/{missing[0]}': missing, and the locomotion audit "
+                          "and relabel restore the simulator from it (without it: evaluation.audit=false, "
+                          "generator.relabel=model)")
 
 
 def digest(obj) -> str:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -103,6 +104,34 @@ def _data_stage(cfg: ExperimentConfig, trajectories: Stage) -> Stage:
         return {"transitions": len(data), "episodes": int(len(data.episodes())), "fingerprint": data.fingerprint()}
 
     return _stage("data", {"task": cfg.task}, {"trajectories": trajectories}, compute, f"data ({cfg.task})")
+
+
+@functools.lru_cache(maxsize=8)
+def _file_fingerprint(path: str, mtime_ns: int, size: int) -> str:
+    from rtaug.data.hdf5 import load_hdf5
+
+    return load_hdf5(path).fingerprint()
+
+
+def _file_data_stage(cfg: ExperimentConfig) -> Stage:
+    """`data.file`: the given file is the task's data, copied into the cache (the run never writes
+    near its input). Keyed by the file's content: the same data under another name or on another
+    machine is the same stage, an edited file a new one."""
+    path = Path(cfg.data.file).resolve()
+    st = path.stat()
+    fingerprint = _file_fingerprint(str(path), st.st_mtime_ns, st.st_size)
+
+    def compute(work: Path, inputs, log):
+        from rtaug.data.hdf5 import load_hdf5, save_hdf5
+
+        data = load_hdf5(path)
+        if data.fingerprint() != fingerprint:
+            raise RuntimeError(f"data.file: {path} changed since the run was planned; run it again")
+        save_hdf5(data, work / "data.hdf5")
+        return {"transitions": len(data), "episodes": len(data.episodes()), "fingerprint": fingerprint,
+                "file": str(path)}
+
+    return _stage("data", {"task": cfg.task, "file": fingerprint}, {}, compute, f"data ({cfg.task}, {path.name})")
 
 
 def _sac_stage(cfg: ExperimentConfig) -> Stage:
@@ -370,13 +399,18 @@ def plan(cfg: ExperimentConfig) -> Plan:
     """The stages of one experiment, in an order that respects what each reads."""
     from rtaug.envs.registry import get_task
 
-    if get_task(cfg.task).family == "mujoco":
+    if cfg.data.file is not None:
+        data = _file_data_stage(cfg)
+        stages = [data]
+    elif get_task(cfg.task).family == "mujoco":
         source = _sac_stage(cfg)
         data = _locomotion_data_stage(cfg, source)
+        stages = [source, data]
     else:
         source = _trajectories_stage(cfg)
         data = _data_stage(cfg, source)
-    stages, dataset = [source, data], data
+        stages = [source, data]
+    dataset = data
     generated = audit = None
     if cfg.generator.kind != "none":
         model = _model_stage(cfg, data)
