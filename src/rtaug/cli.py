@@ -368,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
         "report", help="tables, CSV and figures of the results under a directory",
         description="Read every result.json under DIR (of `rtaug run` or `rtaug sweep`) and write report.md "
                     "(per task: mean ± std, IQM with a bootstrap 95% interval, D4RL-normalized mean, the paper's "
-                    "number; the evidence behind each run), results.csv and figures: curves.png (learning "
+                    "number; which data file the rows stand on, by fingerprint, flagged when a task's rows "
+                    "stand on different files; the evidence behind each run), results.csv and figures: curves.png (learning "
                     "curves), q.png (the critics' mean Q), lengths.png (generated lengths), scores.png, and the "
                     "generated transitions over the maze walls per run. SAC runs (a locomotion run's sac stage, "
                     "or `rtaug collect --sac-dir` directories under DIR, e.g. `rtaug report runs/sac`) add a table "
