@@ -300,6 +300,10 @@ def test_a_table_says_when_its_rows_stand_on_different_data(tiny_experiment):
     assert data_fingerprint({}, p.data.path(d / "cache")) == record["fingerprint"]
     assert data_fingerprint({}, d / "nowhere") is None
     assert collect_result(p, d / "cache")["evidence"]["data"]["fingerprint"] == record["fingerprint"]
+    older = {**result, "evidence": {k: v for k, v in result["evidence"].items() if k != "data"}}
+    assert table_rows([older])[0]["data"] == record["fingerprint"][:12]  # from its stage's file
+    gone = {**older, "stages": [{**s, "path": str(d / "nowhere")} for s in older["stages"]]}
+    assert table_rows([gone])[0]["data"] is None
     rows = [{"method": "bcq", "data": "aaaa"}, {"method": "cql", "data": "bbbb"}, {"method": "iql", "data": "aaaa"}]
     assert data_note(rows) == ("**Data: these rows stand on 2 different files** (aaaa: bcq, iql; bbbb: cql); "
                                "rows on different files do not compare.")

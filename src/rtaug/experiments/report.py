@@ -89,8 +89,14 @@ def table_rows(results: list[dict]) -> list[dict]:
 
 
 def data_of(result: dict) -> str | None:
-    """The first 12 hex digits of the fingerprint of the real data a run stands on (None: not recorded)."""
+    """The first 12 hex digits of the fingerprint of the real data a run stands on: as its result
+    records it, else (a run from before the record) from its data stage's file if still on disk."""
+    from rtaug.experiments.run import data_fingerprint
+
     fingerprint = ((result.get("evidence") or {}).get("data") or {}).get("fingerprint")
+    stage = next((s for s in result.get("stages", []) if s["stage"] == "data"), None)
+    if fingerprint is None and stage is not None:
+        fingerprint = data_fingerprint({}, Path(stage["path"]))
     return None if fingerprint is None else fingerprint[:12]
 
 
