@@ -199,6 +199,13 @@ def test_a_data_file_is_checked_before_any_work(tmp_path):
     moved.write_bytes(mine.read_bytes())
     p, q = plan(cfg), plan(build({"task": "maze2d-umaze-sparse", "data": {"file": str(moved)}}))
     assert [s.name for s in p.stages][:2] == ["data", "policy"] and p.data.key == q.data.key  # content, not name
+    # a file edited between planning and its stage is refused, and nothing is left as finished
+    from rtaug.experiments.run import Log, execute
+
+    _save(moved, n=60, metadata={"task": "maze2d-umaze-sparse"})
+    with pytest.raises(RuntimeError, match="changed since the run was planned"):
+        execute(q.data, tmp_path / "cache", Log(False, lambda *_: None))
+    assert not q.data.done(tmp_path / "cache")
     refused = [
         ({"file": str(tmp_path / "none.hdf5")}, "maze2d-umaze-sparse", f"data.file: {tmp_path / 'none.hdf5'}: no such file"),
         ({"file": str(mine), "steps": 100}, "maze2d-umaze-sparse", "data.file: the file is the data; data.steps would make data"),
