@@ -106,6 +106,12 @@ def _data_stage(cfg: ExperimentConfig, trajectories: Stage) -> Stage:
     return _stage("data", {"task": cfg.task}, {"trajectories": trajectories}, compute, f"data ({cfg.task})")
 
 
+def file_fingerprint(path) -> str:
+    """`Dataset.fingerprint` of a file, read once per version of it (path, mtime, size)."""
+    st = Path(path).stat()
+    return _file_fingerprint(str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
+
+
 @functools.lru_cache(maxsize=8)
 def _file_fingerprint(path: str, mtime_ns: int, size: int) -> str:
     from rtaug.data.hdf5 import load_hdf5
@@ -118,8 +124,7 @@ def _file_data_stage(cfg: ExperimentConfig) -> Stage:
     near its input). Keyed by the file's content: the same data under another name or on another
     machine is the same stage, an edited file a new one."""
     path = Path(cfg.data.file).resolve()
-    st = path.stat()
-    fingerprint = _file_fingerprint(str(path), st.st_mtime_ns, st.st_size)
+    fingerprint = file_fingerprint(path)
 
     def compute(work: Path, inputs, log):
         from rtaug.data.hdf5 import load_hdf5, save_hdf5
@@ -602,9 +607,7 @@ def data_fingerprint(record: dict, path: Path) -> str | None:
     """The real data's `Dataset.fingerprint`: recorded by its stage, or read from the stage's file
     where a stage built before the record was kept still has it (None if neither)."""
     if record.get("fingerprint") is None and (path / "data.hdf5").is_file():
-        from rtaug.data.hdf5 import load_hdf5
-
-        return load_hdf5(path / "data.hdf5").fingerprint()
+        return file_fingerprint(path / "data.hdf5")
     return record.get("fingerprint")
 
 
