@@ -1,8 +1,8 @@
 """Causality and the key/value cache of the transformer and of RT's sequence model."""
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from rtaug.generate.model import RTConfig, RTModel

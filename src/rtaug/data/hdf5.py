@@ -10,7 +10,7 @@ import numpy as np
 from rtaug.data.dataset import Dataset, DatasetError
 from rtaug.fileio import replacing
 
-__all__ = ["load_hdf5", "load_hdf5_rows", "next_row_kept", "save_hdf5"]
+__all__ = ["file_fingerprint", "load_hdf5", "load_hdf5_rows", "next_row_kept", "save_hdf5"]
 
 METADATA_ATTR = "rtaug_metadata"
 _ROOT_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts",
@@ -128,6 +128,20 @@ def load_hdf5_rows(path) -> tuple[Dataset, np.ndarray]:
 def load_hdf5(path) -> Dataset:
     """A D4RL-layout HDF5 file as a Dataset (files without next_observations: see `load_hdf5_rows`)."""
     return load_hdf5_rows(path)[0]
+
+
+_FINGERPRINTS: dict = {}  # (resolved path, mtime, size) -> fingerprint
+
+
+def file_fingerprint(path, data: Dataset | None = None) -> str:
+    """`Dataset.fingerprint` of a file, read once per version of it (its path, mtime and size);
+    `data`: the file as already loaded, so a caller that has read it does not read it again."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+    if key not in _FINGERPRINTS:
+        _FINGERPRINTS[key] = (data if data is not None else load_hdf5(path)).fingerprint()
+    return _FINGERPRINTS[key]
 
 
 def save_hdf5(dataset: Dataset, path, compression: str | None = None) -> None:

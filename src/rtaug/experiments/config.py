@@ -403,10 +403,11 @@ def _validate_data_file(cfg: ExperimentConfig, task) -> None:
     """A given data file: readable, of the task's sizes, not another task's, and holding what the
     run will ask of it; refused here, before any stage runs."""
     from rtaug.data.dataset import DatasetError
-    from rtaug.data.hdf5 import load_hdf5
+    from rtaug.data.hdf5 import file_fingerprint, load_hdf5
     from rtaug.envs.registry import TaskError
 
-    made = [f"data.{k}" for k, v in to_dict(cfg.data).items() if k != "file" and v != to_dict(DataConfig())[k]]
+    defaults = to_dict(DataConfig())
+    made = [f"data.{k}" for k, v in to_dict(cfg.data).items() if k != "file" and v != defaults[k]]
     if made:
         raise ConfigError(f"data.file: the file is the data; {', '.join(made)} would make data, leave "
                           f"{'it' if len(made) == 1 else 'them'} unset")
@@ -427,6 +428,7 @@ def _validate_data_file(cfg: ExperimentConfig, task) -> None:
         raise ConfigError(f"data.file: {path}: key 'infos/{missing[0]}': missing, and the locomotion audit "
                           "and relabel restore the simulator from it (without it: evaluation.audit=false, "
                           "generator.relabel=model)")
+    file_fingerprint(path, data)  # the data stage's key, from the copy read here (not a second read)
 
 
 def digest(obj) -> str:

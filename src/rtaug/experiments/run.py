@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import functools
 import hashlib
 import json
 import os
@@ -89,7 +88,7 @@ def _trajectories_stage(cfg: ExperimentConfig) -> Stage:
         data = collect_maze2d(f"maze2d-{maze}-sparse", steps=cfg.data.steps, seed=cfg.data.seed,
                               progress=log.progress, timeouts=cfg.data.timeouts)
         save_hdf5(data, work / "data.hdf5")
-        return {"transitions": len(data), "episodes": int(len(data.episodes())), "fingerprint": data.fingerprint()}
+        return {"transitions": len(data), "episodes": int(len(data.episodes()))}
 
     return _stage("trajectories", spec, {}, compute, f"trajectories (maze2d-{maze})")
 
@@ -106,25 +105,14 @@ def _data_stage(cfg: ExperimentConfig, trajectories: Stage) -> Stage:
     return _stage("data", {"task": cfg.task}, {"trajectories": trajectories}, compute, f"data ({cfg.task})")
 
 
-def file_fingerprint(path) -> str:
-    """`Dataset.fingerprint` of a file, read once per version of it (path, mtime, size)."""
-    st = Path(path).stat()
-    return _file_fingerprint(str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
-
-
-@functools.lru_cache(maxsize=8)
-def _file_fingerprint(path: str, mtime_ns: int, size: int) -> str:
-    from rtaug.data.hdf5 import load_hdf5
-
-    return load_hdf5(path).fingerprint()
-
-
 def _file_data_stage(cfg: ExperimentConfig) -> Stage:
     """`data.file`: the given file is the task's data, copied into the cache (the run never writes
     near its input). Keyed by the file's content: the same data under another name or on another
     machine is the same stage, an edited file a new one."""
+    from rtaug.data.hdf5 import file_fingerprint
+
     path = Path(cfg.data.file).resolve()
-    fingerprint = file_fingerprint(path)
+    fingerprint = file_fingerprint(path)  # read when the config was validated
 
     def compute(work: Path, inputs, log):
         from rtaug.data.hdf5 import load_hdf5, save_hdf5
@@ -607,6 +595,8 @@ def data_fingerprint(record: dict, path: Path) -> str | None:
     """The real data's `Dataset.fingerprint`: recorded by its stage, or read from the stage's file
     where a stage built before the record was kept still has it (None if neither)."""
     if record.get("fingerprint") is None and (path / "data.hdf5").is_file():
+        from rtaug.data.hdf5 import file_fingerprint
+
         return file_fingerprint(path / "data.hdf5")
     return record.get("fingerprint")
 
