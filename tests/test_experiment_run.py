@@ -213,6 +213,11 @@ def test_learning_curves_as_tensorboard_events(tiny_experiment):
 
 
 def test_bad_requests_are_refused_before_any_work(tmp_path, capsys):
+    import numpy as np
+
+    from rtaug.data import Dataset
+    from rtaug.data.hdf5 import save_hdf5
+
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(TINY))
     assert main(["run", str(cfg), "learner.expectile=0.9", "--cache", str(tmp_path / "cache")]) == 2
@@ -221,6 +226,18 @@ def test_bad_requests_are_refused_before_any_work(tmp_path, capsys):
     assert "none.yaml: no such config file" in capsys.readouterr().err
     assert main(["report", str(tmp_path)]) == 2
     assert "no result.json" in capsys.readouterr().err
+    # data.file: one line naming the key and the problem, nothing made, the input untouched
+    wide = tmp_path / "wide.hdf5"
+    save_hdf5(Dataset(np.zeros((4, 5), np.float32), np.zeros((4, 2), np.float32), np.zeros(4, np.float32),
+                      np.zeros(4, bool), np.array([0, 0, 0, 1], bool), np.zeros((4, 5), np.float32)), wide)
+    before = wide.read_bytes()
+    for value, problem in ((tmp_path / "none.hdf5", "none.hdf5: no such file"),
+                           (wide, "task 'maze2d-umaze-sparse' has 4-dimensional observations")):
+        assert main(["run", str(cfg), "data.steps=null", f"data.file={value}", "--cache", str(tmp_path / "cache"),
+                     "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert "data.file:" in err and problem in err and err.count("\n") == 1
+    assert wide.read_bytes() == before and not (tmp_path / "out").exists()
     assert not (tmp_path / "cache").exists()
 
 
