@@ -25,8 +25,37 @@ def test_true_returns_discount_the_simulator_rewards():
     far = cells[np.argmax(np.linalg.norm(cells - goal, axis=1))]
     obs = np.array([[*goal, 0, 0], [*far, 0, 0]], np.float32)
     still = lambda o: np.zeros((len(o), 2), np.float32)  # noqa: E731
-    g = q_truth.true_returns(task, still, obs, gamma=0.5, horizon=4)
-    assert g[0] == pytest.approx(1 + 0.5 + 0.25 + 0.125) and g[1] == 0.0
+    rolled = q_truth.roll_out(task, still, obs, gamma=0.5, horizon=4, rewards=(2.0, 0.0))
+    # discounted in the learner's rewards (here r × 2), the total in the task's
+    assert rolled["discounted"][0] == pytest.approx(2 * (1 + 0.5 + 0.25 + 0.125)) and rolled["discounted"][1] == 0.0
+    assert rolled["total"].tolist() == [4.0, 0.0] and rolled["steps"].tolist() == [4, 4] and not rolled["ended"].any()
+
+
+def test_locomotion_rollouts_start_from_the_stored_state_and_stop_at_a_fall():
+    """Against Gymnasium's own Hopper stepped by hand from the same simulator state: the same
+    rewards, discounted, and nothing after the fall."""
+    from rtaug.envs.locomotion import make_env
+    from rtaug.envs.registry import get_task
+
+    task = get_task("hopper-medium")
+    env = make_env(task.recipe.env_id)
+    env.reset(seed=3)
+    for _ in range(5):  # a state away from the reset's
+        env.step(np.full(3, 0.5))
+    qpos, qvel = env.unwrapped.data.qpos.copy(), env.unwrapped.data.qvel.copy()
+    push = lambda o: np.tile([1.0, -1.0, 1.0], (len(o), 1)).astype(np.float32)
+    expect, disc, steps, fell = 0.0, 1.0, 0, False
+    while not fell and steps < 300:
+        _, r, fell, _, _ = env.step(np.array([1.0, -1.0, 1.0]))
+        expect += disc * r
+        disc *= 0.9
+        steps += 1
+    assert fell  # this push topples the hopper well within the horizon
+    rolled = q_truth.roll_out(task, push, np.zeros((2, 11), np.float32), gamma=0.9, horizon=300,
+                              qpos=np.stack([qpos] * 2), qvel=np.stack([qvel] * 2))
+    assert rolled["discounted"] == pytest.approx([expect] * 2)
+    assert rolled["steps"].tolist() == [steps] * 2 and rolled["ended"].all()
+    assert q_truth.survival(rolled) == f"100% fell, after {steps} steps on average"
 
 
 @pytest.mark.slow
@@ -48,6 +77,32 @@ def test_q_truth_on_a_bcq_run(tiny_experiment, tmp_path, capsys):
     assert rep["algo"] == "bcq" and rep["step"] == 20 and set(rep["seeds"]) == {"0", "1"}
     assert all(np.isfinite(v["q_mean"]) and v["true_mean"] >= 0 for v in rep["seeds"].values())
     assert "critic Q" in capsys.readouterr().out
+
+
+def hopper_rows(n=20, ends=(19,)):
+    from rtaug.data import Dataset
+
+    return Dataset(observations=np.zeros((n, 11), np.float32), actions=np.zeros((n, 3), np.float32),
+                   rewards=np.ones(n, np.float32), terminals=np.isin(np.arange(n), ends),
+                   timeouts=np.arange(n) == n - 1, next_observations=np.zeros((n, 11), np.float32))
+
+
+def test_states_drawn_from_episode_starts_begin_an_episode():
+    data = hopper_rows(ends=(4, 9, 14, 19))
+    assert sorted(q_truth.draw_states(data, 4, 0, starts=True).tolist()) == [0, 5, 10, 15]
+    assert len(set(q_truth.draw_states(data, 20, 0).tolist())) == 20
+    with pytest.raises(ValueError, match="only 4 episode starts"):
+        q_truth.draw_states(data, 5, 0, starts=True)
+
+
+def test_locomotion_data_without_simulator_states_is_refused_before_any_work(tmp_path, capsys):
+    from rtaug.data import save_hdf5
+
+    save_hdf5(hopper_rows(), tmp_path / "h.hdf5")
+    with pytest.raises(SystemExit) as e:
+        q_truth.main(["no-run", "--data", str(tmp_path / "h.hdf5"), "--task", "hopper-medium"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"{tmp_path / 'h.hdf5'}: key 'infos/qpos': missing" in err
 
 
 @pytest.mark.parametrize("flags", [["--states", "0"], ["--horizon", "0"]])

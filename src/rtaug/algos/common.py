@@ -127,6 +127,18 @@ def episode_returns(dataset: Dataset) -> np.ndarray:
     return _returns(dataset.rewards, dataset.episodes())
 
 
+def reward_transform(dataset: Dataset, config) -> tuple[float, float]:
+    """(scale, bias): the learner trains on r·scale + bias, so its critic's values are in those
+    units (what `prepare` applies; a critic read against true returns needs the same)."""
+    scale = 1.0
+    if getattr(config, "return_normalize", False):
+        returns = episode_returns(dataset)
+        spread = returns.max() - returns.min()
+        if spread > 0:
+            scale = 1000.0 / spread
+    return float(scale * getattr(config, "reward_scale", 1.0)), float(getattr(config, "reward_bias", 0.0))
+
+
 def prepare(dataset: Dataset, config) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Training arrays and the state normaliser (mean, std) the policy must apply when acting.
 
@@ -150,13 +162,8 @@ def prepare(dataset: Dataset, config) -> tuple[dict[str, np.ndarray], np.ndarray
     else:
         mean = np.zeros(dataset.obs_dim, np.float32)
         std = np.ones(dataset.obs_dim, np.float32)
-    rewards = dataset.rewards.astype(np.float64)
-    if getattr(config, "return_normalize", False):
-        returns = episode_returns(dataset)
-        spread = returns.max() - returns.min()
-        if spread > 0:
-            rewards = rewards * (1000.0 / spread)
-    rewards = rewards * getattr(config, "reward_scale", 1.0) + getattr(config, "reward_bias", 0.0)
+    scale, bias = reward_transform(dataset, config)
+    rewards = dataset.rewards.astype(np.float64) * scale + bias
     mean, std = mean.astype(np.float32), std.astype(np.float32)
     arrays = {
         "observations": ((obs - mean) / std).astype(np.float32),
