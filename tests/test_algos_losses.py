@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rtaug.algos import bcq, cql, iql, td3bc
-from rtaug.algos.common import for_budget, prepare, with_domain
+from rtaug.algos.common import for_budget, prepare, reward_transform, with_domain
 from rtaug.data import Dataset
 
 
@@ -169,6 +169,10 @@ def test_iql_mujoco_reward_normalisation_uses_return_range():
     np.testing.assert_array_equal(mean, [0.0])  # IQL leaves states raw
     arrays, _, _ = prepare(_two_episode_data(), with_domain(iql.IQLConfig(), "antmaze"))
     np.testing.assert_allclose(arrays["rewards"], [3.0, 5.0, 9.0, 19.0])
+    # the (scale, bias) a critic's values are in, as benchmarks/q_truth.py reads them
+    assert reward_transform(_two_episode_data(), iql.IQLConfig()) == (50.0, 0.0)
+    assert reward_transform(_two_episode_data(), with_domain(iql.IQLConfig(), "antmaze")) == (1.0, -1.0)
+    assert reward_transform(_two_episode_data(), td3bc.TD3BCConfig()) == (1.0, 0.0)
 
 
 def test_td3bc_state_normalisation():
