@@ -122,6 +122,26 @@ def test_a_killed_stage_is_rebuilt_from_scratch(tiny_experiment):
     assert sorted(p.name for p in stage.path(d / "cache").iterdir()) == ["evaluation.json", "stage.json"]
 
 
+def test_a_resumed_stage_counts_the_time_of_its_killed_attempts(tiny_experiment):
+    """A policy stage killed 100 s into its first attempt (its last file written then) and resumed:
+    its wall_s is that attempt's 100 s plus the one that finished it."""
+    import os
+    import time
+
+    d, _, _ = tiny_experiment
+    cfg = build(TINY, ["learner.steps=20", "seeds=[0]"])
+    stage = plan(cfg).policies[0]
+    work = d / "cache" / "policy" / f"{stage.key}.partial"
+    work.mkdir(parents=True)
+    start = time.time() - 500
+    (work / ".attempts.json").write_text(json.dumps([[start, None]]))
+    (work / "left-behind.txt").write_text("x")
+    os.utime(work / "left-behind.txt", (start + 100, start + 100))
+    rec = execute(stage, d / "cache", Log(False, lambda *_: None))
+    assert not rec["cached"] and rec["earlier_attempts_s"] == pytest.approx(100, abs=1e-3)
+    assert 100 < rec["wall_s"] < 100 + 400 and not (stage.path(d / "cache") / ".attempts.json").exists()
+
+
 def test_report_writes_the_table_csv_and_figures(tiny_experiment, capsys):
     d, result, _ = tiny_experiment
     assert main(["report", str(d / "run"), "--out", str(d / "report")]) == 0

@@ -45,6 +45,7 @@ from rtaug.fileio import atomic_write_bytes, atomic_write_json
 VERSIONS = {"sac": 1, "trajectories": 1, "data": 2, "model": 1, "mlp": 1, "generated": 1, "relabelled": 1, "audit": 2,
             "policy": 1, "evaluation": 1}
 DONE = "stage.json"
+ATTEMPTS = ".attempts.json"  # a resumable stage's attempts, kept in its .partial directory
 
 
 @dataclass
@@ -472,6 +473,19 @@ def _locked(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _earlier_attempts_s(work: Path) -> float:
+    """Seconds that killed attempts at a resumable stage computed, each from its start to the last
+    file it wrote in `work` (what it did after that is lost and done again), so that a resumed
+    stage's `wall_s` is what the whole stage cost; this attempt's start is recorded for the next."""
+    path = work / ATTEMPTS
+    attempts = json.loads(path.read_text()) if path.exists() else []  # [start, last write] per attempt
+    if attempts and attempts[-1][1] is None:
+        written = [f.stat().st_mtime for f in work.rglob("*") if f.is_file() and f.name != ATTEMPTS]
+        attempts[-1][1] = max(written, default=attempts[-1][0])
+    atomic_write_json(path, attempts + [[time.time(), None]])
+    return float(sum(max(0.0, last - start) for start, last in attempts))
+
+
 def read_stage(stage: Stage, cache) -> dict:
     return json.loads((stage.path(cache) / DONE).read_text())
 
@@ -496,12 +510,16 @@ def execute(stage: Stage, cache, log: Log) -> dict:
         if final.exists():  # a directory without stage.json: an interrupted rename's leftovers
             shutil.rmtree(final)
         log(f"[{stage.name}] {stage.label}: computing -> {final}")
+        earlier = _earlier_attempts_s(work) if stage.resumable else 0.0
         t0 = time.perf_counter()
         info = stage.compute(work, {r: d.path(cache) for r, d in stage.deps.items()}, log)
         wall = time.perf_counter() - t0
+        (work / ATTEMPTS).unlink(missing_ok=True)
         record = {"stage": stage.name, "key": stage.key, "label": stage.label, "spec": stage.spec,
-                  "wall_s": wall, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": commit(),
+                  "wall_s": wall + earlier, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": commit(),
                   "host_cpus": len(os.sched_getaffinity(0)), **info}
+        if earlier:
+            record["earlier_attempts_s"] = earlier
         atomic_write_json(work / DONE, record)
         os.replace(work, final)
         log(f"[{stage.name}] {stage.label}: done in {wall:.0f} s")
