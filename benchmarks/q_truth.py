@@ -162,8 +162,9 @@ def main(argv=None) -> int:
         state = {"qpos": np.asarray(data.infos["qpos"])[rows], "qvel": np.asarray(data.infos["qvel"])[rows]}
     obs = np.asarray(data.observations[rows], np.float32)
     scale, bias = reward_transform(data, config)
-    behaviour = reward_to_go(data.rewards * scale + bias, data.episodes(), gamma)[rows]
-    rest = reward_to_go(data.rewards, data.episodes(), 1.0)[rows]  # the rest of each row's episode
+    bounds = data.episodes()
+    behaviour = reward_to_go(data.rewards * scale + bias, bounds, gamma)[rows]
+    rest = reward_to_go(data.rewards, bounds, 1.0)[rows]  # the rest of each row's episode
 
     report = {"run": str(args.run), "algo": run.algo, "step": run.step, "task": task.name, "gamma": gamma,
               "states": args.states, "starts": args.starts, "horizon": args.horizon, "reward_scale": scale, "reward_bias": bias,
@@ -174,7 +175,7 @@ def main(argv=None) -> int:
             f"the data's behaviour there: discounted return {behaviour.mean():.2f}, "
             f"rest of the episode {rest.mean():.1f}")
     if task.family == "mujoco":
-        last = data.episodes()[:, 1] - 1  # each episode's last row: a terminal there is a fall
+        last = bounds[:, 1] - 1  # each episode's last row: a terminal there is a fall
         fell = np.asarray(data.terminals, bool)[last[np.searchsorted(last, rows)]]
         report["behaviour_fell"] = float(fell.mean())
         line += f", {fell.mean():.0%} of those episodes end in a fall"
