@@ -134,6 +134,14 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.states < 1 or args.horizon < 1:
         p.error("--states and --horizon must be >= 1")
+    if args.json:
+        from pathlib import Path
+
+        out = Path(args.json)
+        if out.is_dir():
+            p.error(f"--json {out}: is a directory; give a file name")
+        if out.resolve() == Path(args.data).resolve() or Path(args.run).resolve() in out.resolve().parents:
+            p.error(f"--json {out}: would overwrite an input (--data or the run); write elsewhere")
 
     from rtaug import algos
     from rtaug.algos.common import reward_transform
@@ -149,14 +157,14 @@ def main(argv=None) -> int:
         if missing:
             p.error(f"{args.data}: key 'infos/{missing[0]}': missing; the rollouts start from each row's "
                     "simulator state")
-    run = load_run(args.run)
-    module, config = algos.get(run.algo), run.config
-    # BC has no discount of its own: its policy is measured at the offline learners' 0.99
-    gamma = float(getattr(config, "discount", 0.99))
     try:
         rows = draw_states(data, args.states, args.seed, starts=args.starts)
     except ValueError as exc:
         p.error(f"{args.data}: {exc}")
+    run = load_run(args.run)
+    module, config = algos.get(run.algo), run.config
+    # BC has no discount of its own: its policy is measured at the offline learners' 0.99
+    gamma = float(getattr(config, "discount", 0.99))
     state = {}
     if task.family == "mujoco":
         state = {"qpos": np.asarray(data.infos["qpos"])[rows], "qvel": np.asarray(data.infos["qvel"])[rows]}

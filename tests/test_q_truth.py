@@ -105,6 +105,35 @@ def test_locomotion_data_without_simulator_states_is_refused_before_any_work(tmp
     assert e.value.code == 2 and f"{tmp_path / 'h.hdf5'}: key 'infos/qpos': missing" in err
 
 
+def test_more_start_states_than_episodes_is_refused_before_any_work(tmp_path, capsys):
+    from rtaug.data import Dataset, save_hdf5
+
+    n = 20  # two maze episodes
+    obs = np.ones((n, 4), np.float32)
+    save_hdf5(Dataset(observations=obs, actions=np.zeros((n, 2), np.float32), rewards=np.zeros(n, np.float32),
+                      terminals=np.zeros(n, bool), timeouts=np.isin(np.arange(n), (9, 19)), next_observations=obs),
+              tmp_path / "m.hdf5")
+    before = (tmp_path / "m.hdf5").read_bytes()
+    with pytest.raises(SystemExit) as e:
+        q_truth.main(["no-run", "--data", str(tmp_path / "m.hdf5"), "--task", "maze2d-umaze-sparse",
+                      "--starts", "--states", "5"])
+    assert e.value.code == 2 and "the data have only 2 episode starts" in capsys.readouterr().err
+    assert (tmp_path / "m.hdf5").read_bytes() == before
+
+
+@pytest.mark.parametrize("where", ["data", "run", "dir"])
+def test_json_onto_an_input_or_a_directory_is_refused(tmp_path, capsys, where):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "d.hdf5").write_bytes(b"data")
+    out = {"data": tmp_path / "d.hdf5", "run": tmp_path / "run" / "run.json", "dir": tmp_path}[where]
+    with pytest.raises(SystemExit) as e:
+        q_truth.main([str(tmp_path / "run"), "--data", str(tmp_path / "d.hdf5"), "--task", "maze2d-umaze-sparse",
+                      "--json", str(out)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and ("is a directory" if where == "dir" else "would overwrite an input") in err
+    assert (tmp_path / "d.hdf5").read_bytes() == b"data"
+
+
 @pytest.mark.parametrize("flags", [["--states", "0"], ["--horizon", "0"]])
 def test_bad_sizes_are_refused_before_any_work(flags, capsys):
     with pytest.raises(SystemExit) as e:
