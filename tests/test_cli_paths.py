@@ -291,12 +291,12 @@ def test_a_failed_train_model_leaves_the_old_directory_and_no_temporary(work, ca
 
 
 def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(work, capsys, monkeypatch):
-    import rtaug.envs.registry as registry
+    import rtaug.experiments.tasks as tasks
 
     def broken(*args, **kwargs):
         raise RuntimeError("a message\n  over two lines")
 
-    monkeypatch.setattr(registry, "task_names", broken)
+    monkeypatch.setattr(tasks, "task_table", broken)
     assert main(["tasks"]) == 1
     assert capsys.readouterr().err == ("rtaug tasks: error: RuntimeError: a message over two lines "
                                        "(rerun with --debug for the traceback)\n")

@@ -51,11 +51,55 @@ def test_unknown_task_is_a_clear_error(tmp_path, capsys):
     assert not (tmp_path / "x.hdf5").exists()
 
 
-def test_tasks_lists_every_task(capsys):
+def test_tasks_lists_every_task_a_line_each(capsys):
     assert main(["tasks"]) == 0
     out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith(("maze2d", "boxball", "hopper"))}
     for maze in ("umaze", "medium", "large"):
         for reward in ("sparse", "dense"):
-            assert f"maze2d-{maze}-{reward}" in out
-    assert "\nboxball: 10x10 grid with a wall in front of the goal" in out
-    assert "'discrete_actions': True" in out.split("boxball:")[1]
+            assert f"rtaug/maze2d-{maze}-{reward}-v0" in lines[f"maze2d-{maze}-{reward}"]
+    # the references measured here and D4RL's, side by side
+    assert "26.3 / 222.5" in lines["maze2d-umaze-sparse"] and "23.9 / 161.9" in lines["maze2d-umaze-sparse"]
+    assert "4 discrete" in lines["boxball"]
+    # a task whose references are not measured says how to measure them
+    assert "hopper-medium: rtaug reference hopper-medium --sac-dir" in out
+
+
+def test_tasks_name_shows_one_task_in_full(capsys):
+    assert main(["tasks", "boxball"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("boxball: 10x10 grid with a wall in front of the goal")
+    fields = dict(line.split(None, 1) for line in out.splitlines()[1:])
+    assert fields["discrete_actions"] == "True" and fields["evaluation.max_episode_steps"] == "50"
+    assert fields["references.random"] == "–" and "references.command" not in fields
+    assert main(["tasks", "maze2d-umaze-dense"]) == 0
+    fields = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines()[1:])
+    assert fields["recipe.episode_length"] == "300" and fields["references.expert"] == "234.8162"
+
+
+def test_tasks_json_is_the_registry(capsys):
+    from rtaug.envs.registry import get_task
+
+    assert main(["tasks", "--json"]) == 0
+    every = json.loads(capsys.readouterr().out)
+    assert every["walker2d-medium"]["references"]["expert"] == get_task("walker2d-medium").references.expert
+    assert main(["tasks", "hopper-medium", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["recipe"]["env_id"] == "Hopper-v5"
+
+
+def test_tasks_unknown_name_is_refused(capsys):
+    assert main(["tasks", "maze2d-tiny-sparse"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rtaug tasks: error: unknown task 'maze2d-tiny-sparse'") and "boxball" in err
+
+
+def test_output_into_a_closed_pipe_is_not_an_error():
+    import subprocess
+    import sys
+
+    # the reader goes before rtaug writes, as `rtaug tasks --json | head -1` does when head is done
+    proc = subprocess.Popen([sys.executable, "-m", "rtaug", "tasks", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait() == 0 and err == b""

@@ -94,13 +94,9 @@ def _cmd_describe(args):
 
 
 def _cmd_tasks(args):
-    from rtaug.envs.registry import get_task, task_names
+    from rtaug.experiments.tasks import show_tasks
 
-    for name in task_names():
-        about = get_task(name).describe()
-        print(f"{name}: {about.pop('summary')}")
-        about.pop("name")
-        print(f"  {about}")
+    print(show_tasks(args.name, as_json=args.json))
 
 
 def _cmd_reference(args):
@@ -451,8 +447,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_describe, paths=(In("file"), Out("--json")), checks=(TaskOf("file"),))
 
     p = sub.add_parser("tasks", help="list the tasks and their recipes",
-                       description="List the tasks rtaug knows: how each is made, its data recipe, evaluation "
-                                   "protocol and reference scores.")
+                       description="List the tasks rtaug knows, a line each: Gymnasium id, observation and "
+                                   "action sizes, evaluation protocol, the reference scores measured here and "
+                                   "D4RL's. With NAME, that task in full: how its data are made, its recipe, "
+                                   "and the command that measured its references.")
+    p.add_argument("name", nargs="?", metavar="NAME", help="show this task in full")
+    p.add_argument("--json", action="store_true", help="print the registry entries as JSON instead")
     p.set_defaults(func=_cmd_tasks)
 
     p = sub.add_parser("reference", help="measure a task's random and expert reference returns",
@@ -797,14 +797,41 @@ def main(argv=None) -> int:
         # Bad input is the user's to fix: say what and where, without a stack trace.
         print(f"rtaug {command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError as e:
+        if _stdout_closed():
+            return 0  # the reader of our output stopped early (`rtaug tasks | head`): nothing went wrong
+        return _unexpected(args, command, e)
     except Exception as e:
-        if args.debug:
-            raise
-        said = " ".join(str(e).split())  # one line, whatever the exception's message looks like
-        print(f"rtaug {command}: error: {type(e).__name__}: {said} (rerun with --debug for the traceback)",
-              file=sys.stderr)
-        return 1
+        return _unexpected(args, command, e)
     return 0
+
+
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (poll reports an error on it); if
+    so, point it at /dev/null so that the interpreter's own flush at exit does not fail again."""
+    import os
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        closed = any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, ValueError, OSError):
+        return False  # not a real file (a test's capture) or no poll here: not ours to judge
+    if closed:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    return closed
+
+
+def _unexpected(args, command: str, e: Exception) -> int:
+    """An error that is not the user's input: one line, or the traceback under --debug."""
+    if args.debug:
+        raise e
+    said = " ".join(str(e).split())  # one line, whatever the exception's message looks like
+    print(f"rtaug {command}: error: {type(e).__name__}: {said} (rerun with --debug for the traceback)",
+          file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":
