@@ -99,6 +99,14 @@ def test_a_flag_out_of_range_is_refused_before_work(work, capsys, argv, message)
     assert sorted(p.name for p in work.iterdir()) == ["c.yaml", "walks.hdf5"]  # no output, no temporary
 
 
+def test_run_on_a_sweep_file_without_a_cell_is_refused_before_work(work, capsys):
+    Path("s.yaml").write_text("grid:\n  task: [maze2d-umaze-sparse, maze2d-umaze-dense]\n  generator.kind: [none, rt]\n")
+    refused(["run", "s.yaml", "task=maze2d-umaze-dense", "--out", "o", "--cache", "cache"],
+            "s.yaml: a sweep file (2 cells over generator.kind): run it with `rtaug sweep`, or one cell of it by "
+            "choosing each axis, e.g. `generator.kind=none`", capsys, keep=("s.yaml",))
+    assert sorted(p.name for p in work.iterdir()) == ["c.yaml", "s.yaml", "walks.hdf5"]
+
+
 @pytest.mark.parametrize("argv", [
     [*TRAIN_MODEL, "--seed", "4294967295", "--alpha-quantile", "1", "--dynamics-steps", "0", "--reward-steps", "0",
      "--context-steps", "2", "--gamma", "1"],

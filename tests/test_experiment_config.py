@@ -154,6 +154,19 @@ def test_a_grid_axis_is_overridden_from_the_command_line():
     assert all(c.config.learner.steps == 500 for c in cells)
 
 
+def test_run_on_a_sweep_file_runs_one_cell_or_is_refused():
+    tree = {"grid": {"task": ["maze2d-umaze-sparse", "maze2d-large-dense"], "generator.kind": ["none", "rt"],
+                     "learner.algo": ["bcq"]}}
+    cfg = build(tree, ["task=maze2d-large-dense", "generator.kind=rt"])
+    # the chosen cell, and the axis of one value taken as it is
+    assert (cfg.task, cfg.generator.kind, cfg.learner.algo) == ("maze2d-large-dense", "rt", "bcq")
+    # an axis left open would silently run the file's defaults, which is no cell of the grid
+    with pytest.raises(ConfigError, match=re.escape("sweep.yaml: a sweep file (2 cells over generator.kind): run it "
+                                                    "with `rtaug sweep`, or one cell of it by choosing each axis, "
+                                                    "e.g. `generator.kind=none`")):
+        build(tree, ["task=maze2d-umaze-sparse"], source="sweep.yaml")
+
+
 def test_learner_configs_check_their_ranges_when_built_in_python():
     from rtaug.algos.iql import IQLConfig
 

@@ -332,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
                "Examples:\n"
                "  rtaug run configs/cpu/table2.yaml task=maze2d-umaze-sparse generator.kind=rt\n"
                "  rtaug run my.yaml learner.algo=iql learner.expectile=0.9 seeds=[0,1,2] --out runs/iql09\n"
-               "  rtaug run configs/cpu/table2.yaml task=maze2d-umaze-sparse data.file=data/mine.hdf5 --out runs/mine",
+               "  rtaug run configs/cpu/table2.yaml task=maze2d-umaze-sparse generator.kind=rt data.file=data/mine.hdf5 \\\n      --out runs/mine",
     )
     _add_config_args(p, "CONFIG.yaml", "experiment config (YAML)")
     _add_progress(p)

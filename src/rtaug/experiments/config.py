@@ -300,14 +300,40 @@ def build(values: dict | None = None, overrides=(), source: str = "config") -> E
     tree = json.loads(json.dumps(values or {}))
     if not isinstance(tree, dict):
         raise ConfigError(f"{source}: expected a mapping of config sections, got {type(values).__name__}")
+    given = set()
     for item in overrides:
         key, value = item if isinstance(item, tuple) else parse_override(item)
         _set(tree, key, value)
-    tree.pop("grid", None)  # a sweep's; `rtaug run` ignores it
+        given.add(key)
+    _one_cell(tree, given, source)
     tree["learner"] = _split_learner(tree.get("learner"), "learner")
     cfg = from_dict(ExperimentConfig, tree)
     validate(cfg)
     return cfg
+
+
+def _one_cell(tree: dict, given: set, source: str) -> None:
+    """A sweep file given to `rtaug run`: its grid must name one cell. An axis of one value is that
+    value; an axis of several must be chosen on the command line, else the run would silently be the
+    file's defaults, not any cell of its grid."""
+    grid = tree.pop("grid", None) or {}
+    if not isinstance(grid, dict):
+        raise ConfigError(f"{source}: grid: expected a mapping of field: [values]")
+    open_axes = []
+    for key, values in grid.items():
+        if key in given:
+            continue
+        if isinstance(values, list) and len(values) == 1:
+            _set(tree, key, values[0])
+        else:
+            open_axes.append(key)
+    if open_axes:
+        cells = 1
+        for key in open_axes:
+            cells *= len(grid[key]) if isinstance(grid[key], list) else 1
+        example = " ".join(f"{k}={grid[k][0] if isinstance(grid[k], list) and grid[k] else '...'}" for k in open_axes)
+        raise ConfigError(f"{source}: a sweep file ({cells} cells over {', '.join(open_axes)}): run it with "
+                          f"`rtaug sweep`, or one cell of it by choosing each axis, e.g. `{example}`")
 
 
 def load(path, overrides=()) -> ExperimentConfig:
