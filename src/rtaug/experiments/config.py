@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -319,19 +320,19 @@ def _one_cell(tree: dict, given: set, source: str) -> None:
     grid = tree.pop("grid", None) or {}
     if not isinstance(grid, dict):
         raise ConfigError(f"{source}: grid: expected a mapping of field: [values]")
-    open_axes = []
+    open_axes = {}
     for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{source}: grid.{key}: expected a non-empty list of values, got {values!r}")
         if key in given:
             continue
-        if isinstance(values, list) and len(values) == 1:
+        if len(values) == 1:
             _set(tree, key, values[0])
         else:
-            open_axes.append(key)
+            open_axes[key] = values
     if open_axes:
-        cells = 1
-        for key in open_axes:
-            cells *= len(grid[key]) if isinstance(grid[key], list) else 1
-        example = " ".join(f"{k}={grid[k][0] if isinstance(grid[k], list) and grid[k] else '...'}" for k in open_axes)
+        cells = math.prod(len(v) for v in open_axes.values())
+        example = " ".join(f"{k}={v[0]}" for k, v in open_axes.items())
         raise ConfigError(f"{source}: a sweep file ({cells} cells over {', '.join(open_axes)}): run it with "
                           f"`rtaug sweep`, or one cell of it by choosing each axis, e.g. `{example}`")
 

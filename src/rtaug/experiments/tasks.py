@@ -24,12 +24,11 @@ def task_table() -> str:
         t = get_task(name)
         ref = t.references
         act = f"{t.act_dim}{' discrete' if t.discrete_actions else ''}"
-        here = _refs(ref.random, ref.expert)
-        if here == "–" and ref.command:
+        if ref.command and (ref.random is None or ref.expert is None):
             unmeasured.append(f"  {name}: {ref.command}")
         rows.append((name, t.gym_id, str(t.obs_dim), act,
                      f"{t.evaluation.episodes} × {t.evaluation.max_episode_steps} steps",
-                     here, _refs(ref.d4rl_random, ref.d4rl_expert)))
+                     _refs(ref.random, ref.expert), _refs(ref.d4rl_random, ref.d4rl_expert)))
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in (header, *rows)]
     lines.insert(1, "  ".join("-" * w for w in widths))
