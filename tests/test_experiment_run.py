@@ -394,3 +394,18 @@ def test_panels_with_different_methods_each_get_their_own_legend(tmp_path):
     _save_panels(fig, axes, "score", tmp_path / "differ.png")
     assert [ax.get_legend() is not None for ax in axes[0]] == [True, True]
     assert (tmp_path / "differ.png").stat().st_size > 1000
+
+
+def test_results_name_the_commit_the_process_loaded_not_the_newest(monkeypatch):
+    import subprocess
+
+    from rtaug.experiments import run as run_module
+
+    loaded = run_module.commit()
+
+    def newer_head(argv, **kwargs):  # the checkout moved on while a long run was under way
+        return subprocess.CompletedProcess(argv, 0, stdout="" if "status" in argv else "f00dfeed\n", stderr="")
+
+    monkeypatch.setattr(run_module.subprocess, "run", newer_head)
+    assert run_module._checkout_commit() == "f00dfeed"
+    assert run_module.commit() == loaded

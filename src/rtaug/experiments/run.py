@@ -446,8 +446,7 @@ class Log:
             self._print(line)
 
 
-def commit() -> str | None:
-    """The git commit of the code that runs (None outside a checkout)."""
+def _checkout_commit() -> str | None:
     try:
         root = Path(__file__).resolve().parents[3]
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -459,6 +458,16 @@ def commit() -> str | None:
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+# Read when this process loads the code, not when a stage ends: a run of hours outlives commits made
+# to the checkout meanwhile, and its results must name the code it loaded, not the newest.
+_LOADED_COMMIT = _checkout_commit()
+
+
+def commit() -> str | None:
+    """The git commit of the code this process runs, as it was when loaded (None outside a checkout)."""
+    return _LOADED_COMMIT
 
 
 @contextlib.contextmanager
