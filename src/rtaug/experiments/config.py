@@ -313,17 +313,23 @@ def build(values: dict | None = None, overrides=(), source: str = "config") -> E
     return cfg
 
 
+def check_grid(grid, source: str) -> None:
+    """A sweep's grid: a mapping of field to a non-empty list of that field's values."""
+    if not isinstance(grid, dict):
+        raise ConfigError(f"{source}: grid: expected a mapping of field: [values]")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{source}: grid.{key}: expected a non-empty list of values, got {values!r}")
+
+
 def _one_cell(tree: dict, given: set, source: str) -> None:
     """A sweep file given to `rtaug run`: its grid must name one cell. An axis of one value is that
     value; an axis of several must be chosen on the command line, else the run would silently be the
     file's defaults, not any cell of its grid."""
     grid = tree.pop("grid", None) or {}
-    if not isinstance(grid, dict):
-        raise ConfigError(f"{source}: grid: expected a mapping of field: [values]")
+    check_grid(grid, source)
     open_axes = {}
     for key, values in grid.items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"{source}: grid.{key}: expected a non-empty list of values, got {values!r}")
         if key in given:
             continue
         if len(values) == 1:

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rtaug.experiments.config import ConfigError, build, read_yaml
+from rtaug.experiments.config import ConfigError, build, check_grid, read_yaml
 from rtaug.experiments.run import (VERSIONS, Log, Stage, collect_result, default_cache, execute, format_result, plan,
                                   read_stage, write_result)
 from rtaug.fileio import atomic_write_json
@@ -38,7 +38,10 @@ def expand(tree: dict, overrides=(), source: str = "sweep") -> list[Cell]:
     `grid.KEY=[...]` replaces (or adds) a grid axis; any other override applies to every cell."""
     from rtaug.experiments.config import parse_override
 
-    grid = dict(tree.get("grid") or {})
+    grid = tree.get("grid") or {}
+    if not isinstance(grid, dict):
+        check_grid(grid, source)  # refuses it
+    grid = dict(grid)
     base = {k: v for k, v in tree.items() if k != "grid"}
     rest = []
     for item in overrides:
@@ -48,9 +51,7 @@ def expand(tree: dict, overrides=(), source: str = "sweep") -> list[Cell]:
         else:
             rest.append((key, value))
     overrides = rest
-    for key, values in grid.items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"grid.{key}: expected a non-empty list of values, got {values!r}")
+    check_grid(grid, source)
     cells, names = [], set()
     for combo in itertools.product(*grid.values()) if grid else [()]:
         chosen = dict(zip(grid, combo))
