@@ -801,7 +801,7 @@ def main(argv=None) -> int:
         if _stdout_closed():
             return 0  # the reader of our output stopped early (`rtaug tasks | head`): nothing went wrong
         return _unexpected(args, command, e)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - the last resort: one line, or the traceback under --debug
         return _unexpected(args, command, e)
     return 0
 
