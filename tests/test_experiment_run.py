@@ -158,7 +158,7 @@ def test_report_writes_the_table_csv_and_figures(tiny_experiment, capsys):
 
     data = describe_file(Path(next(s["path"] for s in result["stages"] if s["stage"] == "data")) / "data.hdf5")
     assert (f"| *the data itself* ({data['episodes']:,} episodes' mean return) | | | "
-            f"{data['normalized']['mean']:.1f} | | {data['normalized_d4rl']['mean']:.1f} | |") in md
+            f"{data['normalized']['mean']:.1f} | | {data['normalized_d4rl']['mean']:.1f} | | |") in md
     # which file the row stands on: the real data's fingerprint, recorded by its stage
     from rtaug.data.hdf5 import load_hdf5
 
@@ -294,6 +294,30 @@ def test_the_papers_numbers_are_keyed_by_real_tasks_and_methods():
     row = table_rows([{"task": "walker2d-medium-replay", "label": "rt+bcq", "seeds": [0], "summary": summary,
                        "config": {"protocol": "cpu"}, "learner_steps": 30000}])[0]
     assert (row["paper_d4rl"], row["mean"], row["d4rl_mean"]) == (70.3, None, 9.8)
+
+
+def test_the_second_half_of_training_is_read_from_the_learning_curve():
+    """The report's late-training column: per seed the mean of the cheap evaluations after half the
+    updates (the points at or before half are not in it), then mean ± std over seeds."""
+    from rtaug.experiments.report import late_training, table_rows, to_markdown
+
+    def curve(points):
+        return [{"step": s, "normalized_mean": v} for s, v in points]
+
+    run = {"task": "maze2d-umaze-dense", "label": "bcq", "seeds": [0, 1], "learner_steps": 10,
+           "summary": {"normalized": {"mean": 1.0, "std": 0.5, "iqm": 1.0, "iqm_ci95": [0.5, 1.5]},
+                       "normalized_d4rl": {"mean": 2.0}},
+           "config": {"protocol": "cpu"}, "stages": [], "compute_s": 1.0, "_path": "runs/x",
+           "per_seed": {"0": {"curve": curve([(2, 50), (4, 50), (5, 50), (6, 1), (8, 2), (10, 3)])},
+                        "1": {"curve": curve([(6, 4), (8, 4), (10, 4)])}}}
+    late = late_training(run)
+    assert late["late_mean"] == pytest.approx(3.0) and late["late_std"] == pytest.approx(2 ** 0.5)
+    assert late["late_points"] == 3
+    one = late_training({**run, "per_seed": {"0": run["per_seed"]["0"], "1": {"curve": []}}})
+    assert (one["late_mean"], one["late_std"], one["late_points"]) == (pytest.approx(2.0), None, 3)
+    assert late_training({**run, "per_seed": {"0": {"curve": curve([(5, 9)])}}})["late_mean"] is None
+    md = to_markdown([run], table_rows([run]), [])
+    assert "| bcq | 2 | 10 | 1.0 ± 0.5 | 1.0 [0.5, 1.5] | 2.0 | 3.0 ± 1.4 (3) | 50.1 |" in md
 
 
 def test_a_run_on_a_given_data_file(tiny_experiment, tmp_path):

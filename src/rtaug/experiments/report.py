@@ -45,7 +45,7 @@ PAPER = {
 }
 
 CSV_COLUMNS = ["task", "method", "n_seeds", "mean", "std", "iqm", "ci_low", "ci_high", "protocol", "commit",
-               "d4rl_mean", "paper_d4rl", "learner_steps", "data"]
+               "d4rl_mean", "paper_d4rl", "learner_steps", "data", "late_mean", "late_std", "late_points"]
 METHOD_ORDER = ("none", "ft", "backward-mlp", "rt-f3", "rt-f5", "rt")
 
 
@@ -84,8 +84,27 @@ def table_rows(results: list[dict]) -> list[dict]:
                     "ci_low": ci[0], "ci_high": ci[1], "protocol": r["config"].get("protocol", ""),
                     "commit": r.get("commit"), "d4rl_mean": d and d["mean"],
                     "paper_d4rl": PAPER.get((r["task"], r["label"])), "learner_steps": r["learner_steps"],
-                    "data": data_of(r)})
+                    "data": data_of(r), **late_training(r)})
     return out
+
+
+def late_training(result: dict) -> dict:
+    """The cheap evaluations of the second half of training (steps > half the budget), averaged per
+    seed, then mean ± sample std over seeds. A final checkpoint of a policy whose score swings from
+    one thousand updates to the next is one noisy draw; the second half's average is the same
+    policy read over many checkpoints (and many more episodes), so it separates methods that a
+    final score cannot. Keys late_mean, late_std (None below 2 seeds), late_points (per seed, the
+    fewest): all None when the run has no learning curve there."""
+    half = result["learner_steps"] / 2
+    per_seed = [[p["normalized_mean"] for p in v.get("curve", [])
+                 if p["step"] > half and p.get("normalized_mean") is not None]
+                for v in result.get("per_seed", {}).values()]
+    per_seed = [x for x in per_seed if x]
+    if not per_seed:
+        return {"late_mean": None, "late_std": None, "late_points": None}
+    means = np.array([np.mean(x) for x in per_seed])
+    return {"late_mean": float(means.mean()), "late_std": float(means.std(ddof=1)) if len(means) > 1 else None,
+            "late_points": min(len(x) for x in per_seed)}
 
 
 def data_of(result: dict) -> str | None:
@@ -148,21 +167,26 @@ def to_markdown(results: list[dict], rows: list[dict], images: list[str], title:
              "simulator (`rtaug tasks`); mean ± sample std over seeds; IQM with a percentile-bootstrap 95% "
              "interval over seeds (with fewer than 4 seeds the IQM is the mean and the interval is too narrow). "
              "D4RL-norm. = the same returns under D4RL's published references, the scale of the paper's "
-             "numbers (10 seeds, 1M updates).", ""]
+             "numbers (10 seeds, 1M updates). Second half: the learning curve's cheap evaluations after half the "
+             "updates, averaged per seed, mean ± std over seeds (points per seed in brackets): the policy read "
+             "over many checkpoints, where the final score is one.", ""]
     for task in dict.fromkeys(r["task"] for r in rows):
         lines += [f"## {task}", "",
-                  "| method | seeds | updates | normalized | IQM [95% CI] | D4RL-norm. | paper (D4RL-norm.) |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| method | seeds | updates | normalized | IQM [95% CI] | D4RL-norm. | second half | paper (D4RL-norm.) |",
+                  "|---|---|---|---|---|---|---|---|"]
         for row in (r for r in rows if r["task"] == task):
             spread = f" ± {row['std']:.1f}" if row["std"] is not None else ""
             ci = f" [{row['ci_low']:.1f}, {row['ci_high']:.1f}]" if row["ci_low"] is not None else ""
+            late = "–" if row["late_mean"] is None else (
+                f"{row['late_mean']:.1f}" + (f" ± {row['late_std']:.1f}" if row["late_std"] is not None else "")
+                + f" ({row['late_points']})")
             lines.append(f"| {row['method']} | {row['n_seeds']} | {row['learner_steps']} | {_f(row['mean'])}{spread} "
-                         f"| {_f(row['iqm'])}{ci} | {_f(row['d4rl_mean'])} | {_f(row['paper_d4rl'])} |")
+                         f"| {_f(row['iqm'])}{ci} | {_f(row['d4rl_mean'])} | {late} | {_f(row['paper_d4rl'])} |")
         d = (data or {}).get(task)
         if d is not None and d["episode_return"] is not None:
             score = {k: (d[k] or {}).get("mean") for k in ("normalized", "normalized_d4rl")}
             lines.append(f"| *the data itself* ({d['episodes']:,} episodes' mean return) | | | {_f(score['normalized'])} "
-                         f"| | {_f(score['normalized_d4rl'])} | |")
+                         f"| | {_f(score['normalized_d4rl'])} | | |")
         lines += ["", data_note([r for r in rows if r["task"] == task]), ""]
     lines += [f"![{Path(i).stem}]({i})" for i in images] + [""]
     lines += ["## Evidence behind each run", "",
@@ -646,5 +670,5 @@ def write_report(root, out=None, printer=print, name: str | None = None) -> Path
     return md_path
 
 
-__all__ = ["write_report", "write_tensorboard", "find_results", "table_rows", "generated_share", "data_scores", "data_of", "data_note", "to_csv", "to_markdown", "PAPER", "CSV_COLUMNS",
+__all__ = ["write_report", "write_tensorboard", "find_results", "table_rows", "generated_share", "data_scores", "data_of", "data_note", "to_csv", "to_markdown", "late_training", "PAPER", "CSV_COLUMNS",
            "find_sac_runs", "sac_rows", "plot_sac", "SAC_CSV_COLUMNS"]
