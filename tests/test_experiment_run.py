@@ -280,6 +280,47 @@ def test_a_sweep_runs_on_ray_reusing_the_cache_and_writes_every_cell(tiny_experi
     assert "2 of 2 cells finished" in lines[-1]
 
 
+def test_a_sweeps_dry_run_says_where_each_stage_stands(tiny_experiment, tmp_path, capsys):
+    """`rtaug sweep --dry-run` computes nothing and tells cached, running (another process holds
+    the stage's lock), resumable (a killed policy's checkpoint: its update count) and to-run stages."""
+    import fcntl
+    import shutil
+
+    from rtaug.experiments.sweep import expand, sweep_status
+
+    d, _, _ = tiny_experiment
+    cache = tmp_path / "cache"
+    shutil.copytree(d / "cache", cache)  # the session's cache stays as the other tests expect it
+    cells = expand({**TINY, "grid": {"learner.steps": [30, 60]}})
+    longer = plan(cells[1].config)
+    seed0, seed1 = longer.policies[0], longer.policies[1]
+    done = plan(cells[0].config).policies[0]
+    work = cache / "policy" / f"{seed0.key}.partial" / "run"
+    work.mkdir(parents=True)
+    shutil.copy(done.path(cache) / "run" / "checkpoint.msgpack", work)  # killed at update 30 of 60
+    with open(cache / "policy" / f".{seed1.key}.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a worker building seed 1 now
+        before = sorted(str(p) for p in cache.rglob("*"))
+        status = sweep_status(cells, cache)
+        assert main(["sweep", str(_sweep_file(tmp_path)), "grid.learner.steps=[30,60]", "--cache", str(cache),
+                     "--out", str(tmp_path / "out"), "--dry-run"]) == 0
+    first, second = status["cells"].values()
+    assert (first["cached"], first["to run"], first["unfinished"]) == (len(plan(cells[0].config).stages), 0, [])
+    n = len(longer.stages)
+    assert (second["cached"], second["running"], second["resumable"], second["to run"]) == (n - 4, 1, 1, 2)
+    assert second["unfinished"] == [f"{seed0.label}: resumable, update 30 of 60", f"{seed1.label}: running"]
+    assert status["stages"]["resumable"] == 1 and status["stages"]["running"] == 1
+    out = capsys.readouterr().out
+    assert f"    {seed0.label}: resumable, update 30 of 60" in out and f"{n - 4} cached, 1 running, 1 resumable, 2 to run" in out
+    assert sorted(str(p) for p in cache.rglob("*")) == before and not (tmp_path / "out").exists()
+
+
+def _sweep_file(tmp_path) -> Path:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "grid": {"learner.steps": [30]}}))
+    return path
+
+
 def test_the_papers_numbers_are_keyed_by_real_tasks_and_methods():
     """A typo in a PAPER key would silently leave the report's paper column empty for that row."""
     from rtaug.envs.registry import task_names

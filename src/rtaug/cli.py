@@ -251,9 +251,17 @@ def _cmd_sweep(args):
         raise ValueError("rtaug sweep runs on Ray, which is not installed: pip install 'rtaug[ray]'") from None
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     if args.dry_run:
-        for c in cells:
-            print(f"{c.name}: {c.overrides}")
-        print(f"{len(cells)} cells -> {out}")
+        from rtaug.experiments.sweep import STATES, sweep_status
+
+        status = sweep_status(cells, cache=args.cache)
+        for name, cell in status["cells"].items():
+            print(f"{name}: {cell['overrides']}")
+            print("  " + ", ".join(f"{cell[s]} {s}" for s in STATES if cell[s]))
+            for line in cell["unfinished"]:
+                print(f"    {line}")
+        total = status["stages"]
+        print(f"{len(cells)} cells -> {out}; {sum(total.values())} distinct stages: "
+              + ", ".join(f"{total[s]} {s}" for s in STATES if total[s]) + f" (cache {status['cache']})")
         return
     run_sweep(cells, out, cache=args.cache, address=args.address, workers=args.workers, retries=args.retries,
               command=_command_line(args))
@@ -356,7 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local Ray workers (default: one per core)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray)")
     p.add_argument("--retries", type=int, default=1, help="retries of a failed stage (default: %(default)s)")
-    p.add_argument("--dry-run", action="store_true", help="list the cells and stop")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the cells and where each stands (stages cached, running, resumable from a "
+                        "killed attempt with a policy's update count, to run), then stop; computes nothing")
     p.set_defaults(func=_cmd_sweep, paths=_EXPERIMENT_PATHS,
                    checks=(Num("--workers", COUNT), Num("--retries", NONNEGATIVE)))
 

@@ -495,6 +495,39 @@ def _earlier_attempts_s(work: Path) -> float:
     return float(sum(max(0.0, last - start) for start, last in attempts))
 
 
+def stage_state(stage: Stage, cache) -> tuple[str, str | None]:
+    """Where a stage stands, without building it: ("cached", None) when built; ("running", progress)
+    when another process holds its lock now; ("resumable", progress) when a killed attempt left a
+    resumable `.partial` directory; else ("to run", None). progress: a policy's "update N of M"
+    from its checkpoint, where it has one (what a resumed run continues from)."""
+    cache = Path(cache)
+    final = stage.path(cache)
+    if (final / DONE).exists():
+        return "cached", None
+    work = final.parent / f"{stage.key}.partial"
+    lock = final.parent / f".{stage.key}.lock"
+    running = False
+    if lock.exists():
+        with open(lock, "a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fh, fcntl.LOCK_UN)
+            except OSError:
+                running = True
+    if not running and not (work.is_dir() and stage.resumable):
+        return "to run", None
+    progress = None
+    if stage.name == "policy" and (work / "run" / "checkpoint.msgpack").is_file():
+        from rtaug.train import load_checkpoint
+
+        try:
+            step = load_checkpoint(work / "run" / "checkpoint.msgpack")["step"]
+            progress = f"update {step:,} of {stage.spec['steps']:,}"
+        except ValueError:  # being replaced this instant, or damaged: the run itself will say
+            progress = None
+    return ("running" if running else "resumable"), progress
+
+
 def read_stage(stage: Stage, cache) -> dict:
     return json.loads((stage.path(cache) / DONE).read_text())
 

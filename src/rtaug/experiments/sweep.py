@@ -22,7 +22,7 @@ from pathlib import Path
 
 from rtaug.experiments.config import ConfigError, build, check_grid, read_yaml
 from rtaug.experiments.run import (VERSIONS, Log, Stage, collect_result, default_cache, execute, format_result, plan,
-                                  read_stage, write_result)
+                                  read_stage, stage_state, write_result)
 from rtaug.fileio import atomic_write_json
 
 
@@ -70,6 +70,30 @@ def expand(tree: dict, overrides=(), source: str = "sweep") -> list[Cell]:
 
 def load_sweep(path, overrides=()) -> list[Cell]:
     return expand(read_yaml(path), overrides, source=str(path))
+
+
+STATES = ("cached", "running", "resumable", "to run")
+
+
+def sweep_status(cells: list[Cell], cache=None) -> dict:
+    """Where a sweep stands, computing nothing: each distinct stage's state (`run.stage_state`:
+    cached, running in another process, resumable from a killed attempt, to run) and per cell
+    the counts and the unfinished stages' progress. What `rtaug sweep --dry-run` prints, so a
+    user resuming or watching a long sweep knows what is left."""
+    cache = Path(cache) if cache is not None else default_cache()
+    states: dict[str, tuple[str, str | None]] = {}
+    out = {"cells": {}, "cache": str(cache)}
+    for c in cells:
+        stages = plan(c.config).stages
+        for st in stages:
+            if st.key not in states:
+                states[st.key] = stage_state(st, cache)
+        counts = {s: sum(states[st.key][0] == s for st in stages) for s in STATES}
+        busy = [f"{st.label}: {states[st.key][0]}" + (f", {states[st.key][1]}" if states[st.key][1] else "")
+                for st in stages if states[st.key][0] in ("running", "resumable")]
+        out["cells"][c.name] = {"overrides": c.overrides, **counts, "unfinished": busy}
+    out["stages"] = {s: sum(v[0] == s for v in states.values()) for s in STATES}
+    return out
 
 
 def _pin_to_free_core(slots_dir: str, cores: list[int]):
@@ -196,4 +220,4 @@ def run_sweep(cells: list[Cell], out, cache=None, address: str | None = None, wo
     return summary
 
 
-__all__ = ["Cell", "expand", "load_sweep", "run_sweep"]
+__all__ = ["STATES", "Cell", "expand", "load_sweep", "run_sweep", "sweep_status"]
