@@ -517,11 +517,11 @@ def stage_state(stage: Stage, cache) -> tuple[str, str | None]:
     if not running and not (work.is_dir() and stage.resumable):
         return "to run", None
     progress = None
-    if stage.name == "policy" and (work / "run" / "checkpoint.msgpack").is_file():
-        from rtaug.train import load_checkpoint
+    from rtaug.train import CHECKPOINT, load_checkpoint
 
+    if stage.name == "policy" and (work / "run" / CHECKPOINT).is_file():
         try:
-            step = load_checkpoint(work / "run" / "checkpoint.msgpack")["step"]
+            step = load_checkpoint(work / "run" / CHECKPOINT)["step"]
             progress = f"update {step:,} of {stage.spec['steps']:,}"
         except ValueError:  # being replaced this instant, or damaged: the run itself will say
             progress = None
