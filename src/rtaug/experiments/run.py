@@ -64,6 +64,14 @@ class Stage:
     def done(self, cache: Path) -> bool:
         return (self.path(cache) / DONE).exists()
 
+    def partial(self, cache: Path) -> Path:
+        """Where the stage is built (renamed to `path` when whole; a resumable stage's killed work)."""
+        return Path(cache) / self.name / f"{self.key}.partial"
+
+    def lock(self, cache: Path) -> Path:
+        """Held by the process building the stage."""
+        return Path(cache) / self.name / f".{self.key}.lock"
+
 
 def _stage(name: str, spec: dict, deps: dict, compute, label: str = "", resumable: bool = False) -> Stage:
     spec = {"stage": name, "version": VERSIONS[name], **spec, **{f"{r}_key": d.key for r, d in deps.items()}}
@@ -500,12 +508,11 @@ def stage_state(stage: Stage, cache) -> tuple[str, str | None]:
     when another process holds its lock now; ("resumable", progress) when a killed attempt left a
     resumable `.partial` directory; else ("to run", None). progress: a policy's "update N of M"
     from its checkpoint, where it has one (what a resumed run continues from)."""
-    cache = Path(cache)
-    final = stage.path(cache)
-    if (final / DONE).exists():
+    from rtaug.train import CHECKPOINT, load_checkpoint
+
+    if stage.done(cache):
         return "cached", None
-    work = final.parent / f"{stage.key}.partial"
-    lock = final.parent / f".{stage.key}.lock"
+    work, lock = stage.partial(cache), stage.lock(cache)
     running = False
     if lock.exists():
         with open(lock, "a") as fh:
@@ -517,14 +524,12 @@ def stage_state(stage: Stage, cache) -> tuple[str, str | None]:
     if not running and not (work.is_dir() and stage.resumable):
         return "to run", None
     progress = None
-    from rtaug.train import CHECKPOINT, load_checkpoint
-
     if stage.name == "policy" and (work / "run" / CHECKPOINT).is_file():
         try:
             step = load_checkpoint(work / "run" / CHECKPOINT)["step"]
             progress = f"update {step:,} of {stage.spec['steps']:,}"
         except ValueError:  # being replaced this instant, or damaged: the run itself will say
-            progress = None
+            pass
     return ("running" if running else "resumable"), progress
 
 
@@ -539,13 +544,13 @@ def execute(stage: Stage, cache, log: Log) -> dict:
     if (final / DONE).exists():
         record = read_stage(stage, cache)
         return {**record, "cached": True}
-    with _locked(final.parent / f".{stage.key}.lock"):
+    with _locked(stage.lock(cache)):
         if (final / DONE).exists():  # another process built it while we waited
             return {**read_stage(stage, cache), "cached": True}
         missing = [d.label for d in stage.deps.values() if not d.done(cache)]
         if missing:
             raise RuntimeError(f"{stage.label}: its inputs are not built ({', '.join(missing)})")
-        work = final.parent / f"{stage.key}.partial"
+        work = stage.partial(cache)
         if work.exists() and not stage.resumable:
             shutil.rmtree(work)  # left by a killed run: start over
         work.mkdir(parents=True, exist_ok=True)
