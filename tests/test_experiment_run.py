@@ -4,6 +4,7 @@ are cleaned, the report's CSV has the issue's columns, bad input is refused befo
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -261,14 +262,19 @@ def test_bad_requests_are_refused_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "cache").exists()
 
 
-def test_a_sweep_runs_on_ray_reusing_the_cache_and_writes_every_cell(tiny_experiment):
+def test_a_sweep_runs_on_ray_reusing_the_cache_and_writes_every_cell(tiny_experiment, tmp_path, monkeypatch):
     pytest.importorskip("ray")
     from rtaug.experiments.sweep import expand, run_sweep
 
+    monkeypatch.setenv("RTAUG_CORE_LOCKS", str(tmp_path / "cores"))  # the workers inherit it
     d, result, _ = tiny_experiment
     cells = expand({**TINY, "grid": {"generator.kind": ["none", "rt"]}})
     lines = []
     summary = run_sweep(cells, d / "sweep", cache=d / "cache", workers=2, printer=lines.append)
+    # each worker claimed a core of this machine and ran pinned to it
+    assert {p.name for p in (tmp_path / "cores").iterdir()} <= {f"core{c}.{k}.lock" for c in os.sched_getaffinity(0)
+                                                              for k in (0, 1)}
+    assert any((tmp_path / "cores").iterdir())
     rt = summary["cells"]["maze2d-umaze-sparse/rt+bc"]
     none = summary["cells"]["maze2d-umaze-sparse/bc"]
     assert (rt["ran"], rt["failed"]) == (0, []) and rt["normalized"]["mean"] == result["summary"]["normalized"]["mean"]
@@ -278,6 +284,76 @@ def test_a_sweep_runs_on_ray_reusing_the_cache_and_writes_every_cell(tiny_experi
     assert bc["generator"] == "none"
     assert [s["stage"] for s in bc["stages"] if not s["cached"]] == ["policy", "evaluation", "policy", "evaluation"]
     assert "2 of 2 cells finished" in lines[-1]
+    ran = [s for s in bc["stages"] if not s["cached"]]
+    assert all(json.loads((d / "cache" / s["stage"] / s["key"] / "stage.json").read_text())["host_cpus"] == 1
+               for s in ran)
+
+
+def test_execute_claims_only_to_compute_and_releases_after(tmp_path):
+    """A sweep's worker claims its core once it holds the stage's lock and will compute it: a
+    cached stage claims nothing, and the claim is released when computing ends, failed or not."""
+    from rtaug.experiments.run import Stage
+
+    events = []
+
+    class Claim:
+        def close(self):
+            events.append("released")
+
+    def claim():
+        events.append("claimed")
+        return Claim()
+
+    def compute(work, inputs, log):
+        events.append("computed")
+        return {}
+
+    def broken(work, inputs, log):
+        raise RuntimeError("out of memory")
+
+    log = Log(progress=False, printer=lambda m: None)
+    stage = Stage("data", "k1", {}, {}, compute, "a stage")
+    assert execute(stage, tmp_path, log, claim=claim)["cached"] is False
+    assert events == ["claimed", "computed", "released"]
+    assert execute(stage, tmp_path, log, claim=claim)["cached"] is True and len(events) == 3
+    with pytest.raises(RuntimeError, match="out of memory"):
+        execute(Stage("data", "k2", {}, {}, broken, "b stage"), tmp_path, log, claim=claim)
+    assert events[3:] == ["claimed", "released"]
+
+
+_CLAIM = ("import os, sys; from rtaug.experiments.sweep import hold_a_core; "
+          "fh, core = hold_a_core(per_core=int(sys.argv[1]), poll_s=0.05, log=lambda m: print(m, flush=True)); "
+          "print('claimed', core, sorted(os.sched_getaffinity(0)), flush=True)")
+
+
+def test_sweep_workers_claim_cores_machine_wide_and_wait_for_a_free_one(tmp_path, monkeypatch):
+    """Two sweeps side by side share the cores: a worker takes a core no other rtaug worker on the
+    machine holds, pins itself to it, and waits while every core is held (a first sweep's last
+    policy alone leaves a core that the second sweep's worker then takes)."""
+    import fcntl
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("RTAUG_CORE_LOCKS", str(tmp_path))
+    cores = sorted(os.sched_getaffinity(0))
+    held = {}
+    for c in cores:  # another sweep's workers, one on every core
+        held[c] = open(tmp_path / f"core{c}.0.lock", "a")
+        fcntl.flock(held[c], fcntl.LOCK_EX)
+    # with a second place per core (more workers than cores) it does not wait
+    two = subprocess.run([sys.executable, "-c", _CLAIM, "2"], capture_output=True, text=True, timeout=120)
+    assert two.stdout.splitlines() == [f"claimed {cores[0]} [{cores[0]}]"], two.stderr
+    proc = subprocess.Popen([sys.executable, "-c", _CLAIM, "1"], stdout=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()
+        assert "is held by another rtaug worker: waiting" in first and proc.poll() is None
+        held[cores[-1]].close()  # that sweep's worker on the last core finishes
+        out = proc.communicate(timeout=120)[0].splitlines()
+    finally:
+        proc.kill()
+        for fh in held.values():
+            fh.close()
+    assert out == [f"core {cores[-1]} free: starting", f"claimed {cores[-1]} [{cores[-1]}]"]
 
 
 def test_a_sweeps_dry_run_says_where_each_stage_stands(tiny_experiment, tmp_path, capsys):

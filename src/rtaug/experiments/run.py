@@ -537,8 +537,12 @@ def read_stage(stage: Stage, cache) -> dict:
     return json.loads((stage.path(cache) / DONE).read_text())
 
 
-def execute(stage: Stage, cache, log: Log) -> dict:
-    """Build `stage` unless the cache has it (its inputs must be built); return its stage.json."""
+def execute(stage: Stage, cache, log: Log, claim=None) -> dict:
+    """Build `stage` unless the cache has it (its inputs must be built); return its stage.json.
+
+    `claim`, where given, is called once this process holds the stage's lock and will compute it,
+    and what it returns is closed when the computing ends: a sweep's worker claims its core there,
+    so that a worker waiting for another process to finish the same stage holds no core."""
     cache = Path(cache)
     final = stage.path(cache)
     if (final / DONE).exists():
@@ -556,15 +560,21 @@ def execute(stage: Stage, cache, log: Log) -> dict:
         work.mkdir(parents=True, exist_ok=True)
         if final.exists():  # a directory without stage.json: an interrupted rename's leftovers
             shutil.rmtree(final)
-        log(f"[{stage.name}] {stage.label}: computing -> {final}")
-        earlier = _earlier_attempts_s(work) if stage.resumable else 0.0
-        t0 = time.perf_counter()
-        info = stage.compute(work, {r: d.path(cache) for r, d in stage.deps.items()}, log)
-        wall = time.perf_counter() - t0
+        held = claim() if claim is not None else None
+        try:
+            log(f"[{stage.name}] {stage.label}: computing -> {final}")
+            earlier = _earlier_attempts_s(work) if stage.resumable else 0.0
+            t0 = time.perf_counter()
+            info = stage.compute(work, {r: d.path(cache) for r, d in stage.deps.items()}, log)
+            wall = time.perf_counter() - t0
+            host_cpus = len(os.sched_getaffinity(0))
+        finally:
+            if held is not None:
+                held.close()
         (work / ATTEMPTS).unlink(missing_ok=True)
         record = {"stage": stage.name, "key": stage.key, "label": stage.label, "spec": stage.spec,
                   "wall_s": wall + earlier, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": commit(),
-                  "host_cpus": len(os.sched_getaffinity(0)), **info}
+                  "host_cpus": host_cpus, **info}
         if earlier:
             record["earlier_attempts_s"] = earlier
         atomic_write_json(work / DONE, record)

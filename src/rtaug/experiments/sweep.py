@@ -6,7 +6,9 @@ into one graph, a stage shared by several cells (the data, RT's model for rt / r
 the `none` baseline's policies) once, each stage a Ray task that waits for the stages it reads.
 Ray schedules them: locally one single-threaded worker per core by default (each worker pinned
 to its core: one thread per core beats one process with all threads here, docs/performance.md),
-or on a cluster with `address`. A failed stage is retried; its dependents are then reported as
+or on a cluster with `address`. A worker claims its core machine-wide (`hold_a_core`), so a
+second sweep started beside a first one waits for cores instead of doubling up on them, and
+fills the core the first one's last lone policy leaves idle. A failed stage is retried; its dependents are then reported as
 failed upstream, and every other cell still finishes. Finished stages are cached (run.py), so a
 re-run continues where a killed sweep stopped.
 """
@@ -96,36 +98,59 @@ def sweep_status(cells: list[Cell], cache=None) -> dict:
     return out
 
 
-def _pin_to_free_core(slots_dir: str, cores: list[int]):
-    """Take the first free worker slot (a lock file) and pin every thread of this process to its
-    core. XLA's one-thread flags are not honoured by this jax, so the core is the limit."""
+def core_locks_dir() -> Path:
+    """Where this machine's workers claim cores: one lock file per (core, place), shared by every
+    sweep of this user on the machine (`RTAUG_CORE_LOCKS` moves it)."""
+    return Path(os.environ.get("RTAUG_CORE_LOCKS") or Path(tempfile.gettempdir()) / f"rtaug-cores-{os.getuid()}")
+
+
+def hold_a_core(per_core: int = 1, poll_s: float = 2.0, log=None):
+    """Claim a core no other rtaug worker on this machine holds and pin every thread of this
+    process to it; wait while every core is claimed. Returns (open lock file, core): the claim
+    lasts until the file is closed or the process exits.
+
+    The claims are machine-wide, not per sweep, so two sweeps side by side share the cores
+    instead of stacking two single-threaded workers on one: a second sweep's workers wait, and
+    take each core the first one frees (a sweep's tail, its last policy alone, leaves one idle).
+    XLA's one-thread flags are not honoured by this jax, so the core is the limit. `per_core`
+    places per core, for a sweep with more workers than cores; cores come from this process's
+    affinity (a sweep under `taskset` keeps to its cores)."""
     import fcntl
 
-    for slot in range(len(os.listdir(slots_dir))):
-        fh = open(os.path.join(slots_dir, f"{slot}.slot"), "a")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.close()
-            continue
-        core = cores[slot % len(cores)]
-        for tid in os.listdir("/proc/self/task"):
-            try:
-                os.sched_setaffinity(int(tid), {core})
-            except OSError:
-                pass
-        return fh  # held until the task's process exits
-    return None
+    cores = sorted(os.sched_getaffinity(0))
+    locks = core_locks_dir()
+    locks.mkdir(parents=True, exist_ok=True)
+    waiting = False
+    while True:
+        for place in range(per_core):  # every core's first place before any core's second
+            for core in cores:
+                fh = open(locks / f"core{core}.{place}.lock", "a")
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    fh.close()
+                    continue
+                for tid in os.listdir("/proc/self/task"):
+                    try:
+                        os.sched_setaffinity(int(tid), {core})
+                    except OSError:
+                        pass
+                if waiting and log is not None:
+                    log(f"core {core} free: starting")
+                return fh, core
+        if not waiting and log is not None:
+            log(f"every core ({', '.join(map(str, cores))}) is held by another rtaug worker: waiting ({locks})")
+        waiting = True
+        time.sleep(poll_s)
 
 
-def _ray_stage(stage: Stage, cache: str, slots_dir: str | None, cores: list[int], *_deps):
-    """One stage in a Ray worker (a fresh process per task: `max_calls=1`)."""
-    held = _pin_to_free_core(slots_dir, cores) if slots_dir else None
-    try:
-        rec = execute(stage, cache, Log(progress=False))
-    finally:
-        if held is not None:
-            held.close()
+def _ray_stage(stage: Stage, cache: str, pin: bool, per_core: int, *_deps):
+    """One stage in a Ray worker (a fresh process per task: `max_calls=1`). It claims and pins to
+    a core only to compute (not to find the stage cached, nor while another process builds it);
+    nothing before that starts XLA, whose thread pool is sized by the cores it may use then."""
+    log = Log(progress=False)
+    claim = (lambda: hold_a_core(per_core, log=lambda m: log(f"[{stage.name}] {stage.label}: {m}"))[0]) if pin else None
+    rec = execute(stage, cache, log, claim=claim)
     return {"key": stage.key, "cached": rec["cached"], "wall_s": rec.get("wall_s")}
 
 
@@ -161,38 +186,34 @@ def run_sweep(cells: list[Cell], out, cache=None, address: str | None = None, wo
                          runtime_env={"env_vars": {"RTAUG_RAY_WORKER": "1"}})
             else:
                 ray.init(address=address, log_to_driver=True)
-        with tempfile.TemporaryDirectory(prefix="rtaug-slots-") as slots:
-            if local:
-                for i in range(n):
-                    Path(slots, f"{i}.slot").touch()
-            task = ray.remote(num_cpus=1, max_calls=1, max_retries=retries, retry_exceptions=True)(_ray_stage)
-            refs = {}
-            # Stage kinds in pipeline order: what they read is submitted first, and the models
-            # (the long chain: model -> generated -> policies) go ahead of the baseline's policies.
-            order = list(VERSIONS)
-            for st in sorted(unique.values(), key=lambda st: order.index(st.name)):
-                if st.key in status:
-                    continue
-                deps = [refs[d.key] for d in st.deps.values() if d.key in refs]
-                refs[st.key] = task.options(name=f"{st.name}:{st.label}").remote(
-                    st, str(cache), slots if local else None, cores, *deps)
-            pending = dict(refs)
-            while pending:
-                ready, _ = ray.wait(list(pending.values()), num_returns=1)
-                key = next(k for k, r in pending.items() if r == ready[0])
-                del pending[key]
-                st = unique[key]
-                try:
-                    rec = ray.get(ready[0])
-                    status[key] = {"status": "cached" if rec["cached"] else "ran", "wall_s": rec["wall_s"]}
-                    log(f"[{st.name}] {st.label}: {status[key]['status']}"
-                        + (f" in {rec['wall_s']:.0f} s" if rec["wall_s"] and not rec["cached"] else "")
-                        + f" ({len(pending)} left)")
-                except Exception as exc:  # noqa: BLE001 - a failed stage is reported, the sweep goes on
-                    upstream = [d for d in st.deps.values() if status.get(d.key, {}).get("status", "").startswith("fail")]
-                    why = "failed upstream" if upstream else "failed"
-                    status[key] = {"status": why, "error": str(exc).strip().splitlines()[-1][:300]}
-                    log(f"[{st.name}] {st.label}: {why}: {status[key]['error']}")
+        per_core = -(-n // len(cores))
+        task = ray.remote(num_cpus=1, max_calls=1, max_retries=retries, retry_exceptions=True)(_ray_stage)
+        refs = {}
+        # Stage kinds in pipeline order: what they read is submitted first, and the models
+        # (the long chain: model -> generated -> policies) go ahead of the baseline's policies.
+        order = list(VERSIONS)
+        for st in sorted(unique.values(), key=lambda st: order.index(st.name)):
+            if st.key in status:
+                continue
+            deps = [refs[d.key] for d in st.deps.values() if d.key in refs]
+            refs[st.key] = task.options(name=f"{st.name}:{st.label}").remote(st, str(cache), local, per_core, *deps)
+        pending = dict(refs)
+        while pending:
+            ready, _ = ray.wait(list(pending.values()), num_returns=1)
+            key = next(k for k, r in pending.items() if r == ready[0])
+            del pending[key]
+            st = unique[key]
+            try:
+                rec = ray.get(ready[0])
+                status[key] = {"status": "cached" if rec["cached"] else "ran", "wall_s": rec["wall_s"]}
+                log(f"[{st.name}] {st.label}: {status[key]['status']}"
+                    + (f" in {rec['wall_s']:.0f} s" if rec["wall_s"] and not rec["cached"] else "")
+                    + f" ({len(pending)} left)")
+            except Exception as exc:  # noqa: BLE001 - a failed stage is reported, the sweep goes on
+                upstream = [d for d in st.deps.values() if status.get(d.key, {}).get("status", "").startswith("fail")]
+                why = "failed upstream" if upstream else "failed"
+                status[key] = {"status": why, "error": str(exc).strip().splitlines()[-1][:300]}
+                log(f"[{st.name}] {st.label}: {why}: {status[key]['error']}")
         if local:
             ray.shutdown()
     summary = {"cells": {}, "wall_s": time.perf_counter() - t0, "command": command}
