@@ -8,8 +8,8 @@ Ray schedules them: locally one single-threaded worker per core by default (each
 to its core: one thread per core beats one process with all threads here, docs/performance.md),
 or on a cluster with `address`. A worker claims its core machine-wide (`hold_a_core`), so a
 second sweep started beside a first one waits for cores instead of doubling up on them, and
-fills the core the first one's last lone policy leaves idle. A failed stage is retried; its dependents are then reported as
-failed upstream, and every other cell still finishes. Finished stages are cached (run.py), so a
+fills the core the first one's last lone policy leaves idle. A failed stage is retried; its
+dependents are then reported as failed upstream, and every other cell still finishes. Finished stages are cached (run.py), so a
 re-run continues where a killed sweep stopped.
 """
 
