@@ -65,9 +65,10 @@ def main(argv=None) -> int:
             out = subprocess.run([sys.executable, __file__, "--updates", str(args.updates), "--child", algo,
                                   ",".join(map(str, where))], capture_output=True, text=True, check=True,
                                  cwd=HERE)
-            hashes[where[0] if len(where) == 1 else "all"] = json.loads(out.stdout.strip().splitlines()[-1])["hash"]
-            label = f"core {where[0]}" if len(where) == 1 else f"cores {','.join(map(str, where))}"
-            print(f"{algo}: {label:<12} {hashes[where[0] if len(where) == 1 else 'all']}", flush=True)
+            name = where[0] if len(where) == 1 else "all"
+            hashes[name] = json.loads(out.stdout.strip().splitlines()[-1])["hash"]
+            label = f"core {name}" if name != "all" else f"cores {','.join(map(str, where))}"
+            print(f"{algo}: {label:<12} {hashes[name]}", flush=True)
         single = {v for k, v in hashes.items() if k != "all"}
         verdict = "the same on every single core" if len(single) == 1 else "DIFFERENT between single cores"
         if "all" in hashes:

@@ -9,8 +9,8 @@ to its core: one thread per core beats one process with all threads here, docs/p
 or on a cluster with `address`. A worker claims its core machine-wide (`hold_a_core`), so a
 second sweep started beside a first one waits for cores instead of doubling up on them, and
 fills the core the first one's last lone policy leaves idle. A failed stage is retried; its
-dependents are then reported as failed upstream, and every other cell still finishes. Finished stages are cached (run.py), so a
-re-run continues where a killed sweep stopped.
+dependents are then reported as failed upstream, and every other cell still finishes. Finished
+stages are cached (run.py), so a re-run continues where a killed sweep stopped.
 """
 
 from __future__ import annotations
