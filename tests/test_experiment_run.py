@@ -391,6 +391,21 @@ def test_a_sweeps_dry_run_says_where_each_stage_stands(tiny_experiment, tmp_path
     assert sorted(str(p) for p in cache.rglob("*")) == before and not (tmp_path / "out").exists()
 
 
+def test_a_sweep_with_a_bad_core_locks_directory_stops_before_any_work(tmp_path, monkeypatch, capsys):
+    """`RTAUG_CORE_LOCKS` naming a file: one line naming it, exit 2, before Ray starts or anything
+    is written (otherwise every worker would fail on it in turn, after the sweep began)."""
+    pytest.importorskip("ray")
+    taken = tmp_path / "locks"
+    taken.write_text("not a directory")
+    monkeypatch.setenv("RTAUG_CORE_LOCKS", str(taken))
+    assert main(["sweep", str(_sweep_file(tmp_path)), "--cache", str(tmp_path / "cache"),
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"rtaug sweep: error: RTAUG_CORE_LOCKS={taken}: not a directory\n"
+    assert taken.read_text() == "not a directory"
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
+
+
 def _sweep_file(tmp_path) -> Path:
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump({**TINY, "grid": {"learner.steps": [30]}}))

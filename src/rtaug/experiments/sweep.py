@@ -104,6 +104,22 @@ def core_locks_dir() -> Path:
     return Path(os.environ.get("RTAUG_CORE_LOCKS") or Path(tempfile.gettempdir()) / f"rtaug-cores-{os.getuid()}")
 
 
+def check_core_locks_dir() -> Path:
+    """Make the core-claims directory, or say in one line why it cannot be (a sweep checks this
+    before any work, so that a bad `RTAUG_CORE_LOCKS` does not fail every worker in turn)."""
+    locks = core_locks_dir()
+    name = f"RTAUG_CORE_LOCKS={locks}" if os.environ.get("RTAUG_CORE_LOCKS") else f"core locks directory {locks}"
+    if locks.exists() and not locks.is_dir():
+        raise ValueError(f"{name}: not a directory")
+    try:
+        locks.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"{name}: cannot be made ({e.strerror})") from None
+    if not os.access(locks, os.W_OK | os.X_OK):
+        raise ValueError(f"{name}: not writable")
+    return locks
+
+
 def hold_a_core(per_core: int = 1, poll_s: float = 2.0, log=None):
     """Claim a core no other rtaug worker on this machine holds and pin every thread of this
     process to it; wait while every core is claimed. Returns (open lock file, core): the claim
@@ -172,6 +188,8 @@ def run_sweep(cells: list[Cell], out, cache=None, address: str | None = None, wo
     todo = [st for k, st in unique.items() if k not in done]
     log(f"sweep: {len(cells)} cells, {len(unique)} distinct stages ({len(unique) - len(todo)} cached, "
         f"{len(todo)} to run), cache {cache}")
+    if todo and address is None:
+        check_core_locks_dir()  # before anything is written: a bad directory is the user's to fix
     out.mkdir(parents=True, exist_ok=True)
     cache.mkdir(parents=True, exist_ok=True)
     status: dict[str, dict] = {k: {"status": "cached"} for k in done}
