@@ -1,6 +1,7 @@
 """Experiment configs: YAML + `key=value` overrides into typed dataclasses, checked by key path;
 stage keys that change exactly when what a stage depends on changes; sweep grids."""
 
+import dataclasses
 import re
 
 import pytest
@@ -131,6 +132,11 @@ def test_grid_cells_are_every_combination_with_distinct_names():
                                        for m in ("bcq", "ft+bcq", "rt+bcq")]
     cells = expand({"grid": {"learner.expectile": [0.7, 0.9]}})
     assert [c.name for c in cells] == ["maze2d-umaze-sparse/iql-expectile=0.7", "maze2d-umaze-sparse/iql-expectile=0.9"]
+    # the report labels them so too (a label names no stage: the stages are the same as unlabelled)
+    assert [c.config.label for c in cells] == ["iql-expectile=0.7", "iql-expectile=0.9"]
+    assert plan(cells[0].config).stages[-1].key == plan(dataclasses.replace(cells[0].config, name="")).stages[-1].key
+    named = expand({"name": "mine", "grid": {"learner.expectile": [0.7]}})
+    assert named[0].config.label == "mine" and named[0].name == "maze2d-umaze-sparse/mine-expectile=0.7"
     with pytest.raises(ConfigError, match="grid.seeds: expected a non-empty list"):
         expand({"grid": {"seeds": 3}})
 

@@ -19,7 +19,7 @@ import itertools
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rtaug.experiments.config import ConfigError, build, check_grid, read_yaml
@@ -63,6 +63,8 @@ def expand(tree: dict, overrides=(), source: str = "sweep") -> list[Cell]:
                  if k not in ("task", "generator.kind", "learner.algo", "name")]
         if extra:
             name += "-" + "-".join(extra)
+            if not cfg.name:  # the report's label too, or its rows would not tell these cells apart
+                cfg = replace(cfg, name=name.split("/", 1)[1])
         if name in names:
             raise ConfigError(f"grid: two cells are both named {name!r}; give the grid a field that tells them apart")
         names.add(name)
