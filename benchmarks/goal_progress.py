@@ -12,8 +12,8 @@ real suffix, a forward one's real prefix). A copy is a real transition, so the s
 passes it; what it changes is the data's weights. Backward generation starts at an episode's
 state of maximal reward (DESIGN §5), so its copied suffix is what the data's controller did
 *after* its closest approach to the evaluation goal, on its way to a goal of its own: if the copies
-move away from the goal more often than the data do, a behaviour-constrained learner (BCQ, BC)
-trained on them is pulled away from the goal.
+move away from the goal more often than the data do, they tilt the behaviour a constrained learner
+(BCQ, BC) imitates away from it (docs/results/README.md measures what that does to BCQ).
 
 Progress of a transition: ‖s − g‖ − ‖s′ − g‖ over the (x, y) position, g the evaluation goal of
 `--task` (positive: towards it); "towards" and "away" count moves of more than 1e-6.
@@ -50,8 +50,15 @@ def progress(path, task_name: str, input_rows: int | None = None) -> dict:
     layout = getattr(task, "layout", None)
     if layout is None:
         raise ValueError(f"--task {task_name}: not a Maze2D task (no evaluation goal to move towards)")
+    import h5py
+
     path = Path(path)
     data = load_hdf5(path)
+    with h5py.File(path, "r") as f:
+        file_rows = f["observations"].shape[0]
+    if len(data) != file_rows:  # the loader pairs rows by the next-row convention and drops some
+        raise ValueError(f"{path}: key 'next_observations' is missing, so the loaded rows are not the file's; "
+                         "this count needs a file that has it (a generated stage's file does)")
     n_in = input_rows_of(path) if input_rows is None else input_rows
     if not 0 < n_in <= len(data):
         raise ValueError(f"--input-rows {n_in}: must be in 1..{len(data)}, the file's rows")
@@ -68,9 +75,7 @@ def progress(path, task_name: str, input_rows: int | None = None) -> dict:
         out[name] = {"rows": int(mask.sum())} | ({
             "towards": float(np.mean(p > 1e-6)), "away": float(np.mean(p < -1e-6)),
             "mean_progress": float(p.mean()), "mean_distance": float(here[mask].mean())} if mask.any() else {})
-    train = groups["input"] | groups["copied"] | groups["generated"]
-    out["all"] = {"rows": int(train.sum()), "towards": float(np.mean(step[train] > 1e-6)),
-                  "away": float(np.mean(step[train] < -1e-6))}
+    out["all"] = {"rows": len(data), "towards": float(np.mean(step > 1e-6)), "away": float(np.mean(step < -1e-6))}
     return out
 
 

@@ -58,3 +58,17 @@ def test_bad_input_is_refused_with_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert problem in err and err.count("\n") == 1
     assert path.read_bytes() == before
+
+
+def test_a_file_without_next_observations_is_refused(tmp_path, capsys):
+    """The loader pairs such a file's rows by the next-row convention and drops rows, so the
+    first N loaded rows would not be the input's: refused, not miscounted."""
+    import h5py
+
+    path = _file(tmp_path / "aug.hdf5")
+    with h5py.File(path, "a") as f:
+        del f["next_observations"]
+        f["timeouts"][...] = np.arange(len(f["timeouts"])) % 3 == 2
+    assert goal_progress.main([str(path), "--task", TASK, "--input-rows", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "aug.hdf5: key 'next_observations' is missing" in err and err.count("\n") == 1
