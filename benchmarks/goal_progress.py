@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rtaug.data import load_hdf5
+from rtaug.data.hdf5 import load_hdf5_rows
 from rtaug.fileio import atomic_write_json
 
 
@@ -50,13 +50,9 @@ def progress(path, task_name: str, input_rows: int | None = None) -> dict:
     layout = getattr(task, "layout", None)
     if layout is None:
         raise ValueError(f"--task {task_name}: not a Maze2D task (no evaluation goal to move towards)")
-    import h5py
-
     path = Path(path)
-    data = load_hdf5(path)
-    with h5py.File(path, "r") as f:
-        file_rows = f["observations"].shape[0]
-    if len(data) != file_rows:  # the loader pairs rows by the next-row convention and drops some
+    data, file_rows = load_hdf5_rows(path)
+    if not np.array_equal(file_rows, np.arange(len(data))):  # rows dropped by the next-row convention
         raise ValueError(f"{path}: key 'next_observations' is missing, so the loaded rows are not the file's; "
                          "this count needs a file that has it (a generated stage's file does)")
     n_in = input_rows_of(path) if input_rows is None else input_rows
