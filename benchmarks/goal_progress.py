@@ -84,6 +84,13 @@ def main(argv=None) -> int:
                     help="rows of the input at the file's head (default: the stage.json beside FILE)")
     ap.add_argument("--json", default=None, help="also write the figures here")
     args = ap.parse_args(argv)
+    json_out = Path(args.json) if args.json else None
+    if json_out is not None and json_out.is_dir():
+        print(f"error: --json {args.json}: is a directory; give a file name", file=sys.stderr)
+        return 2
+    if json_out is not None and json_out.exists() and Path(args.file).exists() and json_out.samefile(args.file):
+        print(f"error: --json {args.json}: is the input file; it would be overwritten", file=sys.stderr)
+        return 2
     try:
         out = progress(args.file, args.task, args.input_rows)
     except (OSError, ValueError) as exc:
@@ -98,8 +105,8 @@ def main(argv=None) -> int:
         extra = (f", mean progress {g['mean_progress']:+.4f} per step, mean distance {g['mean_distance']:.3f}"
                  if "mean_progress" in g else "")
         print(f"  {name:9s} {g['rows']:>9d} rows: towards the goal {g['towards']:.1%}, away {g['away']:.1%}{extra}")
-    if args.json:
-        atomic_write_json(args.json, out)
+    if json_out is not None:
+        atomic_write_json(json_out, out)
     return 0
 
 

@@ -57,6 +57,11 @@ def test_bad_input_is_refused_with_one_line(tmp_path, capsys):
         assert goal_progress.main([str(path), *argv]) == 2
         err = capsys.readouterr().err
         assert problem in err and err.count("\n") == 1
+    # the figures' file onto the input, or a directory: refused before any work
+    for target, problem in ((path, "is the input file; it would be overwritten"), (tmp_path, "is a directory")):
+        assert goal_progress.main([str(path), "--task", TASK, "--input-rows", "4", "--json", str(target)]) == 2
+        err = capsys.readouterr().err
+        assert f"--json {target}: {problem}" in err and err.count("\n") == 1
     assert path.read_bytes() == before
 
 
