@@ -169,6 +169,23 @@ def test_rewarded_start_skips_episodes_without_reward():
         select_starts(data.subset(np.arange(5)), 3, "rewarded", np.random.default_rng(0))
 
 
+def test_arrival_start_is_the_first_rewarded_row_of_a_rewarded_episode():
+    from rtaug.data import Dataset
+
+    # three 6-step episodes: a plateau of reward entered at row 2 and left after row 4, one with
+    # none, one whose plateau runs to its end (entered at row 15)
+    rewards = np.zeros(18, np.float32)
+    rewards[[2, 3, 4, 15, 16, 17]] = 1.0
+    data = Dataset(observations=np.arange(18, dtype=np.float32)[:, None], actions=np.zeros((18, 1), np.float32),
+                   rewards=rewards, terminals=np.zeros(18, bool), timeouts=np.arange(18) % 6 == 5,
+                   next_observations=np.arange(1, 19, dtype=np.float32)[:, None])
+    assert set(select_starts(data, 200, "rewarded", np.random.default_rng(0))) == {4, 17}  # where it leaves
+    assert set(select_starts(data, 200, "arrival", np.random.default_rng(0))) == {2, 15}  # where it enters
+    with pytest.raises(ValueError, match="start 'arrival': no episode has a reward above the data's least"):
+        select_starts(data.subset(np.arange(6, 12)), 3, "arrival", np.random.default_rng(0))
+    assert GenerationConfig(start="arrival").start == "arrival"
+
+
 def test_augmented_dataset_has_penalised_rewards_and_provenance(trained, tmp_path):
     data, _, rt, _, vae = trained
     beta = 0.5

@@ -547,7 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, metavar="FILE", help="D4RL-layout HDF5 dataset (the model's data)")
     p.add_argument("--model", required=True, metavar="DIR", help="model directory from `rtaug train-model`")
     p.add_argument("--out", required=True, metavar="FILE", help="augmented HDF5 file to write")
-    from rtaug.generate.generation import DIST_KINDS, MERGES, RELIABILITY_FORMS, REWARDS, TILTS, GenerationConfig
+    from rtaug.generate.generation import DIST_KINDS, MERGES, RELIABILITY_FORMS, REWARDS, STARTS, TILTS, GenerationConfig
 
     gd = GenerationConfig()
     p.add_argument("--num-trajectories", type=int, default=1000, help="H, trajectories to generate (default: %(default)s)")
@@ -593,10 +593,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="suffix = Eq. 11: each trajectory is written as one episode, generated prefix then the real "
                         "suffix, so every generated transition survives qlearning_dataset-style readers; prefix = "
                         "only the generated steps, each ending in a timeout (default: %(default)s)")
-    p.add_argument("--start", choices=["auto", "goal", "rewarded", "uniform"], default="auto",
-                   help="start states: goal = a trajectory's state of maximal reward; rewarded = the same among "
-                        "trajectories with a reward above the data's least; auto = goal backward, uniform forward "
-                        "(default: %(default)s)")
+    p.add_argument("--start", choices=STARTS, default="auto",
+                   help="start states: goal = a trajectory's state of maximal reward (ties: the latest); rewarded = "
+                        "the same among trajectories with a reward above the data's least; arrival = among those, "
+                        "the earliest state of maximal reward (where a sparse reward is first earned); uniform = "
+                        "any state; auto = goal backward, uniform forward (default: %(default)s)")
     p.add_argument("--no-truncation", action="store_true", help="switch truncation off (always max-length steps)")
     p.add_argument("--fixed-length", type=int, default=None, metavar="N",
                    help="fixed-length ablation: exactly N steps, no truncation (RT-F3: 3, RT-F5: 5)")

@@ -42,7 +42,7 @@ DIST_KINDS = ("vae", "forward", "disagreement")
 MERGES = ("suffix", "prefix")
 TILTS = ("trajectory", "step")
 REWARDS = ("auto", "model", "mean", "sample")
-STARTS = ("auto", "goal", "rewarded", "uniform")
+STARTS = ("auto", "goal", "rewarded", "arrival", "uniform")
 
 
 @dataclass
@@ -67,7 +67,9 @@ class GenerationConfig:
     beta: float = ranged(NONNEGATIVE, 0.1)  # β of the α-pessimistic reward r − β·s·Γ/α (Eq. 6), s = the data's reward range
     # "goal" (an episode's state of maximal reward), "rewarded" (the same, drawn only among episodes
     # with a reward above the data's least: an episode that never reached the goal has its end as
-    # its "state of maximal reward"), "uniform", or "auto" (goal backward, uniform forward)
+    # its "state of maximal reward"), "arrival" (among those episodes, the first state of maximal
+    # reward: on a sparse maze where the point enters the goal circle, not where it leaves it),
+    # "uniform", or "auto" (goal backward, uniform forward)
     start: str = "auto"
     truncation: bool = True  # U_t (Eq. 4); off for the fixed-length ablations RT-F3 / RT-F5
     fixed_length: int | None = ranged(COUNT, None)  # generate exactly this many steps, no truncation (RT-F3: 3)
@@ -192,20 +194,22 @@ def start_kind(config: GenerationConfig, direction: str) -> str:
 def select_starts(data: Dataset, n: int, how: str, rng: np.random.Generator) -> np.ndarray:
     """Rows to start from. "goal": a uniformly drawn episode's state of maximal reward (ties:
     the latest, so an episode without reward starts from its end); "rewarded": the same among the
-    episodes whose best reward exceeds the data's least; "uniform": any row."""
+    episodes whose best reward exceeds the data's least; "arrival": among those episodes, the
+    earliest state of maximal reward, so that a sparse reward's plateau is entered, not left, by
+    the steps generated back from it; "uniform": any row."""
     if how == "uniform":
         return rng.integers(0, len(data), n)
     bounds = data.episodes()
-    if how == "rewarded":
+    if how in ("rewarded", "arrival"):
         best = np.maximum.reduceat(data.rewards, bounds[:, 0])  # each episode's best reward
         bounds = bounds[best > data.rewards.min()]
         if len(bounds) == 0:
-            raise ValueError(f"{data.source}: start 'rewarded': no episode has a reward above the data's least")
+            raise ValueError(f"{data.source}: start {how!r}: no episode has a reward above the data's least")
     eps = bounds[rng.integers(0, len(bounds), n)]
     starts = np.empty(n, np.int64)
     for i, (a, b) in enumerate(eps):
         r = data.rewards[a:b]
-        starts[i] = a + (len(r) - 1 - int(np.argmax(r[::-1])))
+        starts[i] = a + (int(np.argmax(r)) if how == "arrival" else len(r) - 1 - int(np.argmax(r[::-1])))
     return starts
 
 
