@@ -133,6 +133,9 @@ def test_domain_defaults_and_user_overrides():
     # Maze2D: unscaled rewards, normalised states (docs/decisions.md, "Learners on Maze2D").
     c = with_domain(iql.IQLConfig(), "maze2d")
     assert (c.return_normalize, c.normalize_obs, c.expectile) == (False, True, 0.7)
+    # A field given explicitly at its class default is kept when the caller says it was given.
+    c = with_domain(iql.IQLConfig(normalize_obs=False), "maze2d", given={"normalize_obs"})
+    assert (c.return_normalize, c.normalize_obs) == (False, False)
     with pytest.raises(ValueError, match="unknown domain"):
         with_domain(iql.IQLConfig(), "atari")
 

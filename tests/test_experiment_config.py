@@ -190,6 +190,17 @@ def test_cql_cells_warm_up_for_a_share_of_their_own_budget():
     assert learner_config(build({}, ["learner.algo=iql", "learner.steps=30000"])).decay_steps == 30_000
 
 
+def test_a_learner_field_given_at_its_class_default_beats_the_domain_table():
+    """Maze2D's IQL normalises states by its domain table; `learner.normalize_obs=false` (the class
+    default) must still train on raw states, and be a different stage from the default run."""
+    from rtaug.experiments.run import learner_config
+
+    maze = ["task=maze2d-large-sparse", "learner.algo=iql"]
+    assert learner_config(build({}, maze)).normalize_obs is True
+    c = learner_config(build({}, maze + ["learner.normalize_obs=false", "learner.return_normalize=true"]))
+    assert (c.normalize_obs, c.return_normalize) == (False, True)
+
+
 def _save(path, obs_dim=4, act_dim=2, n=40, metadata=None, infos=None):
     """A small D4RL-layout file: two episodes of n/2 rows with the given sizes."""
     import numpy as np

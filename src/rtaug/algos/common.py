@@ -96,19 +96,24 @@ def gaussian_log_prob(x, mean, log_std):
 # ----------------------------------------------------------------------------------------- configs
 
 
-def with_domain(config, domain: str | None):
+def with_domain(config, domain: str | None, given=None):
     """`config` with the per-domain overrides of its class (`DOMAIN_DEFAULTS`) applied.
 
-    Fields the caller already changed from the class defaults are kept, so
-    `with_domain(IQLConfig(expectile=0.8), "antmaze")` still has expectile 0.8.
+    The fields named in `given` (the ones a caller set explicitly) are kept; without it, the
+    fields that differ from the class defaults, so `with_domain(IQLConfig(expectile=0.8),
+    "antmaze")` still has expectile 0.8. Pass `given` where it is known: a field set explicitly
+    to its class default (`learner.normalize_obs=false` on Maze2D) is otherwise taken for unset.
     """
     if domain is None:
         return config
     table = getattr(type(config), "DOMAIN_DEFAULTS", {})
     if domain not in DOMAINS:
         raise ValueError(f"unknown domain {domain!r}; expected one of {DOMAINS}")
-    base = type(config)()
-    changed = {f.name for f in fields(config) if getattr(config, f.name) != getattr(base, f.name)}
+    if given is not None:
+        changed = set(given)
+    else:
+        base = type(config)()
+        changed = {f.name for f in fields(config) if getattr(config, f.name) != getattr(base, f.name)}
     overrides = {k: v for k, v in table.get(domain, {}).items() if k not in changed}
     return replace(config, **overrides)
 

@@ -308,7 +308,7 @@ def learner_config(cfg: ExperimentConfig):
     from rtaug.envs.registry import get_task
 
     module = algos.get(cfg.learner.algo)
-    config = with_domain(module.Config(**cfg.learner.params), get_task(cfg.task).family)
+    config = with_domain(module.Config(**cfg.learner.params), get_task(cfg.task).family, given=cfg.learner.params)
     return for_budget(config, cfg.learner.steps)
 
 
