@@ -166,7 +166,7 @@ def test_report_writes_the_table_csv_and_figures(tiny_experiment, capsys):
     fingerprint = load_hdf5(Path(data["file"])).fingerprint()
     assert rows[0]["data"] == fingerprint[:12]
     assert f"Data: every row on the same file (fingerprint {fingerprint[:12]})." in md
-    assert (d / "report" / "generated-maze2d-umaze-sparse-rt-bc.png").stat().st_size > 1000  # over the walls
+    assert (d / "report" / "generated-maze2d-umaze-sparse-rt.png").stat().st_size > 1000  # over the walls
     for png in ("curves.png", "scores.png", "lengths.png"):
         assert (d / "report" / png).stat().st_size > 1000, png
     evidence = md.split("| rt+bc | ")[-1].split(" | ")
@@ -180,9 +180,35 @@ def test_report_writes_the_table_csv_and_figures(tiny_experiment, capsys):
     assert (d / "docs" / "table2.csv").read_text() == (d / "report" / "results.csv").read_text()
     named = (d / "docs" / "table2.md").read_text()
     assert named.startswith("# table2") and "![table2-curves](table2-curves.png)" in named
-    assert (d / "docs" / "table2-generated-maze2d-umaze-sparse-rt-bc.png").is_file()
+    assert (d / "docs" / "table2-generated-maze2d-umaze-sparse-rt.png").is_file()
     assert main(["report", str(d / "run"), "--out", str(d / "docs"), "--name", "../x"]) == 2
     assert "--name '../x': a file name stem" in capsys.readouterr().err
+
+
+def test_runs_sharing_generated_rows_share_one_picture(tmp_path):
+    """One picture per audit stage, named after its generator and listing every run it stands for
+    (three learners on one generation were three identical files before)."""
+    from rtaug.experiments.report import generated_pictures
+
+    def run(label, algo, audit, task="maze2d-umaze-sparse"):
+        (tmp_path / audit).mkdir(exist_ok=True)
+        (tmp_path / audit / "generated.png").write_bytes(audit.encode())
+        return {"task": task, "label": label, "config": {"learner": {"algo": algo}},
+                "stages": [{"stage": "audit", "path": str(tmp_path / audit)}]}
+
+    results = [run("rt+bc", "bc", "aaaaaaaaaa1"), run("rt+bcq", "bcq", "aaaaaaaaaa1"), run("rt+iql", "iql", "aaaaaaaaaa1"),
+               run("rt+bcq-merge=prefix", "bcq", "aaaaaaaaaa1"), run("ft+bcq", "bcq", "bbbbbbbbbb2"),
+               run("rt+bcq-start=uniform", "bcq", "cccccccccc3"),
+               {"task": "maze2d-umaze-sparse", "label": "bcq", "config": {"learner": {"algo": "bcq"}}, "stages": []}]
+    got = generated_pictures(results, prefix="t-")
+    assert [(name, src.parent.name, runs) for name, src, runs in got] == [
+        ("t-generated-maze2d-umaze-sparse-rt.png", "aaaaaaaaaa1", ["rt+bc", "rt+bcq", "rt+iql", "rt+bcq-merge=prefix"]),
+        ("t-generated-maze2d-umaze-sparse-ft.png", "bbbbbbbbbb2", ["ft+bcq"]),
+        ("t-generated-maze2d-umaze-sparse-rt-start=uniform.png", "cccccccccc3", ["rt+bcq-start=uniform"])]
+    # two generations that would take one name keep apart by their audit's key
+    clash = generated_pictures([run("rt+bc", "bc", "dddddddddd4"), run("rt+iql", "iql", "eeeeeeeeee5")])
+    assert [name for name, _, _ in clash] == ["generated-maze2d-umaze-sparse-rt.png",
+                                             "generated-maze2d-umaze-sparse-rt-eeeeeeee.png"]
 
 
 def test_q_curves_are_drawn_for_learners_with_a_critic(tiny_experiment, tmp_path):

@@ -188,7 +188,10 @@ def to_markdown(results: list[dict], rows: list[dict], images: list[str], title:
             lines.append(f"| *the data itself* ({d['episodes']:,} episodes' mean return) | | | {_f(score['normalized'])} "
                          f"| | {_f(score['normalized_d4rl'])} | | |")
         lines += ["", data_note([r for r in rows if r["task"] == task]), ""]
-    lines += [f"![{Path(i).stem}]({i})" for i in images] + [""]
+    for i in images:
+        file, alt = (i, Path(i).stem) if isinstance(i, str) else i
+        lines.append(f"![{alt}]({file})")
+    lines.append("")
     lines += ["## Evidence behind each run", "",
               "Generated rows: transitions kept, mean length (of at most L), share of trajectories truncated by "
               "Γ > α, α, the mean cumulative reliability Γ of the generated rows (an error: lower is more "
@@ -411,6 +414,31 @@ def plot_scores(rows: list[dict], path: Path) -> Path:
     atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
     return path
+
+
+def generated_pictures(results: list[dict], prefix: str = "") -> list[tuple[str, Path, list[str]]]:
+    """(file name, audit picture, labels of the runs it stands for), one per audit stage: runs that
+    share their generated rows (one generator under several learners, or an ablation of a later
+    stage such as Eq. 11's merge) share one picture rather than identical copies under each label.
+    The name is the first such run's label without its learner (rt+bcq -> rt), the audit's key
+    added only where two different generations would otherwise take one name."""
+    by_audit: dict[str, tuple[Path, dict, list[str]]] = {}
+    for r in results:
+        audit = next((x for x in r["stages"] if x["stage"] == "audit"), None)
+        pic = Path(audit["path"]) / "generated.png" if audit else None
+        if pic is None or not pic.is_file():
+            continue
+        by_audit.setdefault(str(pic), (pic, r, []))[2].append(r["label"])
+    named, out = set(), []
+    for pic, r, labels in by_audit.values():
+        algo = ((r.get("config") or {}).get("learner") or {}).get("algo", "")
+        generator = r["label"].replace(f"+{algo}", "", 1) if algo else r["label"]
+        stem = f"{prefix}generated-{r['task']}-{generator}".replace("+", "-")
+        if stem in named:
+            stem += f"-{pic.parent.name[:8]}"
+        named.add(stem)
+        out.append((f"{stem}.png", pic, labels))
+    return out
 
 
 def plot_generated(data_path, task, path, max_transitions: int = 3000, seed: int = 0) -> Path | None:
@@ -651,13 +679,9 @@ def write_report(root, out=None, printer=print, name: str | None = None) -> Path
         images.append(f"{prefix}lengths.png")
     plot_scores(rows, out / f"{prefix}scores.png")
     images.append(f"{prefix}scores.png")
-    for r in results:  # each run's picture of its generated transitions, made by its audit stage
-        audit = next((x for x in r["stages"] if x["stage"] == "audit"), None)
-        pic = Path(audit["path"]) / "generated.png" if audit else None
-        if pic is not None and pic.is_file():
-            picture = f"{prefix}generated-{r['task']}-{r['label']}.png".replace("+", "-")
-            atomic_write_bytes(out / picture, pic.read_bytes())
-            images.append(picture)
+    for picture, source, runs in generated_pictures(results, prefix):
+        atomic_write_bytes(out / picture, source.read_bytes())
+        images.append((picture, f"generated rows of {', '.join(runs)}"))
     md = to_markdown(results, rows, images, title=name, data=data)
     if sac:  # a locomotion sweep's own SAC stages
         image = plot_sac(sac, out / f"{prefix}sac.png")
@@ -666,9 +690,11 @@ def write_report(root, out=None, printer=print, name: str | None = None) -> Path
         md += "\n" + sac_markdown(sac_rows(sac), image.name if image else None)
     atomic_write_bytes(md_path, md.encode())
     printer(md.split("## Evidence")[0].rstrip())
-    printer(f"wrote {md_path}, {csv_path}, {', '.join(str(out / i) for i in images)}")
+    files = [i if isinstance(i, str) else i[0] for i in images]
+    printer(f"wrote {md_path}, {csv_path}, {', '.join(str(out / f) for f in files)}")
     return md_path
 
 
 __all__ = ["write_report", "write_tensorboard", "find_results", "table_rows", "generated_share", "data_scores", "data_of", "data_note", "to_csv", "to_markdown", "late_training", "PAPER", "CSV_COLUMNS",
-           "find_sac_runs", "sac_rows", "plot_sac", "SAC_CSV_COLUMNS"]
+           "find_sac_runs", "sac_rows", "plot_sac", "SAC_CSV_COLUMNS",
+           "generated_pictures"]
