@@ -339,3 +339,28 @@ def test_the_recorded_task_or_none_passes(recorded, argv):
 def test_a_run_that_records_no_task_is_not_compared(recorded):
     Path("run/summary.json").unlink()  # killed before its summary
     check_request(build_parser().parse_args(["eval", "--run", "run", "--task", "maze2d-large-sparse"]))
+
+
+def test_reference_is_one_call_into_experiments(work, capsys, monkeypatch):
+    """`rtaug reference` parses its flags into a ReferenceRequest and prints (and with --json
+    writes) what the task's measurement returns; a locomotion task without --sac-dir is refused
+    before any work."""
+    import rtaug.evaluate
+    from rtaug.experiments.tasks import ReferenceRequest, measure_task_references
+
+    calls, measured = [], {"sparse": {"random": 1.5, "expert": 90.0}, "converged": True}
+
+    def fake(task, seed=0, max_episodes=10_000):
+        calls.append((task, seed, max_episodes))
+        return measured
+
+    monkeypatch.setattr(rtaug.evaluate, "measure_references", fake)
+    assert main(["reference", "maze2d-umaze-sparse", "--seed", "3", "--max-episodes", "200", "--json", "r.json"]) == 0
+    assert calls == [("maze2d-umaze-sparse", 3, 200)]
+    assert json.loads(capsys.readouterr().out) == json.loads(Path("r.json").read_text()) == measured
+    refused(["reference", "hopper-medium"], "hopper-medium: --sac-dir is required: the SAC run whose final actor is "
+            "the expert", capsys)
+    assert len(calls) == 1  # the refusal measured nothing
+    lines = []  # the same call from Python
+    assert measure_task_references(ReferenceRequest("maze2d-umaze-dense", max_episodes=100), printer=lines.append) == measured
+    assert calls[-1] == ("maze2d-umaze-dense", 0, 100) and json.loads(lines[0]) == measured

@@ -100,23 +100,11 @@ def _cmd_tasks(args):
 
 
 def _cmd_reference(args):
-    import json
+    from rtaug.experiments.tasks import ReferenceRequest, measure_task_references
 
-    from rtaug.envs.registry import get_task
-    from rtaug.evaluate import measure_references
-    from rtaug.fileio import atomic_write_json
-
-    if get_task(args.task).family == "mujoco":
-        if args.sac_dir is None:
-            raise ValueError(f"{args.task}: --sac-dir is required: the SAC run whose final actor is the expert")
-        refs = get_task(args.task).measure_references(args.sac_dir, seed=args.seed, episodes=args.episodes,
-                                                      progress=not args.no_progress)
-    else:
-        get_task(args.task, "maze2d", "rtaug reference")
-        refs = measure_references(args.task, seed=args.seed, max_episodes=args.max_episodes)
-    print(json.dumps(refs, indent=2, default=str))
-    if args.json:
-        atomic_write_json(args.json, json.loads(json.dumps(refs, default=str)))
+    measure_task_references(ReferenceRequest(
+        task=args.task, seed=args.seed, max_episodes=args.max_episodes, sac_dir=args.sac_dir,
+        episodes=args.episodes, json=args.json, progress=not args.no_progress))
 
 
 def _cmd_train_model(args):

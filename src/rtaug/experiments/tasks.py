@@ -1,13 +1,17 @@
 """What `rtaug tasks` shows: every task in one table a person can scan, one task in full, or all
-of them as JSON for scripts. The registry (`rtaug.envs.registry`) holds the facts; this module only
-lays them out."""
+of them as JSON for scripts; and what `rtaug reference` measures, a task's random and expert
+returns. The registry (`rtaug.envs.registry`) holds the facts; this module lays them out."""
 from __future__ import annotations
 
+import functools
 import json
+from dataclasses import dataclass
 
 from rtaug.envs.registry import get_task, task_names
 
-__all__ = ["show_tasks", "task_details", "task_table", "tasks_json"]
+__all__ = ["ReferenceRequest", "measure_task_references", "show_tasks", "task_details", "task_table", "tasks_json"]
+
+_print = functools.partial(print, flush=True)
 
 
 def _refs(random, expert) -> str:
@@ -71,3 +75,36 @@ def show_tasks(name: str | None = None, as_json: bool = False) -> str:
             return tasks_json()
         return json.dumps(get_task(name).describe(), indent=2)
     return task_table() if name is None else task_details(name)
+
+
+@dataclass
+class ReferenceRequest:
+    task: str
+    seed: int = 0
+    max_episodes: int = 10_000  # maze2d: the most episodes per policy (it stops at a 1% standard error)
+    sac_dir: str | None = None  # locomotion: the finished SAC run whose final actor is the expert
+    episodes: int = 100  # locomotion: episodes per policy
+    json: str | None = None  # also write the references here
+    progress: bool = True
+
+
+def measure_task_references(req: ReferenceRequest, printer=_print) -> dict:
+    """What `rtaug reference` does: a random policy's and the expert's returns on the task, printed
+    (and written to `req.json`). Maze2D's expert is the data-collecting controller; a locomotion
+    task's is the final actor of the SAC run that made its data."""
+    from rtaug.evaluate import measure_references
+    from rtaug.fileio import atomic_write_json
+
+    task = get_task(req.task)
+    if task.family == "mujoco":
+        if req.sac_dir is None:
+            raise ValueError(f"{req.task}: --sac-dir is required: the SAC run whose final actor is the expert")
+        refs = task.measure_references(req.sac_dir, seed=req.seed, episodes=req.episodes, progress=req.progress)
+    else:
+        get_task(req.task, "maze2d", "rtaug reference")
+        refs = measure_references(req.task, seed=req.seed, max_episodes=req.max_episodes)
+    refs = json.loads(json.dumps(refs, default=str))
+    printer(json.dumps(refs, indent=2))
+    if req.json:
+        atomic_write_json(req.json, refs)
+    return refs
