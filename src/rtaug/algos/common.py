@@ -34,6 +34,7 @@ class Critics(nn.Module):
     hidden: Sequence[int]
     n: int = 2
     weight_init: str = "lecun"  # `MLP.weight_init`
+    matmul: str = "xla"  # `MLP.matmul`
 
     @nn.compact
     def __call__(self, obs, act):
@@ -46,7 +47,7 @@ class Critics(nn.Module):
         x = jnp.concatenate([obs, act], axis=-1).reshape(-1, obs.shape[-1] + act.shape[-1])
         ensemble = nn.vmap(MLP, variable_axes={"params": 0}, split_rngs={"params": True},
                            in_axes=None, out_axes=0, axis_size=self.n)
-        q = ensemble(self.hidden, 1, weight_init=self.weight_init, name="q")(x)[..., 0]
+        q = ensemble(self.hidden, 1, weight_init=self.weight_init, matmul=self.matmul, name="q")(x)[..., 0]
         return q.reshape((self.n,) + lead)  # (n, ...)
 
 

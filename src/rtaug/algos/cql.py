@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from rtaug.algos.common import MLP, Critics, gaussian_log_prob, soft_update
+from rtaug.nets.onednn import MODES as MATMULS
 from rtaug.ranges import COUNT, FRACTION, NONNEGATIVE, POSITIVE, UNIT_RATE, check_ranges, ranged
 
 
@@ -47,9 +48,14 @@ class CQLConfig:
     normalize_obs: bool = False  # authors' code feeds raw states
     reward_scale: float = 1.0
     reward_bias: float = 0.0
+    # "xla", or the networks' matmuls through oneDNN: "onednn-bf16" takes this CPU's AMX
+    # (bfloat16 products, float32 sums; docs/performance.md). Left out of stage keys at "xla".
+    matmul: str = "xla"
 
     def __post_init__(self):
         check_ranges(self)
+        if self.matmul not in MATMULS:
+            raise ValueError(f"CQLConfig.matmul must be one of {MATMULS}, got {self.matmul!r}")
 
     def for_budget(self, steps: int) -> CQLConfig:
         """This config for a run of `steps` updates: `bc_steps` None becomes BC_SHARE of them."""
@@ -97,10 +103,11 @@ class TanhGaussianActor(nn.Module):
     act_dim: int
     log_std_min: float
     log_std_max: float
+    matmul: str = "xla"
 
     @nn.compact
     def __call__(self, obs):
-        out = MLP(self.hidden, 2 * self.act_dim, name="pi")(obs)
+        out = MLP(self.hidden, 2 * self.act_dim, matmul=self.matmul, name="pi")(obs)
         mean, log_std = jnp.split(out, 2, axis=-1)
         return mean, jnp.clip(log_std, self.log_std_min, self.log_std_max)
 
@@ -126,8 +133,8 @@ def sample(mean, log_std, key, n: int | None = None):
 
 
 def _nets(config, act_dim):
-    actor = TanhGaussianActor(config.hidden, act_dim, config.log_std_min, config.log_std_max)
-    return actor, Critics(config.hidden, 2)
+    actor = TanhGaussianActor(config.hidden, act_dim, config.log_std_min, config.log_std_max, config.matmul)
+    return actor, Critics(config.hidden, 2, matmul=config.matmul)
 
 
 def init(config: CQLConfig, obs_dim: int, act_dim: int, key):

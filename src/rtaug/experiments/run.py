@@ -336,7 +336,11 @@ def _shorter_run(work: Path, spec: dict):
 def _policy_stage(cfg: ExperimentConfig, dataset: Stage, seed: int) -> Stage:
     lr = cfg.learner
     config = learner_config(cfg)
-    spec = {"task": cfg.task, "algo": lr.algo, "config": json.loads(json.dumps(dataclasses.asdict(config))),
+    keyed = json.loads(json.dumps(dataclasses.asdict(config)))
+    if keyed.get("matmul") == "xla":
+        # The default computes what the code did before the field existed: those stages keep their keys.
+        del keyed["matmul"]
+    spec = {"task": cfg.task, "algo": lr.algo, "config": keyed,
             "steps": lr.steps, "chunk": lr.chunk, "eval_every": lr.eval_every, "eval_episodes": lr.eval_episodes,
             "eval_seed": cfg.evaluation.seed, "seed": seed, **({"data": lr.data} if lr.data != "all" else {})}
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import functools
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
+
+from rtaug.nets import onednn
 
 INITS = ("lecun", "torch")
 
@@ -22,6 +25,9 @@ class MLP(nn.Module):
     # default (weights and biases U(±1/√fan_in), about √3 smaller weights), for learners whose
     # published settings were tuned on it (BCQ's authors' code, docs/decisions.md)
     weight_init: str = "lecun"
+    # "xla": flax's Dense; "onednn" / "onednn-bf16": the same parameters, the matmuls through
+    # oneDNN in float32 / with bfloat16 products (AMX; rtaug.nets.onednn)
+    matmul: str = "xla"
 
     @nn.compact
     def __call__(self, x):
@@ -31,9 +37,27 @@ class MLP(nn.Module):
         return self._dense(self.out, "out", x.shape[-1])(x)
 
     def _dense(self, features: int, name: str, fan_in: int):
+        if self.matmul not in onednn.MODES:
+            raise ValueError(f"MLP.matmul must be one of {onednn.MODES}, got {self.matmul!r}")
+        layer = nn.Dense if self.matmul == "xla" else functools.partial(OnednnDense, bf16=self.matmul == "onednn-bf16")
         if self.weight_init == "lecun":
-            return nn.Dense(features, name=name)
+            return layer(features, name=name)
         if self.weight_init == "torch":
             bound = float(fan_in) ** -0.5
-            return nn.Dense(features, name=name, kernel_init=_uniform(bound), bias_init=_uniform(bound))
+            return layer(features, name=name, kernel_init=_uniform(bound), bias_init=_uniform(bound))
         raise ValueError(f"MLP.weight_init must be one of {INITS}, got {self.weight_init!r}")
+
+
+class OnednnDense(nn.Module):
+    """nn.Dense's parameters (names, shapes, initialisers), its matmul through oneDNN."""
+
+    features: int
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    bias_init: Callable = nn.initializers.zeros_init()
+    bf16: bool = True
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
+        bias = self.param("bias", self.bias_init, (self.features,))
+        return onednn.matmul(x, kernel, bf16=self.bf16) + bias
