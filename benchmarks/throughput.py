@@ -4,6 +4,12 @@ D4RL network sizes with batch 256. The comparison with d3rlpy lives in benchmark
 which imports the functions here and runs the peers in an environment of their own.
 
     python benchmarks/throughput.py [--algos bc td3bc iql cql bcq] [--seconds 10] [--seeds 2] [--json OUT]
+    taskset -c 1 python benchmarks/throughput.py --algos cql bcq --seeds 1 --matmul xla onednn-bf16
+
+`--matmul`: the learners' matmuls by XLA (default) or through oneDNN (`rtaug.nets.onednn`; CQL and
+BCQ have the field), each algorithm timed under each mode one after the other in the same run.
+FLOPs are counted on the XLA program (XLA cannot see inside a custom call), so a oneDNN row's
+GFLOP/s and peak fraction are the same work done faster.
 
 Data: 100k synthetic halfcheetah-shaped transitions (obs 17, act 6, episodes of 1000 steps).
 
@@ -33,6 +39,7 @@ import numpy as np
 from rtaug import algos
 from rtaug.algos.common import for_budget, prepare
 from rtaug.data import Dataset
+from rtaug.nets.onednn import MODES as MATMULS
 from rtaug.train import make_runner
 from peak import matmul_peak  # benchmarks/peak.py, beside this script
 from peers.d3rlpy_side import timed as _timed  # the same timing rule as the peers' side
@@ -60,17 +67,20 @@ def halfcheetah_shaped(n=N, obs_dim=OBS_DIM, act_dim=ACT_DIM, ep_len=EP_LEN, see
 # ---------------------------------------------------------------------------------------- rtaug
 
 
-def rtaug_config(name: str):
+def rtaug_config(name: str, matmul: str = "xla"):
     # the budget-scaled fields as in a 1M-update run (IQL's schedule, CQL's warm-up): the update is the same program
-    return for_budget(replace(algos.get(name).Config(), batch_size=BATCH), 1_000_000)
+    config = replace(algos.get(name).Config(), batch_size=BATCH)
+    if matmul != "xla":
+        config = replace(config, matmul=matmul)
+    return for_budget(config, 1_000_000)
 
 
-def warm_chunk(name: str, data: Dataset, n_seeds: int = 1, seed: int = 0):
+def warm_chunk(name: str, data: Dataset, n_seeds: int = 1, seed: int = 0, matmul: str = "xla"):
     """(chunk, length): `chunk()` runs `length` updates of `name` for `n_seeds` seeds (seeds
     `seed`, `seed` + 1, ...) with `rtaug.train.train`'s compiled program, already compiled and
     warmed up, carrying the training state from call to call."""
     module = algos.get(name)
-    config = rtaug_config(name)
+    config = rtaug_config(name, matmul)
     arrays, _, _ = prepare(data, config)
     device_data = {k: jnp.asarray(v) for k, v in arrays.items()}
     states = [module.init(config, OBS_DIM, ACT_DIM, jax.random.PRNGKey(seed + s)) for s in range(n_seeds)]
@@ -97,8 +107,8 @@ def warm_chunk(name: str, data: Dataset, n_seeds: int = 1, seed: int = 0):
     return chunk, length
 
 
-def bench_rtaug(name: str, data: Dataset, seconds: float, n_seeds: int = 1) -> dict:
-    chunk, length = warm_chunk(name, data, n_seeds)
+def bench_rtaug(name: str, data: Dataset, seconds: float, n_seeds: int = 1, matmul: str = "xla") -> dict:
+    chunk, length = warm_chunk(name, data, n_seeds, matmul=matmul)
     sec = _timed(chunk, seconds)
     return {"updates_per_s": length * n_seeds / sec, "per_seed_updates_per_s": length / sec,
             "chunk": length, "seeds": n_seeds}
@@ -146,6 +156,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=2,
                     help="also time this many seeds at once (vmapped) and report per-seed updates/s (default 2)")
     ap.add_argument("--json", metavar="OUT", help="write the results as JSON")
+    ap.add_argument("--matmul", nargs="+", choices=MATMULS, default=["xla"],
+                    help="time each algorithm under each of these matmul modes (default xla; the oneDNN "
+                         "modes apply to the algorithms with a `matmul` field: cql, bcq)")
     args = ap.parse_args(argv)
 
     data = halfcheetah_shaped()
@@ -156,13 +169,16 @@ def main(argv=None) -> int:
           f"batch {BATCH}, {N} transitions, obs {OBS_DIM}, act {ACT_DIM}", flush=True)
 
     results = {}
-    header = f"{'algo':6} {'rtaug/s':>9} {f'x{args.seeds}/seed':>9} {'GFLOP/upd':>9} {'GFLOP/s':>8} {'peak':>6}"
+    header = f"{'algo':18} {'rtaug/s':>9} {f'x{args.seeds}/seed':>9} {'GFLOP/upd':>9} {'GFLOP/s':>8} {'peak':>6}"
     print(header, flush=True)
-    for name in args.algos:
-        one = bench_rtaug(name, data, args.seconds, 1)
-        many = bench_rtaug(name, data, args.seconds, args.seeds) if args.seeds > 1 else None
+    for name, matmul in [(n, m) for n in args.algos for m in args.matmul]:
+        if matmul != "xla" and not hasattr(algos.get(name).Config(), "matmul"):
+            continue
+        one = bench_rtaug(name, data, args.seconds, 1, matmul)
+        many = bench_rtaug(name, data, args.seconds, args.seeds, matmul) if args.seeds > 1 else None
         flops = rtaug_flops(name, data)
         ups = one["updates_per_s"]
+        name = name if matmul == "xla" else f"{name}:{matmul}"
         res = {
             "rtaug_updates_per_s": ups,
             "peak_fraction": flops * ups / peak,
@@ -173,9 +189,11 @@ def main(argv=None) -> int:
         }
         results[name] = res
         many_s = f"{many['per_seed_updates_per_s']:9.1f}" if many else f"{'-':>9}"
-        print(f"{name:6} {ups:9.1f} {many_s} {flops / 1e9:9.3f} {res['achieved_gflops']:8.1f} "
+        print(f"{name:18} {ups:9.1f} {many_s} {flops / 1e9:9.3f} {res['achieved_gflops']:8.1f} "
               f"{res['peak_fraction']:6.1%}", flush=True)
 
+    machine["load_average_after"] = os.getloadavg()
+    print(f"load average before {machine['load_average'][0]:.2f}, after {machine['load_average_after'][0]:.2f}")
     if args.json:
         payload = {"machine": machine, "batch_size": BATCH, "transitions": N, "obs_dim": OBS_DIM,
                    "act_dim": ACT_DIM, "seconds": args.seconds, "algorithms": results,

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from rtaug.algos.common import MLP, Critics, first_critic, soft_update
+from rtaug.nets.onednn import MODES as MATMULS
 from rtaug.ranges import COUNT, FRACTION, NONNEGATIVE, POSITIVE, UNIT_RATE, check_ranges, ranged
 
 
@@ -38,9 +39,14 @@ class BCQConfig:
     # authors' code: PyTorch's nn.Linear initialisation (`MLP.weight_init`); with Flax's, raw Maze2D
     # states start the action decoder's tanh saturated for some seeds (docs/decisions.md)
     weight_init: str = "torch"
+    # "xla", or every network's matmuls through oneDNN: "onednn-bf16" takes this CPU's AMX
+    # (bfloat16 products, float32 sums; docs/performance.md). Left out of stage keys at "xla".
+    matmul: str = "xla"
 
     def __post_init__(self):
         check_ranges(self)
+        if self.matmul not in MATMULS:
+            raise ValueError(f"BCQConfig.matmul must be one of {MATMULS}, got {self.matmul!r}")
 
     # One setting for every domain, raw states included (the authors'). Normalising Maze2D's
     # states also cures the saturated decoder, but cost BCQ half its score on mixed maze data in
@@ -61,10 +67,11 @@ class VAE(nn.Module):
     act_dim: int
     latent_dim: int
     weight_init: str = "torch"
+    matmul: str = "xla"
 
     def setup(self):
-        self.encoder = MLP(self.hidden, 2 * self.latent_dim, weight_init=self.weight_init)
-        self.decoder = MLP(self.hidden, self.act_dim, weight_init=self.weight_init)
+        self.encoder = MLP(self.hidden, 2 * self.latent_dim, weight_init=self.weight_init, matmul=self.matmul)
+        self.decoder = MLP(self.hidden, self.act_dim, weight_init=self.weight_init, matmul=self.matmul)
 
     def __call__(self, obs, actions, key):
         mean, log_std = jnp.split(self.encoder(jnp.concatenate([obs, actions], -1)), 2, axis=-1)
@@ -81,17 +88,19 @@ class Perturbation(nn.Module):
     act_dim: int
     phi: float
     weight_init: str = "torch"
+    matmul: str = "xla"
 
     @nn.compact
     def __call__(self, obs, actions):
-        raw = MLP(self.hidden, self.act_dim, weight_init=self.weight_init, name="xi")(jnp.concatenate([obs, actions], -1))
+        raw = MLP(self.hidden, self.act_dim, weight_init=self.weight_init, matmul=self.matmul,
+                  name="xi")(jnp.concatenate([obs, actions], -1))
         return perturb(actions, raw, self.phi)
 
 
 def _nets(config, act_dim):
-    vae = VAE(config.vae_hidden, act_dim, config.latent_scale * act_dim, config.weight_init)
-    return (vae, Perturbation(config.actor_hidden, act_dim, config.phi, config.weight_init),
-            Critics(config.critic_hidden, 2, config.weight_init))
+    vae = VAE(config.vae_hidden, act_dim, config.latent_scale * act_dim, config.weight_init, config.matmul)
+    return (vae, Perturbation(config.actor_hidden, act_dim, config.phi, config.weight_init, config.matmul),
+            Critics(config.critic_hidden, 2, config.weight_init, config.matmul))
 
 
 def _sample_candidates(config, vae_net, vae_params, obs, key, n):
@@ -158,7 +167,8 @@ def update(config: BCQConfig, state, batch, key):
     cand = jax.lax.stop_gradient(_sample_candidates(config, vae_net, vae, obs, k_actor, 1)[1][:, 0])
 
     def actor_loss_fn(p):
-        return -jnp.mean(first_critic(config.critic_hidden, critic, obs, actor_net.apply(p, obs, cand)))
+        return -jnp.mean(first_critic(config.critic_hidden, critic, obs, actor_net.apply(p, obs, cand),
+                                      config.matmul))
 
     a_loss, grads = jax.value_and_grad(actor_loss_fn)(params["actor"])
     updates, actor_opt = adam.update(grads, opt["actor"])
@@ -183,6 +193,6 @@ def act(config: BCQConfig, params, obs, key=None):
     key = jax.random.PRNGKey(0) if key is None else key
     obs_n, cand = _sample_candidates(config, vae_net, params["vae"], obs, key, config.n_samples)
     a = actor_net.apply(params["actor"], obs_n, cand)  # (..., n, act_dim)
-    q1 = first_critic(config.critic_hidden, params["critic"], obs_n, a)  # (..., n)
+    q1 = first_critic(config.critic_hidden, params["critic"], obs_n, a, config.matmul)  # (..., n)
     best = jnp.argmax(q1, axis=-1)
     return jnp.take_along_axis(a, best[..., None, None], axis=-2)[..., 0, :]

@@ -51,7 +51,7 @@ class Critics(nn.Module):
         return q.reshape((self.n,) + lead)  # (n, ...)
 
 
-def first_critic(hidden: Sequence[int], critic_params, obs, act):
+def first_critic(hidden: Sequence[int], critic_params, obs, act, matmul: str = "xla"):
     """Q₁(s, a) alone, from the parameters of a `Critics` ensemble.
 
     TD3's and BCQ's actor losses (and BCQ's action selection) read only the first critic;
@@ -62,7 +62,7 @@ def first_critic(hidden: Sequence[int], critic_params, obs, act):
     lead = jnp.broadcast_shapes(obs.shape[:-1], act.shape[:-1])
     x = jnp.concatenate([jnp.broadcast_to(obs, lead + obs.shape[-1:]),
                          jnp.broadcast_to(act, lead + act.shape[-1:])], axis=-1)
-    return MLP(tuple(hidden), 1).apply({"params": first}, x)[..., 0]
+    return MLP(tuple(hidden), 1, matmul=matmul).apply({"params": first}, x)[..., 0]
 
 
 class ValueNet(nn.Module):

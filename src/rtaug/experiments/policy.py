@@ -26,6 +26,7 @@ class TrainPolicyRequest:
     eval_every: int | None = ranged(COUNT, None)
     eval_episodes: int | None = ranged(COUNT, None)
     chunk: int = ranged(COUNT, 1000)
+    matmul: str = "xla"  # cql, bcq: "onednn" / "onednn-bf16" route the networks' matmuls through oneDNN
     progress: bool = True
 
     def __post_init__(self):
@@ -58,6 +59,27 @@ def _policy_task(req, data):
     return None, None
 
 
+def _matmul_config(req: TrainPolicyRequest):
+    """The algorithm's default Config with `req.matmul`, or None for XLA's (the defaults)."""
+    from dataclasses import fields
+
+    from rtaug import algos
+    from rtaug.nets import onednn
+
+    if req.matmul == "xla":
+        return None
+    if req.matmul not in onednn.MODES:
+        raise ValueError(f"--matmul must be one of {', '.join(onednn.MODES)}, got {req.matmul!r}")
+    module = algos.get(req.algo)
+    if "matmul" not in {f.name for f in fields(module.Config)}:
+        raise ValueError(f"--matmul {req.matmul}: {req.algo} has no oneDNN path (cql and bcq have one: "
+                         "the compute-bound learners)")
+    usable, why = onednn.available()
+    if not usable:
+        raise ValueError(f"--matmul {req.matmul}: {why}")
+    return module.Config(matmul=req.matmul)
+
+
 def train_policy(req: TrainPolicyRequest, printer=_print) -> dict:
     """What `rtaug train-policy` does: validate the request, train every seed, write summary.json
     next to the run's checkpoint; returns the summary."""
@@ -79,6 +101,7 @@ def train_policy(req: TrainPolicyRequest, printer=_print) -> dict:
         raise ValueError(f"--seeds must be distinct, got {req.seeds}")
     if req.task is not None:
         get_task(req.task)  # an unknown task is an error before the dataset is read
+    config = _matmul_config(req)
     data = load_hdf5(req.dataset)
     if data.discrete_actions:
         raise ValueError(f"{req.dataset}: discrete actions ({data.num_actions} choices); train-policy's "
@@ -115,11 +138,11 @@ def train_policy(req: TrainPolicyRequest, printer=_print) -> dict:
         printer("evaluation: action MSE to the dataset's actions (no task, so no simulator; pass --task for "
                 "normalized scores)")
     t0 = time.perf_counter()
-    result = train(data, req.algo, steps=req.steps, seeds=req.seeds, out_dir=out, eval_fn=eval_fn,
+    result = train(data, req.algo, config, steps=req.steps, seeds=req.seeds, out_dir=out, eval_fn=eval_fn,
                    eval_every=req.eval_every, domain=domain, progress=req.progress,
                    chunk=min(req.chunk, req.steps), resume=req.resume)
 
-    summary = {"algo": result.algo, "dataset": str(req.dataset), "domain": domain,
+    summary = {"algo": result.algo, "dataset": str(req.dataset), "domain": domain, "matmul": req.matmul,
                "task": task.name if task is not None else None, "eval_episodes": eval_episodes,
                "steps": result.steps, "seeds": list(result.seeds), "updates_per_s": result.updates_per_s,
                "final": {}}

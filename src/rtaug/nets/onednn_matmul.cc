@@ -6,6 +6,7 @@
 // in which a size-1 axis broadcasts. transpose_a / transpose_b read an operand's last two axes
 // swapped, so the backward pass needs no transposed copies.
 #include <omp.h>
+#include <sched.h>
 
 #include <cstdint>
 #include <string>
@@ -17,9 +18,12 @@
 namespace ffi = xla::ffi;
 using dims = dnnl::memory::dims;
 
-static int g_threads = 0;  // 0: the OpenMP runtime's default
-
-extern "C" void rtaug_onednn_set_threads(int n) { g_threads = n; }
+// One OpenMP thread per core the calling thread may run on, asked at every call: a Ray worker
+// pins itself to one core after the library may have been loaded, and oneDNN must follow.
+static int usable_cores() {
+  cpu_set_t set;
+  return sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 0;
+}
 
 static dnnl::engine& cpu_engine() {
   static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
@@ -61,7 +65,7 @@ static ffi::Error Matmul(ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b,
   if (cd[r - 2] != ad[r - 2] || cd[r - 1] != bd[r - 1]) {
     return ffi::Error::InvalidArgument("onednn matmul: result has the wrong shape");
   }
-  if (g_threads > 0) omp_set_num_threads(g_threads);  // per calling thread: XLA's, not Python's
+  if (int cores = usable_cores(); cores > 0) omp_set_num_threads(cores);  // this (XLA's) thread's setting
   using dt = dnnl::memory::data_type;
   dnnl::memory::desc a_md(ad, dt::f32, as), b_md(bd, dt::f32, bs), c_md(cd, dt::f32, cs);
   dnnl::primitive_attr attr;

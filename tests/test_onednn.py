@@ -1,0 +1,178 @@
+"""The oneDNN matmul (rtaug.nets.onednn): the same products and gradients as XLA's in float32,
+bfloat16's error where it is asked for, the same networks and CQL updates, and the stage key
+of every run made before the option existed left unchanged."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rtaug.algos import bcq, cql
+from rtaug.algos.common import Critics
+from rtaug.nets import onednn
+from rtaug.nets.mlp import MLP
+
+
+@pytest.fixture(scope="module", autouse=True)
+def built():
+    usable, why = onednn.available()
+    if not usable:  # the test extra installs oneDNN; a compiler is the machine's
+        pytest.fail(f"rtaug.nets.onednn cannot be built here: {why}")
+
+
+def _normal(seed, shape):
+    return jax.random.normal(jax.random.key(seed), shape)
+
+
+def test_float32_matmul_matches_xla_with_leading_axes():
+    x, w = _normal(0, (3, 5, 7)), _normal(1, (7, 4))
+    np.testing.assert_allclose(onednn.matmul(x, w, bf16=False), x @ w, rtol=1e-5, atol=1e-5)
+    assert onednn.matmul(x, w, bf16=False).shape == (3, 5, 4)
+
+
+def test_gradients_match_xla_under_vmap_over_an_ensemble():
+    # nn.vmap over a critic ensemble: x shared (unbatched), the weights stacked; jit as in training.
+    x, ws = _normal(2, (6, 9)), _normal(3, (2, 9, 5))
+
+    def loss(matmul):
+        return lambda x, ws: jnp.sum(jnp.sin(jax.vmap(lambda w: matmul(x, w))(ws)))
+
+    ref = jax.grad(loss(jnp.matmul), argnums=(0, 1))(x, ws)
+    got = jax.jit(jax.grad(loss(lambda x, w: onednn.matmul(x, w, bf16=False)), argnums=(0, 1)))(x, ws)
+    for r, g in zip(ref, got):
+        assert r.shape == g.shape
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5)
+
+
+def test_nested_vmap_broadcasts_both_operands():
+    x, ws = _normal(4, (3, 6, 8)), _normal(5, (2, 8, 4))
+    f = jax.vmap(jax.vmap(lambda x, w: onednn.matmul(x, w, bf16=False), (None, 0)), (0, None))
+    np.testing.assert_allclose(f(x, ws), jnp.einsum("bik,wkn->bwin", x, ws), rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_error_is_bfloat16_sized():
+    # Products of bfloat16-rounded operands (8 significant bits), float32 sums: a relative error
+    # near 2^-8 at most; a CPU without bfloat16 units may compute in float32 (error ~1e-7).
+    x, w = _normal(6, (64, 256)), _normal(7, (256, 64))
+    ref = np.asarray(x @ w)
+    err = np.abs(np.asarray(onednn.matmul(x, w, bf16=True)) - ref).max() / np.abs(ref).max()
+    assert err < 2**-7
+
+
+def test_rejects_a_weight_that_is_not_a_matrix():
+    with pytest.raises(ValueError, match="w must be 2-D"):
+        onednn.matmul(jnp.ones((2, 3)), jnp.ones((2, 3, 4)))
+
+
+def test_mlp_has_xla_parameters_and_outputs():
+    x = _normal(8, (10, 6))
+    nets = {m: MLP((32, 32), 3, weight_init="torch", matmul=m) for m in ("xla", "onednn")}
+    params = {m: net.init(jax.random.key(0), x) for m, net in nets.items()}
+    assert jax.tree_util.tree_structure(params["xla"]) == jax.tree_util.tree_structure(params["onednn"])
+    for a, b in zip(jax.tree_util.tree_leaves(params["xla"]), jax.tree_util.tree_leaves(params["onednn"])):
+        np.testing.assert_array_equal(a, b)  # same names and initialisers: checkpoints interchange
+    np.testing.assert_allclose(nets["onednn"].apply(params["xla"], x), nets["xla"].apply(params["xla"], x),
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="MLP.matmul must be one of"):
+        MLP((4,), 1, matmul="bf16").init(jax.random.key(0), x)
+
+
+def test_critics_ensemble_through_onednn():
+    obs, act = _normal(9, (4, 1, 3)), _normal(10, (4, 7, 2))
+    ref = Critics((16, 16), 2)
+    params = ref.init(jax.random.key(1), obs, act)
+    got = Critics((16, 16), 2, matmul="onednn").apply(params, obs, act)
+    np.testing.assert_allclose(got, ref.apply(params, obs, act), rtol=1e-5, atol=1e-5)
+
+
+SMALL = {"cql": {"hidden": (32, 32), "batch_size": 16, "n_actions": 3, "bc_steps": 2},
+         "bcq": {"vae_hidden": (32, 32), "actor_hidden": (32, 16), "critic_hidden": (32, 16), "batch_size": 16,
+                 "n_samples": 3}}
+
+
+def _run(algo, matmul, steps=5):
+    module = {"cql": cql, "bcq": bcq}[algo]
+    config = module.Config(**SMALL[algo], matmul=matmul)
+    rng = np.random.default_rng(0)
+    batch = {"observations": rng.normal(size=(16, 4)).astype(np.float32),
+             "actions": rng.uniform(-0.9, 0.9, (16, 2)).astype(np.float32),
+             "next_observations": rng.normal(size=(16, 4)).astype(np.float32),
+             "rewards": rng.normal(size=16).astype(np.float32), "dones": np.zeros(16, np.float32)}
+    state = module.init(config, 4, 2, jax.random.key(0))
+    update = jax.jit(lambda s, k: module.update(config, s, batch, k))
+    for i in range(steps):
+        state, metrics = update(state, jax.random.key(i + 1))
+    return state, metrics, jax.jit(lambda p, o: module.act(config, p, o, jax.random.key(9))
+                                   if algo == "bcq" else module.act(config, p, o))(state["params"], batch["observations"])
+
+
+@pytest.mark.parametrize("algo", ["cql", "bcq"])
+def test_updates_and_actions_through_onednn_match_xla(algo):
+    (xs, xm, xa), (os_, om, oa) = _run(algo, "xla"), _run(algo, "onednn")
+    assert xm.keys() == om.keys()
+    for k in xm:
+        np.testing.assert_allclose(om[k], xm[k], rtol=1e-3, atol=1e-4, err_msg=k)
+    for a, b in zip(jax.tree_util.tree_leaves(xs["params"]), jax.tree_util.tree_leaves(os_["params"])):
+        np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(oa, xa, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("algo", ["cql", "bcq"])
+def test_bfloat16_trains_and_stays_finite(algo):
+    _, metrics, actions = _run(algo, "onednn-bf16", steps=3)
+    assert all(bool(jnp.isfinite(v)) for v in metrics.values()) and bool(jnp.isfinite(actions).all())
+
+
+def test_configs_name_their_matmul_choices():
+    with pytest.raises(ValueError, match="CQLConfig.matmul must be one of"):
+        cql.CQLConfig(matmul="amx")
+    with pytest.raises(ValueError, match="BCQConfig.matmul must be one of"):
+        bcq.BCQConfig(matmul="amx")
+
+
+def test_unavailable_says_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.setattr(onednn, "_prefixes", lambda: [tmp_path])
+    with pytest.raises(onednn.OnednnUnavailable, match=r"rtaug\[onednn\]"):
+        onednn._find()
+
+
+def test_stage_keys_leave_the_default_out():
+    from rtaug.experiments.config import build
+    from rtaug.experiments.run import plan
+
+    def policy(*overrides):
+        cfg = build({"learner": {"algo": "cql", "steps": 10}, "seeds": [0]}, overrides)
+        return next(st for st in plan(cfg).stages if st.name == "policy")
+
+    default, bf16 = policy(), policy("learner.matmul=onednn-bf16")
+    assert "matmul" not in default.spec["config"]  # keys made before the field existed still match
+    assert bf16.spec["config"]["matmul"] == "onednn-bf16" and bf16.key != default.key
+    assert policy("learner.matmul=xla").key == default.key
+
+
+def test_a_run_asking_for_onednn_where_it_cannot_build_is_refused_before_work(monkeypatch):
+    from rtaug.experiments.config import ConfigError, build
+
+    monkeypatch.setattr(onednn, "available", lambda: (False, "no C++ compiler"))
+    with pytest.raises(ConfigError, match="learner.matmul: onednn-bf16 is not usable here: no C.. compiler"):
+        build({"learner": {"algo": "cql"}}, ["learner.matmul=onednn-bf16"])
+    build({"learner": {"algo": "cql"}})  # the default needs nothing
+
+
+def test_train_policy_matmul_flag(tmp_path, capsys):
+    import json
+
+    from test_train_policy_cli import _write_augmented
+
+    from rtaug.cli import main
+
+    data = tmp_path / "maze2d-aug.hdf5"
+    _write_augmented(data)
+    common = ["train-policy", "--dataset", str(data), "--steps", "4", "--chunk", "2", "--no-progress"]
+    assert main([*common, "--algo", "iql", "--matmul", "onednn-bf16", "--out", str(tmp_path / "iql")]) == 2
+    assert "--matmul onednn-bf16: iql has no oneDNN path" in capsys.readouterr().err
+    assert not (tmp_path / "iql").exists()
+    assert main([*common, "--algo", "cql", "--matmul", "onednn-bf16", "--out", str(tmp_path / "cql")]) == 0
+    summary = json.loads((tmp_path / "cql" / "summary.json").read_text())
+    assert summary["matmul"] == "onednn-bf16" and summary["steps"] == 4
+    assert np.isfinite(summary["final"]["0"]["critic_loss"])
