@@ -4,7 +4,7 @@ XLA's CPU backend in jaxlib 0.10 computes bfloat16 matmuls no faster than float3
 machine under every library flag it has, while oneDNN runs them 8.6x faster on the same core
 (docs/performance.md, "bf16"). This module reaches oneDNN through an XLA FFI custom call: a
 small C++ handler (onednn_matmul.cc) compiled on first use against the `onednn` extra's
-headers and library, cached under ~/.cache/rtaug/onednn, and registered with JAX.
+headers and library, cached under ~/.cache/rtaug/onednn ($XDG_CACHE_HOME), and registered with JAX.
 
 `matmul(a, b, bf16=True)` is a float32 matmul whose products oneDNN may round to bfloat16
 (float32 sums; oneDNN's fpmath_mode bf16), with its own gradient (two more matmuls of the same
@@ -74,7 +74,7 @@ def _library() -> ctypes.CDLL:
     include, lib, cxx = _find()
     source = SOURCE.read_bytes()
     tag = hashlib.sha256(source + jax.__version__.encode() + str(lib).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("RTAUG_CACHE", Path.home() / ".cache" / "rtaug")) / "onednn" / tag
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rtaug" / "onednn" / tag
     so = cache / "librtaug_onednn.so"
     if not so.is_file():
         cache.mkdir(parents=True, exist_ok=True)
