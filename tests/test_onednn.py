@@ -2,6 +2,8 @@
 bfloat16's error where it is asked for, the same networks and CQL updates, and the stage key
 of every run made before the option existed left unchanged."""
 
+from dataclasses import replace
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -176,3 +178,26 @@ def test_train_policy_matmul_flag(tmp_path, capsys):
     summary = json.loads((tmp_path / "cql" / "summary.json").read_text())
     assert summary["matmul"] == "onednn-bf16" and summary["steps"] == 4
     assert np.isfinite(summary["final"]["0"]["critic_loss"])
+
+
+def test_a_checkpoint_from_before_the_field_resumes(tmp_path):
+    # run.json and checkpoints record the config without `matmul` at its default, as they did
+    # before the field existed: such a run (and a cached shorter run a longer one continues) resumes.
+    import json
+
+    from test_train_policy_cli import _write_augmented
+
+    from rtaug.data.hdf5 import load_hdf5
+    from rtaug.train import CHECKPOINT, load_checkpoint, train
+
+    path = tmp_path / "maze2d-aug.hdf5"
+    _write_augmented(path)
+    data = load_hdf5(path)
+    small = cql.CQLConfig(hidden=(16,), batch_size=8, n_actions=2)
+    train(data, "cql", small, steps=4, chunk=2, out_dir=tmp_path / "run", progress=False)
+    assert "matmul" not in json.loads((tmp_path / "run" / "run.json").read_text())["config"]
+    train(data, "cql", small, steps=6, chunk=2, out_dir=tmp_path / "run", progress=False, resume=True)
+    assert load_checkpoint(tmp_path / "run" / CHECKPOINT)["step"] == 6
+    with pytest.raises(Exception, match="differs in"):  # another matmul is another run
+        train(data, "cql", replace(small, matmul="onednn"), steps=8, chunk=2,
+              out_dir=tmp_path / "run", progress=False, resume=True)

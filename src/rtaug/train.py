@@ -29,7 +29,7 @@ import io
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Callable
@@ -41,7 +41,7 @@ from flax import serialization
 from rtaug.progress import progress_bar
 
 from rtaug import algos
-from rtaug.algos.common import for_budget, prepare, with_domain
+from rtaug.algos.common import config_record, for_budget, prepare, with_domain
 from rtaug.data import Dataset
 from rtaug.fileio import atomic_write_bytes
 
@@ -103,12 +103,6 @@ class TrainResult:
 
 
 # ------------------------------------------------------------------------------------ checkpoints
-
-
-def _jsonable(x):
-    if is_dataclass(x):
-        x = asdict(x)
-    return json.loads(json.dumps(x, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
 def _save_checkpoint(path: Path, meta: dict, step: int, state, keys, obs_mean, obs_std) -> None:
@@ -281,7 +275,7 @@ def train(
     keys = jnp.stack([k[1] for k in per_seed])
     step = 0
 
-    meta = {"format": FORMAT, "algo": name, "config": _jsonable(config), "seeds": list(seeds),
+    meta = {"format": FORMAT, "algo": name, "config": config_record(config), "seeds": list(seeds),
             "dataset": dataset.fingerprint(), "n_transitions": len(dataset)}
     metrics_rows = {s: [] for s in seeds}
     eval_rows = {s: [] for s in seeds}

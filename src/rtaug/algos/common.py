@@ -6,7 +6,8 @@ only what is identical across algorithms lives here.
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
+import json
+from dataclasses import asdict, fields, replace
 from typing import Sequence
 
 import flax.linen as nn
@@ -117,6 +118,18 @@ def with_domain(config, domain: str | None, given=None):
         changed = {f.name for f in fields(config) if getattr(config, f.name) != getattr(base, f.name)}
     overrides = {k: v for k, v in table.get(domain, {}).items() if k not in changed}
     return replace(config, **overrides)
+
+
+# Fields that change how a result is computed, not what it is meant to be, at these values: a
+# config records (run.json, checkpoints, stage keys) leave them out there, so that what was
+# recorded before a field existed still matches the same run (a resume, a cached stage).
+UNRECORDED_DEFAULTS = {"matmul": "xla"}
+
+
+def config_record(config) -> dict:
+    """`config` as recorded in a run or a stage key: JSON values, UNRECORDED_DEFAULTS left out."""
+    record = json.loads(json.dumps(asdict(config), default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+    return {k: v for k, v in record.items() if not (k in UNRECORDED_DEFAULTS and v == UNRECORDED_DEFAULTS[k])}
 
 
 def for_budget(config, steps: int):

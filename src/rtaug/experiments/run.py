@@ -334,13 +334,11 @@ def _shorter_run(work: Path, spec: dict):
 
 
 def _policy_stage(cfg: ExperimentConfig, dataset: Stage, seed: int) -> Stage:
+    from rtaug.algos.common import config_record
+
     lr = cfg.learner
     config = learner_config(cfg)
-    keyed = json.loads(json.dumps(dataclasses.asdict(config)))
-    if keyed.get("matmul") == "xla":
-        # The default computes what the code did before the field existed: those stages keep their keys.
-        del keyed["matmul"]
-    spec = {"task": cfg.task, "algo": lr.algo, "config": keyed,
+    spec = {"task": cfg.task, "algo": lr.algo, "config": config_record(config),
             "steps": lr.steps, "chunk": lr.chunk, "eval_every": lr.eval_every, "eval_episodes": lr.eval_episodes,
             "eval_seed": cfg.evaluation.seed, "seed": seed, **({"data": lr.data} if lr.data != "all" else {})}
 
