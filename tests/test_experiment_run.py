@@ -382,6 +382,19 @@ def test_sweep_workers_claim_cores_machine_wide_and_wait_for_a_free_one(tmp_path
     assert out == [f"core {cores[-1]} free: starting", f"claimed {cores[-1]} [{cores[-1]}]"]
 
 
+def test_short_stages_take_a_place_beside_a_long_one():
+    """An evaluation or an audit (seconds) claims one place more than the sweep's workers need, so
+    it runs beside another sweep's policy (the second place, as the test above shows) instead of
+    waiting out that policy; every other stage keeps to the sweep's places."""
+    from rtaug.experiments.run import VERSIONS
+    from rtaug.experiments.sweep import SHORT_STAGES, claim_places
+
+    assert set(SHORT_STAGES) <= set(VERSIONS)  # names of real stages
+    for name in VERSIONS:
+        assert claim_places(name, 1) == (2 if name in SHORT_STAGES else 1)
+    assert claim_places("policy", 2) == 2 and claim_places("evaluation", 2) == 3
+
+
 def test_a_sweeps_dry_run_says_where_each_stage_stands(tiny_experiment, tmp_path, capsys):
     """`rtaug sweep --dry-run` computes nothing and tells cached, running (another process holds
     the stage's lock), resumable (a killed policy's checkpoint: its update count) and to-run stages."""

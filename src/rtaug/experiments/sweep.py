@@ -162,12 +162,24 @@ def hold_a_core(per_core: int = 1, poll_s: float = 2.0, log=None):
         time.sleep(poll_s)
 
 
+# Stages of seconds (an evaluation's episodes, the audit's replay): they take a place beside a
+# core's long stage rather than wait for one, which could mean waiting out a 30-minute policy of
+# another sweep for a 2-second evaluation.
+SHORT_STAGES = ("evaluation", "audit")
+
+
+def claim_places(stage_name: str, per_core: int) -> int:
+    """Places per core a stage may claim: a short stage one more than the sweep's workers need."""
+    return per_core + 1 if stage_name in SHORT_STAGES else per_core
+
+
 def _ray_stage(stage: Stage, cache: str, pin: bool, per_core: int, *_deps):
     """One stage in a Ray worker (a fresh process per task: `max_calls=1`). It claims and pins to
     a core only to compute (not to find the stage cached, nor while another process builds it);
     nothing before that starts XLA, whose thread pool is sized by the cores it may use then."""
     log = Log(progress=False)
-    claim = (lambda: hold_a_core(per_core, log=lambda m: log(f"[{stage.name}] {stage.label}: {m}"))[0]) if pin else None
+    places = claim_places(stage.name, per_core)
+    claim = (lambda: hold_a_core(places, log=lambda m: log(f"[{stage.name}] {stage.label}: {m}"))[0]) if pin else None
     rec = execute(stage, cache, log, claim=claim)
     return {"key": stage.key, "cached": rec["cached"], "wall_s": rec.get("wall_s")}
 
