@@ -201,3 +201,14 @@ def test_a_checkpoint_from_before_the_field_resumes(tmp_path):
     with pytest.raises(Exception, match="differs in"):  # another matmul is another run
         train(data, "cql", replace(small, matmul="onednn"), steps=8, chunk=2,
               out_dir=tmp_path / "run", progress=False, resume=True)
+
+
+def test_train_policy_offers_every_matmul_mode():
+    # the CLI lists the modes itself (its --help does not import JAX): it must list these
+    import argparse
+
+    from rtaug.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    matmul = next(a for a in sub.choices["train-policy"]._actions if a.dest == "matmul")
+    assert tuple(matmul.choices) == onednn.MODES
