@@ -47,7 +47,8 @@ generation, smaller data and matmuls; torch.compile is still tried (on 2 cores i
 --no-compile skips it). Its figures are a smoke test, not measurements.
 
 --json OUT writes everything (atomically) as JSON: learners.<name>.{rtaug_updates_per_s,
-peer_updates_per_s, ratio, gflop_per_update, peak_fraction}, rt_training.{default,quickstart}.
+peer_updates_per_s, ratio, gflop_per_update, peak_fraction} (with --matmul, for cql and bcq also
+learners.<name>.matmul.{mode, rtaug_updates_per_s, ratio, peak_fraction}), rt_training.{default,quickstart}.
 {updates_per_s, peak_fraction, torch_updates_per_s, ratio, ...}, generation.default.steps_per_s,
 matmul peaks, load averages, versions of both environments. Exit status: 0, 1 if a measurement
 failed (recorded in the JSON), 2 for bad arguments.
@@ -108,6 +109,9 @@ def parse_args(argv):
                          "times max(3, seconds/3) passes over its chunk of 20 updates")
     ap.add_argument("--quick", action="store_true",
                     help="every part briefly, on smaller data: a smoke test, not a measurement")
+    ap.add_argument("--matmul", choices=("xla", "onednn", "onednn-bf16"), default="xla",
+                    help="also time the learners that have a `matmul` field (cql, bcq) with this mode, e.g. "
+                         "onednn-bf16 (AMX; rtaug.nets.onednn), beside their default (default: xla, the default only)")
     ap.add_argument("--no-compile", action="store_true", help="do not try torch.compile")
     ap.add_argument("--peer-env", metavar="DIR", default=None,
                     help=f"the peers' environment (default {default_peer_env()})")
@@ -374,6 +378,15 @@ def part_learners(args, peer, tmp: Path, peak: float, errors: list) -> dict:
         except Exception as e:  # noqa: BLE001
             res["rtaug_error"] = _error_text(e)
             errors.append(f"learners.{name} (rtaug): {res['rtaug_error']}")
+        if args.matmul != "xla" and res["gflop_per_update"] is not None and _has_matmul(name):
+            time.sleep(SETTLE_S)
+            try:
+                ups = bench_rtaug(name, data, args.seconds, 1, args.matmul)["updates_per_s"]
+                res["matmul"] = {"mode": args.matmul, "rtaug_updates_per_s": ups,
+                                 "peak_fraction": _num(res["gflop_per_update"] * 1e9 * ups / peak)}
+            except Exception as e:  # noqa: BLE001
+                res["matmul"] = {"mode": args.matmul, "rtaug_error": _error_text(e)}
+                errors.append(f"learners.{name} (rtaug, {args.matmul}): {res['matmul']['rtaug_error']}")
         time.sleep(SETTLE_S)
         if peer is None:
             res["peer_error"] = "no peers' environment"
@@ -385,13 +398,26 @@ def part_learners(args, peer, tmp: Path, peak: float, errors: list) -> dict:
                 res["peer_error"] = _error_text(e)
                 errors.append(f"learners.{name} (d3rlpy): {res['peer_error']}")
         res["ratio"] = _ratio(res["rtaug_updates_per_s"], res["peer_updates_per_s"])
+        if "rtaug_updates_per_s" in res.get("matmul", {}):
+            res["matmul"]["ratio"] = _ratio(res["matmul"]["rtaug_updates_per_s"], res["peer_updates_per_s"])
         out[name] = res
         pf = res["peak_fraction"]
         print(f"{name:6} {_fmt(res['rtaug_updates_per_s'])} {_fmt(res['peer_updates_per_s'])} "
               f"{_fmt(res['ratio'], '6.2f', 6)} {_fmt(res['gflop_per_update'], '9.3f')} "
               f"{_fmt(res.get('achieved_gflops'), '8.1f', 8)} {_fmt(pf * 100 if pf is not None else None, '5.1f', 5)}%",
               flush=True)
+        if "rtaug_updates_per_s" in res.get("matmul", {}):
+            m = res["matmul"]
+            print(f"  {m['mode']}: {_fmt(m['rtaug_updates_per_s'])} {_fmt(res['peer_updates_per_s'])} "
+                  f"{_fmt(m['ratio'], '6.2f', 6)} {'':>9} {'':>8} {_fmt(m['peak_fraction'] * 100, '5.1f', 5)}%",
+                  flush=True)
     return out
+
+
+def _has_matmul(name: str) -> bool:
+    from rtaug import algos
+
+    return hasattr(algos.get(name).Config(), "matmul")
 
 
 def _rt_cases(args):
