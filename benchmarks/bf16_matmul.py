@@ -48,6 +48,23 @@ if "{lib}" == "jax":
             r.block_until_ready()
             best = max(best, flops / (time.perf_counter() - t))
         out.append(best / 1e9)
+elif "{lib}" == "onednn":
+    # rtaug's own route to oneDNN from JAX (rtaug.nets.onednn): float32 operands both times, the
+    # second with bfloat16 products (fpmath_mode bf16), as `matmul=onednn-bf16` runs the learners
+    import jax, jax.numpy as jnp
+    from rtaug.nets import onednn
+    for bf16 in (False, True):
+        mm = jax.jit(lambda a, b, bf16=bf16: onednn.matmul(a, b, bf16=bf16))
+        a, b = jnp.ones((rows, width)), jnp.ones((width, width))
+        mm(a, b).block_until_ready()
+        best = 0.0
+        for _ in range(rounds):
+            t = time.perf_counter()
+            for _ in range(repeats):
+                r = mm(a, b)
+            r.block_until_ready()
+            best = max(best, flops / (time.perf_counter() - t))
+        out.append(best / 1e9)
 else:
     import torch
     torch.set_num_threads(1)
@@ -98,6 +115,14 @@ def main(argv=None) -> int:
           f"({args.rows} x {args.width}) @ ({args.width} x {args.width}), GFLOP/s, best of {args.rounds}")
     print(f"{'library / XLA_FLAGS':<88} {'float32':>8} {'bfloat16':>9} {'ratio':>6}")
     rows = [("jax " + (f or "(none)"), *time_in_process(sys.executable, "jax", args, f)) for f in FLAG_SETS]
+    from rtaug.nets import onednn
+
+    usable, why = onednn.available()
+    if usable:
+        rows.append(("jax + rtaug.nets.onednn (XLA FFI custom call), float32 operands", *time_in_process(
+            sys.executable, "onednn", args)))
+    else:
+        print(f"(no rtaug.nets.onednn row: {why})")
     if args.torch_python:
         rows.append(("torch (oneDNN), 1 thread", *time_in_process(args.torch_python, "torch", args)))
     for name, fp32, bf16 in rows:
