@@ -33,51 +33,40 @@ import os, sys, time
 os.sched_setaffinity(0, {{{core}}})
 rows, width, repeats, rounds = {rows}, {width}, {repeats}, {rounds}
 flops = 2 * rows * width * width * repeats
+
+def gflops(mm, a, b, sync):
+    # best of `rounds` timings of `repeats` products, after one warm-up (compilation) call
+    sync(mm(a, b))
+    best = 0.0
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for _ in range(repeats):
+            r = mm(a, b)
+        sync(r)
+        best = max(best, flops / (time.perf_counter() - t))
+    return best / 1e9
+
 out = []
-if "{lib}" == "jax":
+if "{lib}" in ("jax", "onednn"):
     import jax, jax.numpy as jnp
-    mm = jax.jit(lambda a, b: a @ b)
-    for name in ("float32", "bfloat16"):
-        a, b = jnp.ones((rows, width), name), jnp.ones((width, width), name)
-        mm(a, b).block_until_ready()
-        best = 0.0
-        for _ in range(rounds):
-            t = time.perf_counter()
-            for _ in range(repeats):
-                r = mm(a, b)
-            r.block_until_ready()
-            best = max(best, flops / (time.perf_counter() - t))
-        out.append(best / 1e9)
-elif "{lib}" == "onednn":
-    # rtaug's own route to oneDNN from JAX (rtaug.nets.onednn): float32 operands both times, the
-    # second with bfloat16 products (fpmath_mode bf16), as `matmul=onednn-bf16` runs the learners
-    import jax, jax.numpy as jnp
-    from rtaug.nets import onednn
-    for bf16 in (False, True):
-        mm = jax.jit(lambda a, b, bf16=bf16: onednn.matmul(a, b, bf16=bf16))
-        a, b = jnp.ones((rows, width)), jnp.ones((width, width))
-        mm(a, b).block_until_ready()
-        best = 0.0
-        for _ in range(rounds):
-            t = time.perf_counter()
-            for _ in range(repeats):
-                r = mm(a, b)
-            r.block_until_ready()
-            best = max(best, flops / (time.perf_counter() - t))
-        out.append(best / 1e9)
+    ready = lambda r: r.block_until_ready()
+    if "{lib}" == "jax":
+        mm = jax.jit(lambda a, b: a @ b)
+        for name in ("float32", "bfloat16"):
+            out.append(gflops(mm, jnp.ones((rows, width), name), jnp.ones((width, width), name), ready))
+    else:
+        # rtaug's own route to oneDNN from JAX (rtaug.nets.onednn): float32 operands both times, the
+        # second with bfloat16 products (fpmath_mode bf16), as `matmul=onednn-bf16` runs the learners
+        from rtaug.nets import onednn
+        for bf16 in (False, True):
+            mm = jax.jit(lambda a, b, bf16=bf16: onednn.matmul(a, b, bf16=bf16))
+            out.append(gflops(mm, jnp.ones((rows, width)), jnp.ones((width, width)), ready))
 else:
     import torch
     torch.set_num_threads(1)
     for name in (torch.float32, torch.bfloat16):
-        a, b = torch.ones(rows, width, dtype=name), torch.ones(width, width, dtype=name)
-        a @ b
-        best = 0.0
-        for _ in range(rounds):
-            t = time.perf_counter()
-            for _ in range(repeats):
-                a @ b
-            best = max(best, flops / (time.perf_counter() - t))
-        out.append(best / 1e9)
+        out.append(gflops(lambda a, b: a @ b, torch.ones(rows, width, dtype=name),
+                          torch.ones(width, width, dtype=name), lambda r: None))
 print(" ".join(f"{{x:.1f}}" for x in out))
 """
 
