@@ -158,7 +158,9 @@ def test_a_run_asking_for_onednn_where_it_cannot_build_is_refused_before_work(mo
     monkeypatch.setattr(onednn, "available", lambda: (False, "no C++ compiler"))
     with pytest.raises(ConfigError, match="learner.matmul: onednn-bf16 is not usable here: no C.. compiler"):
         build({"learner": {"algo": "cql"}}, ["learner.matmul=onednn-bf16"])
-    build({"learner": {"algo": "cql"}})  # the default needs nothing
+    with pytest.raises(ConfigError, match="generator.model.sequence.matmul: onednn is not usable here"):
+        build({"generator": {"kind": "rt"}}, ["generator.model.sequence.matmul=onednn"])
+    build({"learner": {"algo": "cql"}, "generator": {"kind": "rt"}})  # the default needs nothing
 
 
 def test_train_policy_matmul_flag(tmp_path, capsys):
@@ -210,5 +212,99 @@ def test_train_policy_offers_every_matmul_mode():
     from rtaug.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    matmul = next(a for a in sub.choices["train-policy"]._actions if a.dest == "matmul")
-    assert tuple(matmul.choices) == onednn.MODES
+    for command in ("train-policy", "train-model"):
+        matmul = next(a for a in sub.choices[command]._actions if a.dest == "matmul")
+        assert tuple(matmul.choices) == onednn.MODES, command
+
+
+# ---- RT's sequence model (RTConfig.matmul) ---------------------------------------------------
+TINY_RT = {"context_steps": 6, "n_layer": 1, "n_head": 2, "d_model": 16, "batch_size": 8, "steps": 6, "rtg_bins": 8}
+
+
+def test_rt_model_through_onednn_has_xla_parameters_likelihoods_and_gradients(continuous_data):
+    from rtaug.data.episodes import reward_to_go
+    from rtaug.generate.model import RTConfig, RTModel
+    from rtaug.generate.spec import Spec
+    from rtaug.generate.train import training_windows
+
+    data = continuous_data
+    spec = Spec.fit(data, rtg_bins=8)
+    bounds = data.episodes()
+    rows = np.random.default_rng(0).integers(0, len(data), 8)
+    batch = training_windows(data, reward_to_go(data.rewards, bounds, 0.99), bounds, rows, 6, "backward")
+    models = {m: RTModel(spec, RTConfig(**TINY_RT, matmul=m)) for m in ("xla", "onednn")}
+    params = {m: model.init(jax.random.key(0), *batch) for m, model in models.items()}
+    assert jax.tree_util.tree_structure(params["xla"]) == jax.tree_util.tree_structure(params["onednn"])
+    for a, b in zip(jax.tree_util.tree_leaves(params["xla"]), jax.tree_util.tree_leaves(params["onednn"])):
+        np.testing.assert_array_equal(a, b)  # a model trained in one mode loads in the other
+
+    # the trunk's four matmuls per layer and the five hidden layers of the heads go through oneDNN
+    calls = str(jax.make_jaxpr(lambda p: models["onednn"].apply(p, *batch))(params["xla"])).count("target_name=rtaug_onednn")
+    assert calls == 4 * TINY_RT["n_layer"] + 5
+    assert "rtaug_onednn" not in str(jax.make_jaxpr(lambda p: models["xla"].apply(p, *batch))(params["xla"]))
+
+    def loss(model):
+        return jax.jit(jax.value_and_grad(lambda p: -model.apply(p, *batch).sum()))
+
+    (ref, ref_g), (got, got_g) = loss(models["xla"])(params["xla"]), loss(models["onednn"])(params["xla"])
+    np.testing.assert_allclose(got, ref, rtol=1e-4)
+    for a, b in zip(jax.tree_util.tree_leaves(ref_g), jax.tree_util.tree_leaves(got_g)):
+        # float32 sums in another order: errors relative to the array's scale (gradients reach 1e3)
+        np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-5 * float(np.abs(a).max()))
+
+
+def test_rt_trains_and_generates_through_onednn_as_through_xla(continuous_data):
+    # The whole path: training (scan of jitted updates) and generation (prefill, decoding with the
+    # key/value cache, candidates, Γ and truncation) in oneDNN's float32 give XLA's results.
+    from rtaug.generate.generation import GenerationConfig, generate
+    from rtaug.generate.model import RTConfig
+    from rtaug.generate.spec import Spec
+    from rtaug.generate.train import VAEConfig, train_sequence_model, train_vae
+
+    data = continuous_data
+    spec = Spec.fit(data, rtg_bins=8)
+    vae = train_vae(data, spec, VAEConfig(steps=5, hidden=(16,), latent_dim=2), progress=False)
+    gcfg = GenerationConfig(num_trajectories=6, max_length=4, candidates=3, batch=3, seed=1, dist="vae",
+                            alpha_trajectories=6)
+    out = {}
+    for m in ("xla", "onednn"):
+        rt = train_sequence_model(data, RTConfig(**TINY_RT, matmul=m), progress=False, spec=spec)
+        out[m] = (rt, generate(data, rt, vae, gcfg, progress=False))
+    (rt_x, g_x), (rt_o, g_o) = out["xla"], out["onednn"]
+    np.testing.assert_allclose([h["loss"] for h in rt_o.history], [h["loss"] for h in rt_x.history], rtol=1e-3)
+    np.testing.assert_array_equal(g_o.kept, g_x.kept)
+    for name in ("observations", "actions", "rewards", "reliability"):
+        np.testing.assert_allclose(getattr(g_o, name), getattr(g_x, name), rtol=1e-3, atol=1e-3, err_msg=name)
+    assert "matmul" not in rt_x.config.to_dict() and rt_o.config.to_dict()["matmul"] == "onednn"
+    with pytest.raises(ValueError, match="RTConfig.matmul must be one of"):
+        RTConfig(matmul="amx")
+
+
+def test_model_stage_key_leaves_the_default_out():
+    from rtaug.experiments.config import build
+    from rtaug.experiments.run import plan
+
+    def stages(*overrides):
+        cfg = build({"generator": {"kind": "rt"}, "learner": {"algo": "bc", "steps": 10}, "seeds": [0]}, overrides)
+        return {st.name: st for st in plan(cfg).stages}
+
+    default, bf16 = stages(), stages("generator.model.sequence.matmul=onednn-bf16")
+    assert "matmul" not in default["model"].spec["sequence"]  # models keyed before the field keep their key
+    assert bf16["model"].spec["sequence"]["matmul"] == "onednn-bf16"
+    for name in ("model", "generated", "policy"):  # and everything downstream of the model is another stage
+        assert bf16[name].key != default[name].key, name
+    assert bf16["data"].key == default["data"].key
+    assert stages("generator.model.sequence.matmul=xla")["model"].key == default["model"].key
+
+
+def test_train_model_matmul_is_refused_before_work_where_it_cannot_build(tmp_path, monkeypatch, capsys):
+    from conftest import continuous_walks, refused
+
+    from rtaug.data.hdf5 import save_hdf5
+
+    data = tmp_path / "walks.hdf5"
+    save_hdf5(continuous_walks(n=100), data)
+    monkeypatch.setattr(onednn, "available", lambda: (False, "no C++ compiler (c++ or $CXX)"))
+    refused(["train-model", "--dataset", str(data), "--out", str(tmp_path / "model"), "--matmul", "onednn-bf16"],
+            "--matmul onednn-bf16: no C++ compiler (c++ or $CXX)", capsys, keep=[data])
+    assert not (tmp_path / "model").exists()

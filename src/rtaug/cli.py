@@ -120,7 +120,8 @@ def _cmd_train_model(args):
         dataset=args.dataset, out=args.out, progress=not args.no_progress,
         sequence=RTConfig(direction=args.direction, context_steps=args.context_steps, n_layer=args.layers,
                           n_head=args.heads, d_model=args.d_model, gamma=args.gamma, rtg_bins=args.rtg_bins,
-                          batch_size=args.batch_size, steps=args.steps, lr=args.lr, seed=seed),
+                          batch_size=args.batch_size, steps=args.steps, lr=args.lr, seed=seed,
+                          matmul=args.matmul),
         vae=VAEConfig(steps=args.vae_steps, alpha_quantile=args.alpha_quantile, seed=seed),
         backward_mlp=BackwardMLPConfig(steps=args.vae_steps, seed=seed) if args.backward_mlp else None,
         dynamics=(DynamicsConfig(members=args.dynamics_members, steps=args.dynamics_steps, seed=seed)
@@ -128,6 +129,16 @@ def _cmd_train_model(args):
         reward=(RewardConfig(inputs=args.reward_inputs, steps=args.reward_steps, seed=seed)
                 if args.reward_steps else None),
     ))
+
+
+def _matmul_usable(args):
+    # oneDNN is built (seconds, once) and checked before the data are read or a model trained
+    if args.matmul != "xla":
+        from rtaug.nets import onednn
+
+        usable, why = onednn.available()
+        if not usable:
+            raise RequestError(f"--matmul {args.matmul}: {why}")
 
 
 def _enough_rows(args):
@@ -511,6 +522,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "leads: mazes, BoxBall); transition = (s, a, s′); auto = next_state when the dataset's "
                         "recorded task pays for the next state, else transition (default: %(default)s)")
     p.add_argument("--backward-mlp", action="store_true", help="also train the one-step backward MLP baseline")
+    p.add_argument("--matmul", choices=("xla", "onednn", "onednn-bf16"), default="xla",
+                   help="the transformer's matmuls by XLA (default), or through oneDNN in float32 or with "
+                        "bfloat16 products (onednn-bf16: this CPU's AMX); generation with the model uses the "
+                        "same; needs pip install \"rtaug[onednn]\" and a C++ compiler; docs/performance.md")
     p.add_argument("--seed", type=int, default=0)
     _add_overwrite(p)
     _add_progress(p)
@@ -524,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
         *flags_of(VAEConfig, steps="--vae-steps", alpha_quantile="--alpha-quantile"),
         *flags_of(DynamicsConfig, members="--dynamics-members"),
         Num("--dynamics-steps", NONNEGATIVE), Num("--reward-steps", NONNEGATIVE),  # 0 = none
-        _heads_divide_width, _enough_rows))
+        _heads_divide_width, _matmul_usable, _enough_rows))
 
     p = sub.add_parser(
         "augment", help="generate trajectories with a trained model and write the augmented dataset",

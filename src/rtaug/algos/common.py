@@ -18,6 +18,7 @@ import numpy as np
 from rtaug.data import Dataset
 from rtaug.data.episodes import episode_returns as _returns
 from rtaug.nets.mlp import MLP  # noqa: F401  (re-exported: the learners build on it)
+from rtaug.nets.onednn import recorded
 
 DOMAINS = ("mujoco", "maze2d", "antmaze")
 
@@ -120,16 +121,10 @@ def with_domain(config, domain: str | None, given=None):
     return replace(config, **overrides)
 
 
-# Fields that change how a result is computed, not what it is meant to be, at these values: a
-# config records (run.json, checkpoints, stage keys) leave them out there, so that what was
-# recorded before a field existed still matches the same run (a resume, a cached stage).
-UNRECORDED_DEFAULTS = {"matmul": "xla"}
-
-
 def config_record(config) -> dict:
-    """`config` as recorded in a run or a stage key: JSON values, UNRECORDED_DEFAULTS left out."""
-    record = json.loads(json.dumps(asdict(config), default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
-    return {k: v for k, v in record.items() if not (k in UNRECORDED_DEFAULTS and v == UNRECORDED_DEFAULTS[k])}
+    """`config` as recorded in a run or a stage key: JSON values, `matmul` left out at its
+    default (rtaug.nets.onednn.recorded)."""
+    return recorded(json.loads(json.dumps(asdict(config), default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))))
 
 
 def for_budget(config, steps: int):

@@ -381,12 +381,14 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"learner.data: {lr.data!r} is not one of {', '.join(LEARNER_DATA)}")
     if lr.data == "generated" and cfg.generator.kind == "none":
         raise ConfigError("learner.data: 'generated' needs a generator (generator.kind is 'none')")
-    if lr.params.get("matmul", "xla") != "xla":
-        from rtaug.nets import onednn
+    for where, matmul in (("learner.matmul", lr.params.get("matmul", "xla")),
+                          ("generator.model.sequence.matmul", cfg.generator.model.sequence.matmul)):
+        if matmul != "xla":
+            from rtaug.nets import onednn
 
-        usable, why = onednn.available()  # builds it now (seconds, once), not in the first worker
-        if not usable:
-            raise ConfigError(f"learner.matmul: {lr.params['matmul']} is not usable here: {why}")
+            usable, why = onednn.available()  # builds it now (seconds, once), not in the first worker
+            if not usable:
+                raise ConfigError(f"{where}: {matmul} is not usable here: {why}")
     if cfg.generator.kind != "none":
         window = cfg.generator.model.sequence.context_steps
         try:

@@ -40,6 +40,7 @@ from typing import Callable
 
 from rtaug.experiments.config import FIXED_LENGTH, ExperimentConfig, digest, dump_yaml, to_dict
 from rtaug.fileio import atomic_write_bytes, atomic_write_json
+from rtaug.nets import onednn
 
 # Bump a stage's version when what it computes changes: its cached outputs are then recomputed.
 VERSIONS = {"sac": 1, "trajectories": 1, "data": 2, "model": 1, "mlp": 1, "generated": 1, "relabelled": 1, "audit": 2,
@@ -201,7 +202,8 @@ def _direction(kind: str) -> str:
 def _model_stage(cfg: ExperimentConfig, data: Stage) -> Stage:
     m = cfg.generator.model
     sequence = replace(m.sequence, direction=_direction(cfg.generator.kind))
-    spec = {"sequence": to_dict(sequence), "vae": to_dict(m.vae),
+    # `matmul` at its default is left out, so models keyed before the field keep their key
+    spec = {"sequence": onednn.recorded(to_dict(sequence)), "vae": to_dict(m.vae),
             "dynamics": to_dict(m.dynamics) if m.dynamics else None,
             "reward": to_dict(m.reward) if m.reward else None, "backward_mlp": None}
 

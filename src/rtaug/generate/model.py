@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from rtaug.generate.spec import Spec
+from rtaug.nets import onednn
+from rtaug.nets.mlp import dense_layer
 from rtaug.nets.transformer import GPT
 from rtaug.ranges import COUNT, FRACTION, NONNEGATIVE, POSITIVE, SEED, Range, check_ranges, ranged
 
@@ -41,16 +43,22 @@ class RTConfig:
     warmup: int = ranged(NONNEGATIVE, 100)
     grad_clip: float = ranged(POSITIVE, 1.0)
     seed: int = ranged(SEED, 0)
+    # "xla", or the transformer's and hidden layers' matmuls through oneDNN: "onednn-bf16" takes
+    # this CPU's AMX (bfloat16 products, float32 sums; rtaug.nets.onednn, docs/performance.md).
+    # The embeddings and output heads (a few columns each) stay XLA's.
+    matmul: str = "xla"
 
     def __post_init__(self):
         check_ranges(self)
         if self.direction not in ("backward", "forward"):
             raise ValueError(f"RTConfig.direction must be 'backward' or 'forward', got {self.direction!r}")
+        if self.matmul not in onednn.MODES:
+            raise ValueError(f"RTConfig.matmul must be one of {', '.join(onednn.MODES)}, got {self.matmul!r}")
         if self.d_model % self.n_head:
             raise ValueError(f"RTConfig.d_model ({self.d_model}) must be a multiple of n_head ({self.n_head})")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return onednn.recorded(asdict(self))
 
 
 class RTModel(nn.Module):
@@ -71,7 +79,8 @@ class RTModel(nn.Module):
         self.rtg_embed = nn.Dense(d)
         self.step_embed = nn.Embed(c.context_steps, d)
         self.modality_embed = nn.Embed(4, d)
-        self.gpt = GPT(c.n_layer, c.n_head)
+        self.gpt = GPT(c.n_layer, c.n_head, c.matmul)
+        wide = dense_layer(c.matmul)  # the d- and 4d-wide hidden layers below
         state_out = sp.n_displacements if sp.obs_kind == "discrete" else 2 * sp.obs_dim
         action_out = sp.num_actions if sp.act_kind == "discrete" else 2 * sp.act_dim
         reward_out = sp.n_rewards if sp.rew_kind == "discrete" else 2
@@ -104,11 +113,11 @@ class RTModel(nn.Module):
         self.reward_action_embed = self._action_in()
         if c.direction == "backward":
             self.reward_next_embed = self._state_in()
-        self.state_hidden = nn.Dense(d)
-        self.action_hidden = nn.Dense(d)
-        self.reward_hidden = nn.Dense(4 * d)
-        self.reward_hidden2 = nn.Dense(4 * d)
-        self.reward_out = nn.Dense(d)
+        self.state_hidden = wide(d)
+        self.action_hidden = wide(d)
+        self.reward_hidden = wide(4 * d)
+        self.reward_hidden2 = wide(4 * d)
+        self.reward_out = wide(d)
         if self.predicts_ends:
             self.done_head = nn.Dense(1)
 

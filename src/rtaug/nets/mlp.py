@@ -37,15 +37,21 @@ class MLP(nn.Module):
         return self._dense(self.out, "out", x.shape[-1])(x)
 
     def _dense(self, features: int, name: str, fan_in: int):
-        if self.matmul not in onednn.MODES:
-            raise ValueError(f"MLP.matmul must be one of {onednn.MODES}, got {self.matmul!r}")
-        layer = nn.Dense if self.matmul == "xla" else functools.partial(OnednnDense, bf16=self.matmul == "onednn-bf16")
+        layer = dense_layer(self.matmul, "MLP.matmul")
         if self.weight_init == "lecun":
             return layer(features, name=name)
         if self.weight_init == "torch":
             bound = float(fan_in) ** -0.5
             return layer(features, name=name, kernel_init=_uniform(bound), bias_init=_uniform(bound))
         raise ValueError(f"MLP.weight_init must be one of {INITS}, got {self.weight_init!r}")
+
+
+def dense_layer(matmul: str, where: str = "matmul"):
+    """The Dense layer class for a `matmul` mode: flax's for "xla", else OnednnDense (same
+    parameters, so checkpoints move between the modes); ValueError naming `where` otherwise."""
+    if matmul not in onednn.MODES:
+        raise ValueError(f"{where} must be one of {onednn.MODES}, got {matmul!r}")
+    return nn.Dense if matmul == "xla" else functools.partial(OnednnDense, bf16=matmul == "onednn-bf16")
 
 
 class OnednnDense(nn.Module):

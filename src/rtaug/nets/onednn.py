@@ -34,7 +34,14 @@ import jax.numpy as jnp
 
 SOURCE = Path(__file__).with_name("onednn_matmul.cc")
 TARGET = "rtaug_onednn_matmul"
-MODES = ("xla", "onednn", "onednn-bf16")  # what a learner's `matmul` field may name
+MODES = ("xla", "onednn", "onednn-bf16")  # what a config's `matmul` field may name
+
+
+def recorded(record: dict) -> dict:
+    """A config's record (run.json, a checkpoint, a stage key) with `matmul` left out at its
+    default "xla": it changes how a result is computed, not what it is meant to be, so what was
+    recorded before the field existed still matches the same run (a resume, a cached stage)."""
+    return {k: v for k, v in record.items() if not (k == "matmul" and v == "xla")}
 
 
 class OnednnUnavailable(RuntimeError):
@@ -140,4 +147,4 @@ def matmul(x, w, *, bf16: bool = True):
     return _matmul(x2, w.astype(jnp.float32), bf16).reshape(lead + (w.shape[-1],))
 
 
-__all__ = ["MODES", "OnednnUnavailable", "available", "matmul"]
+__all__ = ["MODES", "OnednnUnavailable", "available", "matmul", "recorded"]

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from rtaug.nets.mlp import dense_layer
+
 # A finite "minus infinity": a fully masked row (a left-padding query) then gives a uniform
 # softmax instead of NaN, and its output is never used.
 _MASKED = -1e9
@@ -39,6 +41,7 @@ def empty_cache(n_layer: int, batch: int, max_len: int, n_head: int, d_model: in
 
 class SelfAttention(nn.Module):
     n_head: int
+    matmul: str = "xla"
 
     @nn.compact
     def __call__(self, x, key_valid, start, cache_kv):
@@ -54,7 +57,7 @@ class SelfAttention(nn.Module):
         # over (B, heads) and never transpose the cache. Split before the transpose: slicing one
         # stacked (3, B, heads, t, hd) array costs its gradient a strided copy of the whole block
         q, k, v = (z.reshape(b, t, self.n_head, hd).transpose(0, 2, 1, 3)
-                   for z in jnp.split(nn.Dense(3 * d, name="qkv")(x), 3, axis=-1))
+                   for z in jnp.split(dense_layer(self.matmul)(3 * d, name="qkv")(x), 3, axis=-1))
         if cache_kv is None:
             keys, values, new_kv = k, v, None
         else:
@@ -68,21 +71,23 @@ class SelfAttention(nn.Module):
         logits = jnp.einsum("bhqd,bhkd->bhqk", q, keys) / jnp.sqrt(hd).astype(x.dtype)
         attn = jax.nn.softmax(jnp.where(allowed, logits, _MASKED), axis=-1)
         out = jnp.einsum("bhqk,bhkd->bqhd", attn, values).reshape(b, t, d)
-        return nn.Dense(d, name="proj")(out), attn, new_kv
+        return dense_layer(self.matmul)(d, name="proj")(out), attn, new_kv
 
 
 class Block(nn.Module):
     n_head: int
+    matmul: str = "xla"
 
     @nn.compact
     def __call__(self, x, key_valid, start, cache_kv):
-        h, attn, new_kv = SelfAttention(self.n_head, name="attn")(
+        h, attn, new_kv = SelfAttention(self.n_head, self.matmul, name="attn")(
             nn.LayerNorm(name="ln1")(x), key_valid, start, cache_kv
         )
         x = x + h
         d = x.shape[-1]
-        m = nn.Dense(4 * d, name="fc")(nn.LayerNorm(name="ln2")(x))
-        x = x + nn.Dense(d, name="fc_out")(nn.gelu(m))
+        dense = dense_layer(self.matmul)
+        m = dense(4 * d, name="fc")(nn.LayerNorm(name="ln2")(x))
+        x = x + dense(d, name="fc_out")(nn.gelu(m))
         return x, attn, new_kv
 
 
@@ -91,6 +96,9 @@ class GPT(nn.Module):
 
     n_layer: int
     n_head: int
+    # "xla", or the blocks' four matmuls through oneDNN ("onednn-bf16": bfloat16 products on
+    # AMX; rtaug.nets.onednn); the attention products stay XLA's batched dots
+    matmul: str = "xla"
 
     @nn.compact
     def __call__(self, x, key_valid=None, start=0, cache: KVCache | None = None):
@@ -103,7 +111,7 @@ class GPT(nn.Module):
         attn = None
         for i in range(self.n_layer):
             layer_kv = None if cache is None else (cache.k[i], cache.v[i])
-            x, attn, new_kv = Block(self.n_head, name=f"block{i}")(x, key_valid, start, layer_kv)
+            x, attn, new_kv = Block(self.n_head, self.matmul, name=f"block{i}")(x, key_valid, start, layer_kv)
             if new_kv is not None:
                 ks.append(new_kv[0])
                 vs.append(new_kv[1])
