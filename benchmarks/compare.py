@@ -49,7 +49,9 @@ generation, smaller data and matmuls; torch.compile is still tried (on 2 cores i
 --json OUT writes everything (atomically) as JSON: learners.<name>.{rtaug_updates_per_s,
 peer_updates_per_s, ratio, gflop_per_update, peak_fraction} (with --matmul, for cql and bcq also
 learners.<name>.matmul.{mode, rtaug_updates_per_s, ratio, peak_fraction}), rt_training.{default,quickstart}.
-{updates_per_s, peak_fraction, torch_updates_per_s, ratio, ...}, generation.default.steps_per_s,
+{updates_per_s, peak_fraction, torch_updates_per_s, ratio, ...} (with --matmul, also
+rt_training.<case>.matmul.{mode, updates_per_s, peak_fraction, ratio}), generation.default.steps_per_s
+(and generation.default.matmul.{mode, steps_per_s}),
 matmul peaks, load averages, versions of both environments. Exit status: 0, 1 if a measurement
 failed (recorded in the JSON), 2 for bad arguments.
 """
@@ -110,8 +112,9 @@ def parse_args(argv):
     ap.add_argument("--quick", action="store_true",
                     help="every part briefly, on smaller data: a smoke test, not a measurement")
     ap.add_argument("--matmul", choices=("xla", "onednn", "onednn-bf16"), default="xla",
-                    help="also time the learners that have a `matmul` field (cql, bcq) with this mode, e.g. "
-                         "onednn-bf16 (AMX; rtaug.nets.onednn), beside their default (default: xla, the default only)")
+                    help="also time the learners that have a `matmul` field (cql, bcq), RT training and generation "
+                         "with this mode, e.g. onednn-bf16 (AMX; rtaug.nets.onednn), beside their default "
+                         "(default: xla, the default only)"),
     ap.add_argument("--no-compile", action="store_true", help="do not try torch.compile")
     ap.add_argument("--peer-env", metavar="DIR", default=None,
                     help=f"the peers' environment (default {default_peer_env()})")
@@ -549,6 +552,8 @@ def part_rt_training(args, peer, tmp: Path, peak: float, errors: list, datasets:
         except Exception as e:  # noqa: BLE001
             res["rtaug_error"] = _error_text(e)
             errors.append(f"rt_training.{case} (rtaug): {res['rtaug_error']}")
+        if args.matmul != "xla":
+            res["matmul"] = _rt_training_matmul(args.matmul, data, cfg, chunk, repeats, peak, case, errors)
         time.sleep(SETTLE_S)
         if peer is not None and "torch_error" not in res:
             try:
@@ -571,6 +576,8 @@ def part_rt_training(args, peer, tmp: Path, peak: float, errors: list, datasets:
             res["ratio"] = _ratio(res["updates_per_s"], res["torch_updates_per_s"])
             res["ratio_eager"] = _ratio(res["updates_per_s"], res.get("torch_eager_updates_per_s"))
             res["ratio_compile"] = _ratio(res["updates_per_s"], res.get("torch_compile_updates_per_s"))
+            if "updates_per_s" in res.get("matmul", {}):  # the same model: only its matmuls are computed otherwise
+                res["matmul"]["ratio"] = _ratio(res["matmul"]["updates_per_s"], res["torch_updates_per_s"])
         pf = res["peak_fraction"]
         print(f"  rtaug {_fmt(res['updates_per_s'], '.1f', 1)} updates/s "
               f"({_fmt(res.get('gflop_per_update'), '.3f', 1)} GFLOP/update, "
@@ -580,10 +587,33 @@ def part_rt_training(args, peer, tmp: Path, peak: float, errors: list, datasets:
               f"{_fmt(res['ratio'], '.2f', 1)}", flush=True)
         if res.get("torch_compile_error"):
             print(f"  torch.compile: {res['torch_compile_error'][:200]}", flush=True)
+        if "updates_per_s" in res.get("matmul", {}):
+            m = res["matmul"]
+            print(f"  rtaug with matmul {m['mode']}: {m['updates_per_s']:.1f} updates/s "
+                  f"({m['peak_fraction'] * 100:.1f}% of the float32 peak); ratio to PyTorch "
+                  f"{_fmt(m.get('ratio'), '.2f', 1)}", flush=True)
     return out
 
 
+def _rt_training_matmul(mode: str, data, cfg, chunk: int, repeats: int, peak: float, case: str, errors: list) -> dict:
+    """RT training with RTConfig.matmul = mode; its FLOPs are the XLA model's (bench_training)."""
+    from dataclasses import replace
+
+    from rt_throughput import bench_training
+
+    time.sleep(SETTLE_S)
+    try:
+        tr = bench_training(data, replace(cfg, matmul=mode), chunk=chunk, repeats=repeats)
+        return {"mode": mode, "updates_per_s": tr["updates_per_s"],
+                "peak_fraction": _num(tr["achieved_flops"] / peak)}
+    except Exception as e:  # noqa: BLE001
+        errors.append(f"rt_training.{case} (rtaug, {mode}): {_error_text(e)}")
+        return {"mode": mode, "rtaug_error": _error_text(e)}
+
+
 def part_generation(args, errors: list, datasets: dict) -> dict:
+    from dataclasses import replace
+
     from rtaug.generate.generation import GenerationConfig
     from rtaug.generate.model import RTConfig
 
@@ -604,6 +634,15 @@ def part_generation(args, errors: list, datasets: dict) -> dict:
         res["error"] = _error_text(e)
         errors.append(f"generation.default: {res['error']}")
         print(f"  failed: {res['error']}", flush=True)
+    if args.matmul != "xla" and "error" not in res:
+        time.sleep(SETTLE_S)
+        try:
+            ge = bench_generation(data, replace(cfg, matmul=args.matmul), gcfg, H=H, repeats=repeats)
+            res["matmul"] = {"mode": args.matmul, "steps_per_s": ge["generated_steps_per_s"]}
+            print(f"  with matmul {args.matmul}: {ge['generated_steps_per_s']:.0f} generated steps/s", flush=True)
+        except Exception as e:  # noqa: BLE001
+            res["matmul"] = {"mode": args.matmul, "error": _error_text(e)}
+            errors.append(f"generation.default ({args.matmul}): {res['matmul']['error']}")
     return {"default": res}
 
 
@@ -619,6 +658,10 @@ def _null_ratios(results: dict, reason: str):
             if k in res:
                 res[k] = None
         res["ratio_null_reason"] = reason
+    for part in ("learners", "rt_training"):  # and the ratios of the --matmul timings beside them
+        for res in results.get(part, {}).values():
+            if "ratio" in res.get("matmul", {}):
+                res["matmul"]["ratio"] = None
 
 
 def summary_table(results: dict) -> str:

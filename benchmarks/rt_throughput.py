@@ -1,23 +1,27 @@
 """RT throughput on this CPU: training tokens/s, generated steps/s, and achieved FLOP/s as a
 fraction of the measured float32 matmul peak.
 
-    python benchmarks/rt_throughput.py [--json OUT] [--quick]
+    python benchmarks/rt_throughput.py [--json OUT] [--quick] [--matmul xla onednn-bf16]
 
-The FLOP count of one update is XLA's own (the compiled program's cost analysis), not a
+The FLOP count of one update is XLA's own (the compiled program's cost analysis, of the XLA
+twin of the model when its matmuls go through oneDNN, which XLA does not count), not a
 formula; the peak is the best of several large float32 matmuls timed here, with the same
-threads the models get.
+threads the models get. `--matmul` times each named mode of RTConfig.matmul side by side
+(bfloat16 products on AMX: rtaug.nets.onednn).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import time
 
 import numpy as np
 import jax
 import jax.numpy as jnp
+import optax
 
 from rtaug.data import Dataset
 from rtaug.generate.generation import GenerationConfig, rollout, select_starts
@@ -52,20 +56,23 @@ def bench_training(data: Dataset, cfg: RTConfig, chunk=20, repeats=3) -> dict:
     opt = adam_schedule(cfg.lr, 10_000, 100, cfg.weight_decay, cfg.grad_clip)
     opt_state = opt.init(params)
 
-    def loss_fn(p, b):  # b: the windows of train.training_windows (mask at index 4), as training reads them
-        return -model.apply(p, *b).sum() / jnp.maximum(b[4].sum(), 1)
+    def updater(model):
+        def loss_fn(p, b):  # b: the windows of train.training_windows (mask at index 4), as training reads them
+            return -model.apply(p, *b).sum() / jnp.maximum(b[4].sum(), 1)
 
-    def update(carry, b):
-        p, o = carry
-        loss, g = jax.value_and_grad(loss_fn)(p, b)
-        u, o = opt.update(g, o, p)
-        import optax
+        def update(carry, b):
+            p, o = carry
+            loss, g = jax.value_and_grad(loss_fn)(p, b)
+            u, o = opt.update(g, o, p)
+            return (optax.apply_updates(p, u), o), loss
 
-        return (optax.apply_updates(p, u), o), loss
+        return update
 
-    one = jax.jit(update).lower((params, opt_state), batch).compile()
-    flops = float(one.cost_analysis().get("flops", float("nan")) if isinstance(one.cost_analysis(), dict)
-                  else one.cost_analysis()[0].get("flops", float("nan")))
+    update = updater(model)
+    # XLA counts no FLOPs inside a custom call: count the XLA twin's (the same parameters)
+    twin = updater(RTModel(spec, dataclasses.replace(cfg, matmul="xla")))
+    cost = jax.jit(twin).lower((params, opt_state), batch).compile().cost_analysis()
+    flops = float((cost if isinstance(cost, dict) else cost[0]).get("flops", float("nan")))
     run = jax.jit(lambda c, bs: jax.lax.scan(update, c, bs))
     batches = training_windows(data, rtg, bounds, rng.integers(0, len(data), (chunk, B)), K, cfg.direction)
     carry = (params, opt_state)
@@ -113,6 +120,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
     ap.add_argument("--quick", action="store_true", help="smaller runs (a smoke check, figures less stable)")
+    ap.add_argument("--matmul", nargs="+", choices=("xla", "onednn", "onednn-bf16"), default=["xla"],
+                    help="RTConfig.matmul modes to time, each in turn (default: xla)")
     args = ap.parse_args(argv)
 
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {jax.device_count()} device(s)")
@@ -132,7 +141,9 @@ def main(argv=None):
             (continuous, RTConfig(), 10),
     }
     results = {"matmul_peak_flops": peak, "training": {}, "generation": {}}
-    for name, (data, cfg, max_length) in cases.items():
+    for (case, (data, cfg, max_length)), mode in itertools.product(cases.items(), args.matmul):
+        cfg = dataclasses.replace(cfg, matmul=mode)
+        name = case if mode == "xla" else f"{case}, matmul {mode}"  # the default keeps its earlier key
         tr = bench_training(data, cfg, chunk=5 if args.quick else 20, repeats=2 if args.quick else 3)
         tr["peak_fraction"] = tr["achieved_flops"] / peak
         results["training"][name] = tr
