@@ -308,3 +308,20 @@ def test_train_model_matmul_is_refused_before_work_where_it_cannot_build(tmp_pat
     refused(["train-model", "--dataset", str(data), "--out", str(tmp_path / "model"), "--matmul", "onednn-bf16"],
             "--matmul onednn-bf16: no C++ compiler (c++ or $CXX)", capsys, keep=[data])
     assert not (tmp_path / "model").exists()
+
+
+def test_generating_with_a_onednn_model_where_it_cannot_build_is_refused_first(tmp_path, monkeypatch):
+    import json
+
+    from rtaug.experiments.stages import check_model_parts
+    from rtaug.generate.generation import GenerationConfig
+    from rtaug.generate.model import RTConfig
+
+    gen = GenerationConfig(dist="vae", reward="mean")
+    (tmp_path / "rt.json").write_text(json.dumps({"config": RTConfig(matmul="onednn-bf16").to_dict()}))
+    check_model_parts(tmp_path, gen)  # buildable here
+    monkeypatch.setattr(onednn, "available", lambda: (False, "no C++ compiler (c++ or $CXX)"))
+    with pytest.raises(ValueError, match=r"rt.json\), which is not usable here: no C\+\+ compiler"):
+        check_model_parts(tmp_path, gen)
+    (tmp_path / "rt.json").write_text(json.dumps({"config": RTConfig().to_dict()}))
+    check_model_parts(tmp_path, gen)  # an XLA model needs nothing

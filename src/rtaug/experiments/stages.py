@@ -16,7 +16,7 @@ from rtaug.generate.baselines import BackwardMLPConfig, generate_backward_mlp_co
 from rtaug.generate.dynamics import CONFIG_FILE as DYNAMICS_FILE, DynamicsConfig, load_dynamics, train_dynamics
 from rtaug.generate.generation import (GenerationConfig, format_summary, generate, select_starts, start_kind,
                                       summarize)
-from rtaug.generate.io import load_generator, save_generator
+from rtaug.generate.io import load_generator, read_config, save_generator
 from rtaug.generate.merge import MERGES, write_augmented
 from rtaug.generate.model import RTConfig
 from rtaug.generate.reward import CONFIG_FILE as REWARD_FILE, RewardConfig, load_reward, save_reward, train_reward
@@ -165,7 +165,8 @@ def train_model(
 
 def check_model_parts(model_dir, config: GenerationConfig, generator: str = "sequence") -> None:
     """ValueError naming the flag when the generation asks for a part of the model directory
-    that `rtaug train-model` did not train (the directory's files say; nothing is loaded)."""
+    that `rtaug train-model` did not train, or the model's matmul cannot run here (the
+    directory's files say; nothing is loaded)."""
     d = Path(model_dir)
     if config.reward == "model" and not (d / REWARD_FILE).exists():
         raise ValueError(f"--reward model: {d} has no reward model ({REWARD_FILE}); retrain it with `rtaug "
@@ -173,6 +174,14 @@ def check_model_parts(model_dir, config: GenerationConfig, generator: str = "seq
     if config.dist != "vae" and not (d / DYNAMICS_FILE).exists():
         raise ValueError(f"--dist {config.dist}: {d} has no dynamics ensemble ({DYNAMICS_FILE}); retrain "
                          "it with `rtaug train-model`, or pass --dist vae")
+    matmul = read_config(d / "rt.json", RTConfig, "sequence model")[0].matmul if generator == "sequence" else "xla"
+    if matmul != "xla":  # a model generates with the matmul it was trained with (rt.json)
+        from rtaug.nets import onednn
+
+        usable, why = onednn.available()
+        if not usable:
+            raise ValueError(f"--model {d}: its sequence model computes with matmul {matmul} (rt.json), "
+                             f"which is not usable here: {why}")
     if generator == "backward-mlp" and not (d / "backward_mlp.json").exists():
         raise ValueError(f"--generator backward-mlp: {d} has no backward MLP (backward_mlp.json); train one with "
                          "`rtaug train-model --backward-mlp`")
