@@ -137,6 +137,10 @@ def test_grid_cells_are_every_combination_with_distinct_names():
     assert plan(cells[0].config).stages[-1].key == plan(dataclasses.replace(cells[0].config, name="")).stages[-1].key
     named = expand({"name": "mine", "grid": {"learner.expectile": [0.7]}})
     assert named[0].config.label == "mine" and named[0].name == "maze2d-umaze-sparse/mine-expectile=0.7"
+    # two axes ending in the same field are named by as many trailing fields as tell them apart
+    both = expand({"learner": {"algo": "bcq"},
+                   "grid": {"learner.matmul": ["onednn"], "generator.model.sequence.matmul": ["onednn-bf16"]}})
+    assert both[0].name == "maze2d-umaze-sparse/bcq-learner.matmul=onednn-sequence.matmul=onednn-bf16"
     with pytest.raises(ConfigError, match="grid.seeds: expected a non-empty list"):
         expand({"grid": {"seeds": 3}})
 

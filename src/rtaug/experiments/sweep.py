@@ -54,13 +54,13 @@ def expand(tree: dict, overrides=(), source: str = "sweep") -> list[Cell]:
             rest.append((key, value))
     overrides = rest
     check_grid(grid, source)
+    short = _short_keys([k for k in grid if k not in ("task", "generator.kind", "learner.algo", "name")])
     cells, names = [], set()
     for combo in itertools.product(*grid.values()) if grid else [()]:
         chosen = dict(zip(grid, combo))
         cfg = build(base, [*overrides, *chosen.items()], source=source)
         name = f"{cfg.task}/{cfg.label}"
-        extra = [f"{k.rsplit('.', 1)[-1]}={v}" for k, v in chosen.items()
-                 if k not in ("task", "generator.kind", "learner.algo", "name")]
+        extra = [f"{short[k]}={v}" for k, v in chosen.items() if k in short]
         if extra:
             name += "-" + "-".join(extra)
             if not cfg.name:  # the report's label too, or its rows would not tell these cells apart
@@ -70,6 +70,20 @@ def expand(tree: dict, overrides=(), source: str = "sweep") -> list[Cell]:
         names.add(name)
         cells.append(Cell(name, chosen, cfg))
     return cells
+
+
+def _short_keys(keys: list[str]) -> dict[str, str]:
+    """Each dotted grid key by its last field, or by as many trailing fields as tell it apart
+    from the others (learner.matmul and generator.model.sequence.matmul: "learner.matmul",
+    "sequence.matmul")."""
+    short = {}
+    for key in keys:
+        parts = key.split(".")
+        n = 1
+        while n < len(parts) and any(o != key and o.split(".")[-n:] == parts[-n:] for o in keys):
+            n += 1
+        short[key] = ".".join(parts[-n:])
+    return short
 
 
 def load_sweep(path, overrides=()) -> list[Cell]:
