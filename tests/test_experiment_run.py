@@ -387,11 +387,13 @@ def test_short_stages_take_a_place_beside_a_long_one():
     it runs beside another sweep's policy (the second place, as the test above shows) instead of
     waiting out that policy; every other stage keeps to the sweep's places."""
     from rtaug.experiments.run import VERSIONS
-    from rtaug.experiments.sweep import SHORT_STAGES, claim_places
+    from rtaug.experiments.sweep import SHORT_STAGES, claim_places, ray_cpus
 
     assert set(SHORT_STAGES) <= set(VERSIONS)  # names of real stages
     for name in VERSIONS:
         assert claim_places(name, 1) == (2 if name in SHORT_STAGES else 1)
+        # nor do they queue for one of Ray's CPUs behind the policies submitted before them
+        assert ray_cpus(name) == (0 if name in SHORT_STAGES else 1)
     assert claim_places("policy", 2) == 2 and claim_places("evaluation", 2) == 3
 
 

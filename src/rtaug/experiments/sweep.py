@@ -187,6 +187,14 @@ def claim_places(stage_name: str, per_core: int) -> int:
     return per_core + 1 if stage_name in SHORT_STAGES else per_core
 
 
+def ray_cpus(stage_name: str) -> int:
+    """The CPUs a stage's Ray task asks for: none for a short stage, so that it starts as soon as
+    its policy is done instead of queueing behind every policy submitted before it (with one CPU
+    each, a sweep's evaluations ran only after its last policy); its core is still claimed
+    (claim_places), beside the long stages."""
+    return 0 if stage_name in SHORT_STAGES else 1
+
+
 def _ray_stage(stage: Stage, cache: str, pin: bool, per_core: int, *_deps):
     """One stage in a Ray worker (a fresh process per task: `max_calls=1`). It claims and pins to
     a core only to compute (not to find the stage cached, nor while another process builds it);
@@ -242,7 +250,8 @@ def run_sweep(cells: list[Cell], out, cache=None, address: str | None = None, wo
             if st.key in status:
                 continue
             deps = [refs[d.key] for d in st.deps.values() if d.key in refs]
-            refs[st.key] = task.options(name=f"{st.name}:{st.label}").remote(st, str(cache), local, per_core, *deps)
+            refs[st.key] = task.options(name=f"{st.name}:{st.label}", num_cpus=ray_cpus(st.name)).remote(
+                st, str(cache), local, per_core, *deps)
         pending = dict(refs)
         while pending:
             ready, _ = ray.wait(list(pending.values()), num_returns=1)
