@@ -467,6 +467,12 @@ def test_the_papers_numbers_are_keyed_by_real_tasks_and_methods():
     row = table_rows([{"task": "walker2d-medium-replay", "label": "rt+bcq", "seeds": [0], "summary": summary,
                        "config": {"protocol": "cpu"}, "learner_steps": 30000}])[0]
     assert (row["paper_d4rl"], row["mean"], row["d4rl_mean"]) == (70.3, None, 9.8)
+    # a matmul setting is how the method was computed, not another method; other axes are ablations
+    labels = {"cql-matmul=onednn-bf16": 17.2, "rt+bcq-learner.matmul=onednn-bf16-sequence.matmul=onednn": 40.8,
+              "rt+bcq-start=arrival": None, "rt+bcq-start=arrival-matmul=onednn-bf16": None, "cql": 17.2}
+    rows = table_rows([{"task": "maze2d-large-sparse", "label": label, "seeds": [0], "summary": summary,
+                        "config": {}, "learner_steps": 30000} for label in labels])
+    assert [r["paper_d4rl"] for r in rows] == list(labels.values())
 
 
 def test_the_second_half_of_training_is_read_from_the_learning_curve():

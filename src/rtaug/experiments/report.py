@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,16 @@ def _method_rank(gen: str) -> int:
     return METHOD_ORDER.index(gen) if gen in METHOD_ORDER else len(METHOD_ORDER)
 
 
+# A `matmul` field in a label (a sweep's grid axis `learner.matmul`, `generator.model.sequence.matmul`)
+# says how the products were computed, not which method ran: the paper's number still applies.
+_MATMUL = re.compile(r"-(?:\w+\.)*matmul=(?:onednn-bf16|onednn|xla)(?=-|$)")
+
+
+def paper_method(label: str) -> str:
+    """The paper's method a run's label stands for: the label without its matmul settings."""
+    return _MATMUL.sub("", label)
+
+
 def table_rows(results: list[dict]) -> list[dict]:
     out = []
     for r in results:
@@ -83,7 +94,7 @@ def table_rows(results: list[dict]) -> list[dict]:
                     "mean": s and s["mean"], "std": s and s["std"], "iqm": s and s["iqm"],
                     "ci_low": ci[0], "ci_high": ci[1], "protocol": r["config"].get("protocol", ""),
                     "commit": r.get("commit"), "d4rl_mean": d and d["mean"],
-                    "paper_d4rl": PAPER.get((r["task"], r["label"])), "learner_steps": r["learner_steps"],
+                    "paper_d4rl": PAPER.get((r["task"], paper_method(r["label"]))), "learner_steps": r["learner_steps"],
                     "data": data_of(r), **late_training(r)})
     return out
 
