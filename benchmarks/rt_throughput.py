@@ -28,6 +28,7 @@ from rtaug.generate.generation import GenerationConfig, rollout, select_starts
 from rtaug.generate.model import RTConfig, RTModel
 from rtaug.generate.spec import Spec
 from rtaug.generate.train import TrainedRT, adam_schedule, training_windows
+from rtaug.nets.onednn import MODES
 from rtaug.data.episodes import reward_to_go
 from peak import matmul_peak  # benchmarks/peak.py, beside this script
 
@@ -120,7 +121,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
     ap.add_argument("--quick", action="store_true", help="smaller runs (a smoke check, figures less stable)")
-    ap.add_argument("--matmul", nargs="+", choices=("xla", "onednn", "onednn-bf16"), default=["xla"],
+    ap.add_argument("--matmul", nargs="+", choices=MODES, default=["xla"],
                     help="RTConfig.matmul modes to time, each in turn (default: xla)")
     args = ap.parse_args(argv)
 
