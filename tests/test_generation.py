@@ -1,12 +1,15 @@
 """Generation: shapes, chaining of generated steps into the real data, truncation, the
 fixed-length ablation, the α-pessimistic rewards and provenance of the written dataset."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from rtaug.data.hdf5 import load_hdf5, save_hdf5
 from rtaug.generate.baselines import BackwardMLPConfig, generate_backward_mlp, train_backward_mlp
-from rtaug.generate.generation import GenerationConfig, generate, select_starts, tilt_choice
+from rtaug.data.episodes import reward_to_go
+from rtaug.generate.generation import GenerationConfig, _build_block, _context, generate, select_starts, tilt_choice
 from rtaug.generate.merge import augment, merged_dataset
 from rtaug.generate.model import RTConfig
 from rtaug.generate.spec import Spec
@@ -99,6 +102,25 @@ def test_same_seed_same_trajectories(trained):
     b = generate(data, rt, vae, _cfg(), progress=False)
     np.testing.assert_array_equal(a.observations, b.observations)
     np.testing.assert_array_equal(a.reliability, b.reliability)
+
+
+def test_decoding_in_segments_computes_what_one_scan_does(trained):
+    # segments only change how many cache positions each token reads, never what it attends to
+    data, _, rt, ft, _ = trained
+    for model in (rt, ft):
+        C, H = 3, 4
+        bounds = data.episodes()
+        rtg = reward_to_go(data.rewards, bounds, model.config.gamma)
+        ctx = _context(data, rtg, bounds, select_starts(data, H, "uniform", np.random.default_rng(0)), C,
+                       model.config.direction)
+        NG = model.config.context_steps - C
+        forced = {k: jnp.asarray(np.repeat(np.asarray(ctx[k])[:, :1], NG, 1)) for k in ("s", "a", "r", "R")}
+        forced["done"] = jnp.zeros((H, NG), bool)
+        args = ({k: jnp.asarray(v) for k, v in ctx.items()}, jax.random.PRNGKey(3), forced, jnp.asarray(False),
+                jnp.float32(5.0))
+        one, three = (_build_block(model, H, 2, C, "mean", 2, segments=n)(*args) for n in (1, 3))
+        for a, b in zip(one, three):
+            np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), atol=1e-5)
 
 
 def test_truncation_at_the_alpha_measured_on_real_trajectories(trained):

@@ -7,7 +7,7 @@ import pytest
 
 from rtaug.generate.model import RTConfig, RTModel
 from rtaug.generate.spec import Spec
-from rtaug.nets.transformer import GPT, empty_cache
+from rtaug.nets.transformer import GPT, empty_cache, share_prefix
 
 
 def _gpt_and_params(d=32, n_layer=2, n_head=4, t=12):
@@ -50,6 +50,30 @@ def test_gpt_incremental_decoding_matches_full_pass():
         h, attn, cache = gpt.apply(params, x[:, i:i + 1], valid, i, cache)
         np.testing.assert_allclose(h[:, 0], h_full[:, i], atol=1e-4)
         np.testing.assert_allclose(attn[:, :, 0, : i + 1], attn_full[:, :, i, : i + 1], atol=1e-5)
+
+
+def test_gpt_decoding_after_a_shared_prefix_matches_a_cache_per_row():
+    # 2 contexts of 5 tokens, each continued by 3 rows with tokens of their own: the rows of a
+    # group read one copy of their context's keys and values instead of one copy each
+    gpt, params, x = _gpt_and_params()
+    b, t, d = x.shape
+    g, p = 3, 5
+    valid = jnp.ones((b * g, t), bool)
+    prefix = empty_cache(2, b, p, 4, d)
+    _, _, prefix = gpt.apply(params, x[:, :p], valid[:b, :p], 0, prefix)
+    per_row = empty_cache(2, b, t, 4, d)
+    _, _, per_row = gpt.apply(params, x[:, :p], valid[:b], 0, per_row)
+    per_row = jax.tree_util.tree_map(lambda c: jnp.repeat(c, g, axis=0), per_row)
+    shared = share_prefix(prefix, b * g, t)
+    rows = jnp.repeat(x, g, axis=0) + 0.1 * jax.random.normal(jax.random.PRNGKey(2), (b * g, t, d))
+    for i in range(p, t):
+        h_ref, attn_ref, per_row = gpt.apply(params, rows[:, i:i + 1], valid, i, per_row)
+        h, attn, shared = gpt.apply(params, rows[:, i:i + 1], valid, i, shared)
+        np.testing.assert_allclose(h, h_ref, atol=1e-5)
+        np.testing.assert_allclose(attn, attn_ref, atol=1e-6)
+    assert shared.k[0].shape == (b * g, 4, t - p, d // 4)  # each row holds only its own positions
+    with pytest.raises(ValueError, match="not whole groups"):
+        share_prefix(prefix, b * g + 1, t)
 
 
 def _grid_spec():

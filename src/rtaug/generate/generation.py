@@ -31,7 +31,7 @@ from rtaug.data.episodes import reward_to_go
 from rtaug.generate.model import A, G, R_, S, RTModel, expected_reward, sample
 from rtaug.generate.reliability import cumulative_reliability, pessimistic_reward, truncate
 from rtaug.generate.train import TrainedRT, TrainedVAE
-from rtaug.nets.transformer import empty_cache
+from rtaug.nets.transformer import empty_cache, share_prefix
 from rtaug.ranges import COUNT, NONNEGATIVE, QUANTILE, SEED, check_ranges, ranged
 
 STEP_ORDER = {"backward": (S, A, R_, G), "forward": (A, R_, G, S)}
@@ -261,7 +261,8 @@ def _forced_steps(data: Dataset, rtg, bounds, start_rows, L: int, direction: str
             "done": data.terminals[rows] & valid}, valid
 
 
-def _build_block(trained: TrainedRT, H: int, M: int, C: int, reward_mode: str = "mean", copies: int = 1):
+def _build_block(trained: TrainedRT, H: int, M: int, C: int, reward_mode: str = "mean", copies: int = 1,
+                 segments: int = 2):
     """A jitted function that generates one window's worth of steps (K − C) for H contexts, each
     rolled out `copies` times independently (the whole-trajectory tilt's candidates), each of
     those with M candidates per step (the per-step tilt).
@@ -284,6 +285,14 @@ def _build_block(trained: TrainedRT, H: int, M: int, C: int, reward_mode: str = 
     gamma = cfg.gamma
     rtg_lo, rtg_span = spec.rtg_lo, spec.rtg_hi - spec.rtg_lo
 
+    # Every decoded token reads its rows' whole cache, written or not, and decoding is bound by
+    # those reads. So the steps run in `segments` scans, each holding only the positions its
+    # tokens reach (a row's own positions start at the pending context token, P − 1): the
+    # first of two segments reads half the row cache. The last also holds the query after it.
+    bounds = [round(NG * i / segments) for i in range(segments + 1)]
+    bounds = sorted(set(bounds))
+    rows_held = [4 * u for u in bounds[1:-1]] + [T - (P - 1)]
+
     def rep(x):  # one row per context -> one per decoded row
         return jnp.repeat(x, copies * M, axis=0)
 
@@ -295,12 +304,15 @@ def _build_block(trained: TrainedRT, H: int, M: int, C: int, reward_mode: str = 
         step_ctx = jnp.maximum(jnp.arange(C)[None, :] - (C - n_valid)[:, None], 0).astype(jnp.int32)
         token_valid = jnp.repeat(valid, 4, axis=1)[:, :P]
         key_valid = jnp.concatenate([token_valid, jnp.ones((H, T - P), bool)], axis=1)
-        cache = empty_cache(cfg.n_layer, H, T, cfg.n_head, cfg.d_model)
         if P > 1:
-            # the context is read once per context and its keys and values copied to every row
-            # that continues it: the rows differ only in what they draw afterwards
-            cache = model.apply(params, s, a, r, R, step_ctx, key_valid, cache, P - 1, method=RTModel.prefill)
-        cache = jax.tree_util.tree_map(rep, cache)
+            # the context is read once per context, and its keys and values are one prefix
+            # shared by every row that continues it (rows differ only in what they draw after
+            # it): decoding reads the cache whole for every token, the prefix once per group
+            prefix = empty_cache(cfg.n_layer, H, P - 1, cfg.n_head, cfg.d_model)
+            prefix = model.apply(params, s, a, r, R, step_ctx, key_valid, prefix, P - 1, method=RTModel.prefill)
+            cache = share_prefix(prefix, BM, P - 1 + rows_held[0])
+        else:
+            cache = empty_cache(cfg.n_layer, BM, rows_held[0], cfg.n_head, cfg.d_model)
         key_valid = rep(key_valid)
         offset = rep(C - n_valid)  # left padding, in step slots
         pending = rep(R[:, -1] if direction == "backward" else s[:, -1])
@@ -361,8 +373,9 @@ def _build_block(trained: TrainedRT, H: int, M: int, C: int, reward_mode: str = 
             pick = jnp.arange(HG) * M + choice  # (HG,)
             if M > 1:  # every candidate slot continues from the chosen one (a copy of the cache)
                 keep = jnp.repeat(pick, M)
-                cache = jax.tree_util.tree_map(lambda c: c[keep], cache)
+                cache = cache._replace(k=tuple(c[keep] for c in cache.k), v=tuple(c[keep] for c in cache.v))
             chosen = {m: values[m][0][pick] for m in order}
+            attn0 = jnp.pad(attn0, ((0, 0), (0, T - attn0.shape[1])))  # positions not yet written: weight 0
             record = (chosen[S], chosen[A], chosen[R_], chosen[G], done[pick], anchor[pick], attn0[pick])
             new_anchor = jnp.repeat(chosen[S], M, axis=0)
             new_prev = jnp.repeat(anchor[pick], M, axis=0)
@@ -371,7 +384,17 @@ def _build_block(trained: TrainedRT, H: int, M: int, C: int, reward_mode: str = 
             return (cache, new_pending, new_anchor, new_prev, jnp.ones_like(prev_valid), new_R, key), record
 
         carry = (cache, pending, anchor, prev_anchor, prev_valid, R_next, key)
-        (cache, pending, anchor, _, _, _, key), rec = jax.lax.scan(one_step, carry, jnp.arange(NG))
+        recs = []
+        for i in range(len(bounds) - 1):
+            if i:  # the next segment's tokens need more positions: grow every row's cache
+                c = carry[0]
+                grow = [((0, 0), (0, 0), (0, rows_held[i] - rows_held[i - 1]), (0, 0))]
+                carry = (c._replace(k=tuple(jnp.pad(x, *grow) for x in c.k), v=tuple(jnp.pad(x, *grow) for x in c.v)),
+                         *carry[1:])
+            carry, rec = jax.lax.scan(one_step, carry, jnp.arange(bounds[i], bounds[i + 1]))
+            recs.append(rec)
+        (cache, pending, anchor, _, _, _, key) = carry
+        rec = jax.tree_util.tree_map(lambda *x: jnp.concatenate(x), *recs)
         pos = P - 1 + 4 * NG
         _, attn_last, _ = model.apply(
             params, order[-1], pending, step_of(pos), key_valid, pos, cache, order[0], s_anchor=anchor,
