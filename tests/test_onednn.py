@@ -32,6 +32,17 @@ def test_float32_matmul_matches_xla_with_leading_axes():
     assert onednn.matmul(x, w, bf16=False).shape == (3, 5, 4)
 
 
+def test_batched_matmul_is_attentions_products_in_float32():
+    # as a decoding transformer calls it: (batch, heads, queries, d) against keys read transposed
+    q, k, a = _normal(4, (3, 2, 4, 8)), _normal(5, (3, 2, 6, 8)), _normal(6, (3, 2, 4, 6))
+    jit = jax.jit(onednn.batched_matmul, static_argnames="transpose_b")
+    np.testing.assert_allclose(jit(q, k, transpose_b=True), q @ jnp.swapaxes(k, -1, -2), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(jit(a, k), a @ k, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(jit(a[0], k[0]), a[0] @ k[0], rtol=1e-5, atol=1e-5)  # rank 3
+    with pytest.raises(ValueError, match="rank 3-4 and equal rank"):
+        onednn.batched_matmul(q, k[0])
+
+
 def test_gradients_match_xla_under_vmap_over_an_ensemble():
     # nn.vmap over a critic ensemble: x shared (unbatched), the weights stacked; jit as in training.
     x, ws = _normal(2, (6, 9)), _normal(3, (2, 9, 5))

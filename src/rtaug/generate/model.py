@@ -45,7 +45,8 @@ class RTConfig:
     seed: int = ranged(SEED, 0)
     # "xla", or the transformer's and hidden layers' matmuls through oneDNN: "onednn-bf16" takes
     # this CPU's AMX (bfloat16 products, float32 sums; rtaug.nets.onednn, docs/performance.md).
-    # The embeddings and output heads (a few columns each) stay XLA's.
+    # The embeddings and output heads (a few columns each) stay XLA's; while decoding, attention's
+    # products go through oneDNN too, in float32.
     matmul: str = "xla"
 
     def __post_init__(self):

@@ -147,4 +147,13 @@ def matmul(x, w, *, bf16: bool = True):
     return _matmul(x2, w.astype(jnp.float32), bf16).reshape(lead + (w.shape[-1],))
 
 
-__all__ = ["MODES", "OnednnUnavailable", "available", "matmul", "recorded"]
+def batched_matmul(a, b, *, transpose_b: bool = False):
+    """a @ b (or a @ bᵀ with `transpose_b`, read in place) over equal leading batch axes, in
+    float32 (no bfloat16 rounding), without a gradient: attention's products while a model
+    decodes, which oneDNN computes faster than XLA's batched dot (docs/performance.md)."""
+    if a.ndim != b.ndim or not 3 <= a.ndim <= 4:
+        raise ValueError(f"onednn.batched_matmul: operands of rank 3-4 and equal rank, got {a.shape} and {b.shape}")
+    return _call(a.astype(jnp.float32), b.astype(jnp.float32), False, transpose_b, False)
+
+
+__all__ = ["MODES", "OnednnUnavailable", "available", "batched_matmul", "matmul", "recorded"]

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from rtaug.nets import onednn
 from rtaug.nets.mlp import dense_layer
 
 # A finite "minus infinity": a fully masked row (a left-padding query) then gives a uniform
@@ -59,6 +60,15 @@ def share_prefix(prefix: KVCache, rows: int, max_len: int) -> KVCache:
     return KVCache(empty, empty, tuple(jnp.swapaxes(k, 2, 3) for k in prefix.k), prefix.v)
 
 
+def _bmm(a, b, transpose_b: bool, matmul: str):
+    """a @ b, or a @ bᵀ, over the leading (batch, heads) axes of a cached attention: XLA's batched
+    dot, or for a model whose matmuls go through oneDNN, oneDNN's batched matmul in float32
+    (decoding takes no gradient): 18% more generated steps/s at the default size than XLA's."""
+    if matmul != "xla":
+        return onednn.batched_matmul(a, b, transpose_b=transpose_b)
+    return jnp.einsum("bhqd,bhkd->bhqk" if transpose_b else "bhqk,bhkd->bhqd", a, b)
+
+
 class SelfAttention(nn.Module):
     n_head: int
     matmul: str = "xla"
@@ -69,7 +79,8 @@ class SelfAttention(nn.Module):
 
         key_valid: (B, T) which positions may be attended to at all (left padding is not).
         cache_kv: None (training: the keys are x's own), (k, v) of shape (B, H, T, hd), or
-        (k, v, prefix_k, prefix_v) of a KVCache with a shared prefix (T = its P + k's length).
+        (k, v, prefix_k, prefix_v) of a KVCache with a shared prefix (T = its P + k's length;
+        the new tokens come after the prefix).
         Returns (output, attention (B, H, t, T_keys), new (k, v) or None).
         """
         b, t, d = x.shape
@@ -95,24 +106,28 @@ class SelfAttention(nn.Module):
         k_pos = jnp.arange(n_keys)
         allowed = (k_pos[None, :] <= q_pos[:, None])[None, None] & key_valid[:, None, None, :n_keys]
         scale = jnp.sqrt(hd).astype(x.dtype)
-        if prefix_k is None:
+        if cache_kv is None:
             logits = jnp.einsum("bhqd,bhkd->bhqk", q, keys) / scale
             attn = jax.nn.softmax(jnp.where(allowed, logits, _MASKED), axis=-1)
             out = jnp.einsum("bhqk,bhkd->bqhd", attn, values)
+        elif prefix_k is None:
+            logits = _bmm(q, keys, True, self.matmul) / scale
+            attn = jax.nn.softmax(jnp.where(allowed, logits, _MASKED), axis=-1)
+            out = _bmm(attn, values, False, self.matmul).transpose(0, 2, 1, 3)
         else:
             # the shared prefix's keys meet the queries of all G rows of a group as one matrix
             # per (group, head): XLA's batched dot runs 2.7x faster than with G as a free axis
             g = b // prefix_k.shape[0]
             nh = self.n_head
             grouped = q.reshape(b // g, g, nh, t, hd).transpose(0, 2, 1, 3, 4).reshape(b // g, nh, g * t, hd)
-            shared = (jnp.einsum("bhqd,bhdk->bhqk", grouped, prefix_k).reshape(b // g, nh, g, t, p)
+            shared = (_bmm(grouped, prefix_k, False, self.matmul).reshape(b // g, nh, g, t, p)
                       .transpose(0, 2, 1, 3, 4).reshape(b, nh, t, p))
-            logits = jnp.concatenate([shared, jnp.einsum("bhqd,bhkd->bhqk", q, keys)], axis=-1) / scale
+            logits = jnp.concatenate([shared, _bmm(q, keys, True, self.matmul)], axis=-1) / scale
             attn = jax.nn.softmax(jnp.where(allowed, logits, _MASKED), axis=-1)
             a_shared = attn[..., :p].reshape(b // g, g, nh, t, p).transpose(0, 2, 1, 3, 4).reshape(b // g, nh, g * t, p)
-            out = (jnp.einsum("bhqk,bhkd->bhqd", a_shared, prefix_v).reshape(b // g, nh, g, t, hd)
+            out = (_bmm(a_shared, prefix_v, False, self.matmul).reshape(b // g, nh, g, t, hd)
                    .transpose(0, 2, 3, 1, 4).reshape(b, t, nh, hd)
-                   + jnp.einsum("bhqk,bhkd->bqhd", attn[..., p:], values))
+                   + _bmm(attn[..., p:], values, False, self.matmul).transpose(0, 2, 1, 3))
         out = out.reshape(b, t, d)
         return dense_layer(self.matmul)(d, name="proj")(out), attn, new_kv
 
@@ -140,7 +155,8 @@ class GPT(nn.Module):
     n_layer: int
     n_head: int
     # "xla", or the blocks' four matmuls through oneDNN ("onednn-bf16": bfloat16 products on
-    # AMX; rtaug.nets.onednn); the attention products stay XLA's batched dots
+    # AMX; rtaug.nets.onednn); attention's products are XLA's batched dots in training and
+    # oneDNN's float32 ones while decoding (`_bmm`)
     matmul: str = "xla"
 
     @nn.compact
