@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rtaug.data.episodes import reward_to_go
 from rtaug.data.hdf5 import load_hdf5, save_hdf5
 from rtaug.generate.baselines import BackwardMLPConfig, generate_backward_mlp, train_backward_mlp
-from rtaug.data.episodes import reward_to_go
 from rtaug.generate.generation import GenerationConfig, _build_block, _context, generate, select_starts, tilt_choice
 from rtaug.generate.merge import augment, merged_dataset
 from rtaug.generate.model import RTConfig

@@ -289,8 +289,7 @@ def _build_block(trained: TrainedRT, H: int, M: int, C: int, reward_mode: str = 
     # those reads. So the steps run in `segments` scans, each holding only the positions its
     # tokens reach (a row's own positions start at the pending context token, P − 1): the
     # first of two segments reads half the row cache. The last also holds the query after it.
-    bounds = [round(NG * i / segments) for i in range(segments + 1)]
-    bounds = sorted(set(bounds))
+    bounds = sorted({round(NG * i / segments) for i in range(segments + 1)})
     rows_held = [4 * u for u in bounds[1:-1]] + [T - (P - 1)]
 
     def rep(x):  # one row per context -> one per decoded row

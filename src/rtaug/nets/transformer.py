@@ -63,7 +63,7 @@ def share_prefix(prefix: KVCache, rows: int, max_len: int) -> KVCache:
 def _bmm(a, b, transpose_b: bool, matmul: str):
     """a @ b, or a @ bᵀ, over the leading (batch, heads) axes of a cached attention: XLA's batched
     dot, or for a model whose matmuls go through oneDNN, oneDNN's batched matmul in float32
-    (decoding takes no gradient): 18% more generated steps/s at the default size than XLA's."""
+    (decoding takes no gradient), which generates faster here (docs/performance.md)."""
     if matmul != "xla":
         return onednn.batched_matmul(a, b, transpose_b=transpose_b)
     return jnp.einsum("bhqd,bhkd->bhqk" if transpose_b else "bhqk,bhkd->bhqd", a, b)
@@ -116,7 +116,7 @@ class SelfAttention(nn.Module):
             out = _bmm(attn, values, False, self.matmul).transpose(0, 2, 1, 3)
         else:
             # the shared prefix's keys meet the queries of all G rows of a group as one matrix
-            # per (group, head): XLA's batched dot runs 2.7x faster than with G as a free axis
+            # per (group, head): XLA's batched dot ran 2.7x faster that way than with G as a free axis
             g = b // prefix_k.shape[0]
             nh = self.n_head
             grouped = q.reshape(b // g, g, nh, t, hd).transpose(0, 2, 1, 3, 4).reshape(b // g, nh, g * t, hd)
