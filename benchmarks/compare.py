@@ -619,17 +619,18 @@ def part_generation(args, errors: list, datasets: dict) -> dict:
 
     from rt_throughput import bench_generation, synthetic_dataset
 
-    H, repeats = (64, 2) if args.quick else (256, 3)
+    H, batch, repeats = (256, 64, 2) if args.quick else (1024, 256, 3)
     cfg, gcfg = RTConfig(), GenerationConfig(max_length=10, candidates=4)
-    print(f"\ngeneration (rtaug only): default size, {H} trajectories x {gcfg.candidates} candidates x "
-          f"{gcfg.max_length} steps, best of {repeats}", flush=True)
+    print(f"\ngeneration (rtaug only): default size, {H} trajectories (batches of {batch}) x {gcfg.candidates} "
+          f"candidates x {gcfg.max_length} steps, best of {repeats}", flush=True)
     res = {"steps_per_s": None}
     try:
         data = datasets["default"] if "default" in datasets else synthetic_dataset(n=20_000 if args.quick else 50_000)
-        ge = bench_generation(data, cfg, gcfg, H=H, repeats=repeats)
+        ge = bench_generation(data, cfg, gcfg, H=H, batch=batch, repeats=repeats)
         res.update(ge)
         res["steps_per_s"] = ge["generated_steps_per_s"]
-        print(f"  {res['steps_per_s']:.0f} generated steps/s ({ge['seconds']:.2f} s per rollout batch)", flush=True)
+        print(f"  {res['steps_per_s']:.0f} generated steps/s ({ge['seconds']:.2f} s per rollout of {H}, "
+              f"{ge['concurrency']} batches at once)", flush=True)
     except Exception as e:  # noqa: BLE001
         res["error"] = _error_text(e)
         errors.append(f"generation.default: {res['error']}")
@@ -637,7 +638,7 @@ def part_generation(args, errors: list, datasets: dict) -> dict:
     if args.matmul != "xla" and "error" not in res:
         time.sleep(SETTLE_S)
         try:
-            ge = bench_generation(data, replace(cfg, matmul=args.matmul), gcfg, H=H, repeats=repeats)
+            ge = bench_generation(data, replace(cfg, matmul=args.matmul), gcfg, H=H, batch=batch, repeats=repeats)
             res["matmul"] = {"mode": args.matmul, "steps_per_s": ge["generated_steps_per_s"]}
             print(f"  with matmul {args.matmul}: {ge['generated_steps_per_s']:.0f} generated steps/s", flush=True)
         except Exception as e:  # noqa: BLE001

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from rtaug.data import Dataset
-from rtaug.generate.generation import GenerationConfig, rollout, select_starts
+from rtaug.generate.generation import GenerationConfig, default_concurrency, rollout, select_starts
 from rtaug.generate.model import RTConfig, RTModel
 from rtaug.generate.spec import Spec
 from rtaug.generate.train import TrainedRT, adam_schedule, training_windows
@@ -90,29 +90,34 @@ def bench_training(data: Dataset, cfg: RTConfig, chunk=20, repeats=3) -> dict:
             "achieved_flops": flops * best, "params": int(n_params)}
 
 
-def bench_generation(data: Dataset, cfg: RTConfig, gcfg: GenerationConfig, H=256, repeats=3) -> dict:
+def bench_generation(data: Dataset, cfg: RTConfig, gcfg: GenerationConfig, H=1024, batch=256, repeats=3,
+                     concurrency=None) -> dict:
+    """Kept steps/s of RT's sampled rollout: H start states in batches of `batch` (several, so
+    that batches can decode at once: `concurrency`, None for generation's default)."""
     spec = Spec.fit(data, gamma=cfg.gamma, rtg_bins=cfg.rtg_bins)
     model = RTModel(spec, cfg)
     bounds = data.episodes()
     rtg = reward_to_go(data.rewards, bounds, cfg.gamma)
-    batch = training_windows(data, rtg, bounds, np.arange(2), cfg.context_steps, cfg.direction)
-    params = model.init(jax.random.PRNGKey(0), *batch)
+    windows = training_windows(data, rtg, bounds, np.arange(2), cfg.context_steps, cfg.direction)
+    params = model.init(jax.random.PRNGKey(0), *windows)
     trained = TrainedRT(spec, cfg, params, [])
     # as `generate` runs the whole-trajectory tilt: M independent rollouts of each of H start
-    # states, H·M rows at once
+    # states, batch·M rows per call
     M = gcfg.candidates
-    gcfg = dataclasses.replace(gcfg, num_trajectories=H, alpha_trajectories=H, batch=H, candidates=1)
+    gcfg = dataclasses.replace(gcfg, num_trajectories=H, alpha_trajectories=H, batch=batch, candidates=1)
     starts = select_starts(data, H, "uniform", np.random.default_rng(0))
     # the sampled rollout alone (sliding windows included); Γ, α and the tilt's choice are
     # host-side numpy after it
-    rollout(data, trained, gcfg, starts, rtg, bounds, False, copies=M)
+    rollout(data, trained, gcfg, starts, rtg, bounds, False, copies=M, concurrency=concurrency)
     best = float("inf")
     for i in range(repeats):
         t = time.perf_counter()
-        rollout(data, trained, dataclasses.replace(gcfg, seed=i), starts, rtg, bounds, False, copies=M)
+        rollout(data, trained, dataclasses.replace(gcfg, seed=i), starts, rtg, bounds, False, copies=M,
+                concurrency=concurrency)
         best = min(best, time.perf_counter() - t)
     steps = H * gcfg.max_length  # steps of the H trajectories kept, one of M each
-    return {"trajectories": H, "candidates": M, "max_length": gcfg.max_length,
+    return {"trajectories": H, "batch": batch, "candidates": M, "max_length": gcfg.max_length,
+            "concurrency": default_concurrency() if concurrency is None else concurrency,
             "seconds": best, "generated_steps_per_s": steps / best,
             "candidate_tokens_per_s": steps * M * 4 / best}
 
@@ -152,11 +157,13 @@ def main(argv=None):
               f"{tr['flops_per_update'] / 1e9:.2f} GFLOP/update, {tr['achieved_flops'] / 1e9:.1f} GFLOP/s "
               f"= {100 * tr['peak_fraction']:.1f}% of peak ({tr['params']} parameters)")
         gcfg = GenerationConfig(max_length=max_length, candidates=4)
-        ge = bench_generation(data, cfg, gcfg, H=64 if args.quick else 256, repeats=2 if args.quick else 3)
+        ge = bench_generation(data, cfg, gcfg, H=256 if args.quick else 1024, batch=64 if args.quick else 256,
+                              repeats=2 if args.quick else 3)
         results["generation"][name] = ge
         print(f"generate {name}: {ge['generated_steps_per_s']:.0f} generated steps/s "
               f"({ge['trajectories']} trajectories x {ge['candidates']} candidates x {ge['max_length']} steps "
-              f"in {ge['seconds']:.2f} s; {ge['candidate_tokens_per_s']:.0f} candidate tokens/s)")
+              f"in {ge['seconds']:.2f} s, batches of {ge['batch']}, {ge['concurrency']} at once; "
+              f"{ge['candidate_tokens_per_s']:.0f} candidate tokens/s)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

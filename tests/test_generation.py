@@ -259,3 +259,15 @@ def test_backward_mlp_uses_given_starts_and_lengths(trained):
 def test_unknown_tilt_or_reward_is_a_clear_error(field, value):
     with pytest.raises(ValueError, match=f"GenerationConfig.{field} must be one of"):
         GenerationConfig(**{field: value})
+
+
+def test_batches_decoded_at_once_compute_what_one_at_a_time_does(trained):
+    # every batch has its key before any decodes, so threads change the speed, never the result
+    data, _, rt, ft, vae = trained
+    for model in (rt, ft):
+        one, three = (generate(data, model, vae, _cfg(batch=2), progress=False, concurrency=c) for c in (1, 3))
+        assert one.alpha == three.alpha
+        for name in ("observations", "actions", "rewards", "reliability", "kept", "real_reliability"):
+            np.testing.assert_array_equal(getattr(one, name), getattr(three, name), err_msg=name)
+    with pytest.raises(ValueError, match="concurrency must be a positive int"):
+        generate(data, rt, vae, _cfg(), progress=False, concurrency=0)

@@ -291,6 +291,27 @@ def test_rt_trains_and_generates_through_onednn_as_through_xla(continuous_data):
         RTConfig(matmul="amx")
 
 
+def test_batches_decoding_at_once_give_the_same_generation_with_one_onednn_thread_per_call(continuous_data):
+    # several batches at once run each oneDNN call on one thread (threads_per_call): the same
+    # result as one batch at a time with every thread
+    from rtaug.generate.generation import GenerationConfig, generate
+    from rtaug.generate.model import RTConfig
+    from rtaug.generate.spec import Spec
+    from rtaug.generate.train import VAEConfig, train_sequence_model, train_vae
+
+    data = continuous_data
+    spec = Spec.fit(data, rtg_bins=8)
+    vae = train_vae(data, spec, VAEConfig(steps=5, hidden=(16,), latent_dim=2), progress=False)
+    rt = train_sequence_model(data, RTConfig(**TINY_RT, matmul="onednn-bf16"), progress=False, spec=spec)
+    gcfg = GenerationConfig(num_trajectories=8, max_length=4, candidates=3, batch=2, seed=1, dist="vae",
+                            alpha_trajectories=6)
+    one, two = (generate(data, rt, vae, gcfg, progress=False, concurrency=c) for c in (1, 2))
+    for name in ("observations", "actions", "rewards", "reliability", "kept", "real_reliability"):
+        np.testing.assert_array_equal(getattr(one, name), getattr(two, name), err_msg=name)
+    with pytest.raises(ValueError, match="n must be a positive int"), onednn.threads_per_call(0):
+        pass
+
+
 def test_model_stage_key_leaves_the_default_out():
     from rtaug.experiments.config import build
     from rtaug.experiments.run import plan

@@ -19,6 +19,10 @@ states through the same model and windows (teacher-forced), and takes a quantile
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -422,6 +426,9 @@ def _token_steps(slot_s, slot_a) -> np.ndarray:
     return out
 
 
+_BLOCKS_LOCK = threading.Lock()
+
+
 def _rollout_windows(trained: TrainedRT, config: GenerationConfig, ctx: dict, key, forced=None, copies: int = 1):
     """Generate (or, with `forced`, replay real steps through the model) in sliding windows.
 
@@ -445,9 +452,10 @@ def _rollout_windows(trained: TrainedRT, config: GenerationConfig, ctx: dict, ke
 
     def block_for(n_ctx, n_copies):
         cache_key = (n_ctx, M, C, head_reward, n_copies)
-        if cache_key not in blocks:
-            blocks[cache_key] = _build_block(trained, n_ctx, M, C, head_reward, n_copies)
-        return blocks[cache_key]
+        with _BLOCKS_LOCK:  # batches decoding at once build each program once
+            if cache_key not in blocks:
+                blocks[cache_key] = _build_block(trained, n_ctx, M, C, head_reward, n_copies)
+            return blocks[cache_key]
     use_forced = forced is not None
     if forced is None:  # a placeholder of the right shapes, never read
         forced = {"s": ctx["s"][:, :1].repeat(L, 1), "a": ctx["a"][:, :1].repeat(L, 1),
@@ -540,22 +548,35 @@ def dist_function(dist: str, vae: TrainedVAE, dynamics):
     return run
 
 
-def rollout(data, trained, config, start_rows, rtg, bounds, forced: bool, progress_bar=None, copies: int = 1):
+def rollout(data, trained, config, start_rows, rtg, bounds, forced: bool, progress_bar=None, copies: int = 1,
+            concurrency: int | None = None):
     """Roll out every start row `copies` times, independently (rows i·copies … i·copies +
     copies − 1 start from start_rows[i]), in batches of `config.batch` start rows (forced:
     replay the real steps next to each start row instead of sampling; the copies are then
     identical). Returns per-step arrays over L = max_length: new states, actions, r̂, R̂,
     predicted ends, the states they attach to (see `transitions`), the attention mass (n, L, L)
     and window sizes (n, L) that Γ needs; forced adds `valid` (n, L), False past the episode's
-    edge. Truncation is not applied: Γ decides it afterwards."""
+    edge. Truncation is not applied: Γ decides it afterwards.
+
+    concurrency: batches decoded at once, each from a thread of its own (None:
+    `default_concurrency()`, one per core this process may use). Every batch has its key before
+    any runs, so the outputs do not depend on it."""
+    if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int)
+                                    or concurrency < 1):
+        raise ValueError(f"generation: concurrency must be a positive int (batches decoded at once), got {concurrency!r}")
     direction = trained.config.direction
     C = config.context_steps(trained.config.context_steps)
     n = len(start_rows)
     # one batch size for α's replay and for generation, so both run one compiled program
     H = min(config.batch, max(config.num_trajectories, config.alpha_trajectories, n))
     key = jax.random.PRNGKey(config.seed + (7919 if forced else 0))
-    parts = []
+    batches = []
     for i in range(0, n, H):
+        key, sub = jax.random.split(key)
+        batches.append((i, sub))
+
+    def run(batch):
+        i, sub = batch
         rows = start_rows[i:i + H]
         pad = H - len(rows)
         rows_p = np.concatenate([rows, np.repeat(rows[-1:], pad)])
@@ -564,14 +585,38 @@ def rollout(data, trained, config, start_rows, rtg, bounds, forced: bool, progre
         if forced:
             f, valid = _forced_steps(data, rtg, bounds, rows_p, config.max_length, direction)
             f = {**f, "valid": valid}
-        key, sub = jax.random.split(key)
         out, mass, n_win = _rollout_windows(trained, config, ctx, sub, copies=copies,
                                     forced=None if f is None else {k: v for k, v in f.items() if k != "valid"})
         extra = [np.repeat(f["valid"], copies, axis=0)] if forced else []
-        parts.append([x[: len(rows) * copies] for x in (*out, mass, n_win, *extra)])
-        if progress_bar is not None:
-            progress_bar.update(len(rows) * copies)
+        return [x[: len(rows) * copies] for x in (*out, mass, n_win, *extra)]
+
+    workers = min(default_concurrency() if concurrency is None else concurrency, len(batches))
+    parts = []
+    with contextlib.ExitStack() as stack:
+        if workers > 1 and trained.config.matmul != "xla":
+            from rtaug.nets import onednn
+
+            # one core per oneDNN call when several batches decode at once (docs/performance.md)
+            stack.enter_context(onednn.threads_per_call(max(1, _usable_cores() // workers)))
+        pool = stack.enter_context(ThreadPoolExecutor(workers, "rollout")) if workers > 1 else None
+        for (i, _), part in zip(batches, pool.map(run, batches) if pool else map(run, batches)):
+            parts.append(part)
+            if progress_bar is not None:
+                progress_bar.update(min(H, n - i) * copies)
     return [np.concatenate(p) for p in zip(*parts)]
+
+
+def default_concurrency() -> int:
+    """Batches generation decodes at once by default: one per core this process may use. One
+    decoding batch gets only 1.35-1.4× out of a second core (its kernels are small, and attention's
+    are bound by reading the cache); two batches at once, each on a core, get the rest, and more than
+    two gained nothing (docs/performance.md). A process pinned to one core (a sweep's worker)
+    decodes one at a time."""
+    return _usable_cores()
+
+
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def transitions(direction, s_new, anchors):
@@ -598,18 +643,18 @@ def tilt_choice(r_bar, n_cand: int, kappa: float, rng: np.random.Generator) -> n
 
 
 def measure_alpha(data: Dataset, trained: TrainedRT, dist_fn, config: GenerationConfig, rtg, bounds, how: str,
-                  copies: int = 1):
+                  copies: int = 1, concurrency: int | None = None):
     """α measured the way Γ is (DESIGN §4): real trajectories next to the same kind of start
     states, teacher-forced through the same model, windows and attention, Γ computed by the same
     form; α is the configured quantile of those Γ (1.0: their maximum, the paper's "maximum
     distribution error of the offline dataset"). Returns (α, the real Γ values).
 
     copies: as generation rolls out each start state (the replay then runs generation's compiled
-    program; its copies are identical and one of each is kept)."""
+    program; its copies are identical and one of each is kept). concurrency: as `rollout`'s."""
     rng = np.random.default_rng(config.seed + 1)
     starts = select_starts(data, config.alpha_trajectories, how, rng)
     direction = trained.config.direction
-    out = rollout(data, trained, config, starts, rtg, bounds, forced=True, copies=copies)
+    out = rollout(data, trained, config, starts, rtg, bounds, forced=True, copies=copies, concurrency=concurrency)
     s_new, a_new, _r, _R, _d, anchors, mass, n_win, valid = (x[::copies] for x in out)
     obs, nxt = transitions(direction, s_new, anchors)
     flat = lambda x: x.reshape((-1,) + x.shape[2:])
@@ -633,12 +678,16 @@ def generate(
     progress: bool = True,
     dynamics=None,
     reward_model=None,
+    concurrency: int | None = None,
 ) -> Generated:
     """Generate `config.num_trajectories` trajectories from dataset states with RT (or FT).
 
     reward_model: a `TrainedReward` (`generate/reward.py`); with `config.reward` "model" (or
     "auto") the written rewards, and the tilt's R̄, are its predictions for the generated
-    transitions; the sequence model still conditions on its own reward tokens."""
+    transitions; the sequence model still conditions on its own reward tokens.
+
+    concurrency: batches decoded at once, each from a thread of its own (None: one per core this
+    process may use, `default_concurrency`); it changes the speed, never the result."""
     direction = trained.config.direction
     K = trained.config.context_steps
     config.context_steps(K)  # validates the context against the window
@@ -655,11 +704,13 @@ def generate(
     # per call, as many as the per-step tilt's M candidates take) and keeps one of them.
     n_cand = config.candidates if config.tilt == "trajectory" and config.kappa != 0 else 1
     run_config = replace(config, candidates=1) if config.tilt == "trajectory" else config
-    alpha, real_gamma = measure_alpha(data, trained, dist_fn, run_config, rtg, bounds, how, copies=n_cand)
+    alpha, real_gamma = measure_alpha(data, trained, dist_fn, run_config, rtg, bounds, how, copies=n_cand,
+                                      concurrency=concurrency)
 
     bar = progress_bar(total=len(start_rows) * n_cand, desc=f"generate ({direction})", progress=progress, unit="traj")
     s_new, a_new, r_new, _R, done, anchors, mass, n_win = rollout(
-        data, trained, run_config, start_rows, rtg, bounds, forced=False, progress_bar=bar, copies=n_cand)
+        data, trained, run_config, start_rows, rtg, bounds, forced=False, progress_bar=bar, copies=n_cand,
+        concurrency=concurrency)
     bar.close()
     obs, nxt = transitions(direction, s_new, anchors)
     flat = lambda x: x.reshape((-1,) + x.shape[2:])

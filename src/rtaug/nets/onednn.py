@@ -18,6 +18,7 @@ C++17 compiler (`c++`, or $CXX). `available()` says whether both are there, and 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -96,6 +97,7 @@ def _library() -> ctypes.CDLL:
             raise OnednnUnavailable(f"building {SOURCE.name} failed ({' '.join(cmd)}):\n{done.stderr[-2000:]}")
         os.replace(tmp, so)
     handle = ctypes.cdll.LoadLibrary(str(so))
+    handle.RtaugOnednnSetThreadsPerCall.argtypes = [ctypes.c_int]
     jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(handle.RtaugOnednnMatmul), platform="cpu")
     return handle
 
@@ -156,4 +158,21 @@ def batched_matmul(a, b, *, transpose_b: bool = False):
     return _call(a.astype(jnp.float32), b.astype(jnp.float32), False, transpose_b, False)
 
 
-__all__ = ["MODES", "OnednnUnavailable", "available", "batched_matmul", "matmul", "recorded"]
+@contextlib.contextmanager
+def threads_per_call(n: int):
+    """Inside, each oneDNN call uses at most `n` threads (it otherwise uses one per core the
+    calling thread may run on). For callers that run several jitted programs at once from threads
+    of their own (generation's concurrent batches): one thread per call then, instead of every
+    call's OpenMP team contending for every core. Results do not depend on it (tested). The
+    setting is the process's, not the calling thread's, so callers must not nest or overlap it."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"onednn.threads_per_call: n must be a positive int, got {n!r}")
+    lib = _library()
+    lib.RtaugOnednnSetThreadsPerCall(n)
+    try:
+        yield
+    finally:
+        lib.RtaugOnednnSetThreadsPerCall(0)
+
+
+__all__ = ["MODES", "OnednnUnavailable", "available", "batched_matmul", "matmul", "recorded", "threads_per_call"]

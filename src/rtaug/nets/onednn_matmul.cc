@@ -8,6 +8,7 @@
 #include <omp.h>
 #include <sched.h>
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -24,6 +25,12 @@ static int usable_cores() {
   cpu_set_t set;
   return sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 0;
 }
+
+// At most this many threads per call when positive: generation decodes several batches at once
+// from threads of its own, and a call each on one core beats them all contending for every core.
+static std::atomic<int> threads_per_call{0};
+
+extern "C" void RtaugOnednnSetThreadsPerCall(int n) { threads_per_call.store(n); }
 
 static dnnl::engine& cpu_engine() {
   static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
@@ -65,7 +72,9 @@ static ffi::Error Matmul(ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b,
   if (cd[r - 2] != ad[r - 2] || cd[r - 1] != bd[r - 1]) {
     return ffi::Error::InvalidArgument("onednn matmul: result has the wrong shape");
   }
-  if (int cores = usable_cores(); cores > 0) omp_set_num_threads(cores);  // this (XLA's) thread's setting
+  int threads = usable_cores();
+  if (int cap = threads_per_call.load(); cap > 0 && (threads <= 0 || cap < threads)) threads = cap;
+  if (threads > 0) omp_set_num_threads(threads);  // this (XLA's) thread's setting
   using dt = dnnl::memory::data_type;
   dnnl::memory::desc a_md(ad, dt::f32, as), b_md(bd, dt::f32, bs), c_md(cd, dt::f32, cs);
   dnnl::primitive_attr attr;
