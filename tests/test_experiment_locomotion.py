@@ -88,12 +88,23 @@ def _sac_config(cfg):
     return sac_settings(get_task(cfg.task), cfg.data.seed, cfg.data.recipe)[1]
 
 
+def _with_references(monkeypatch, name, random, expert):
+    """The registry's task `name` with its measured references set (None: not measured)."""
+    from dataclasses import replace
+
+    from rtaug.envs.registry import TASKS
+
+    task = TASKS[name]
+    monkeypatch.setitem(TASKS, name, replace(task, references=replace(task.references, random=random, expert=expert)))
+
+
 @pytest.mark.slow  # a tiny SAC run and BC (compiling them is most of the time)
-def test_a_tiny_locomotion_run_end_to_end_then_reused(tmp_path):
+def test_a_tiny_locomotion_run_end_to_end_then_reused(tmp_path, monkeypatch):
     from dataclasses import replace
 
     from rtaug.collect.sac import train_sac
 
+    _with_references(monkeypatch, "hopper-medium-replay", None, None)  # as before hopper's were measured
     cfg = build(TINY_LOCO)
     sac = plan(cfg).stages[0]
     config = replace(_sac_config(cfg), total_steps=300)
@@ -164,6 +175,19 @@ def test_a_tiny_locomotion_run_end_to_end_then_reused(tmp_path):
     (tmp_path / "half" / "run.json").write_text(json.dumps({**info, "total_steps": 600}))  # as a killed 600-step run's
     with pytest.raises(ConfigError, match=r"data.sac_dir: .*half: the SAC run has not finished \(300 of 600 steps\)"):
         build({**TINY_LOCO, "data": {**TINY_LOCO["data"], "sac_dir": str(tmp_path / "half")}})
+
+    # the references measured after the run: its cached stages' raw returns are scored, nothing runs again
+    _with_references(monkeypatch, "hopper-medium-replay", -100.0, 900.0)
+    scored = run_experiment(build(TINY_LOCO), tmp_path / "run4", cache=tmp_path / "cache", progress=False,
+                            printer=lambda *_: None)
+    assert all(s["cached"] for s in scored["stages"])
+    now = scored["per_seed"]["0"]
+    assert now["return_mean"] == row["return_mean"]
+    assert now["normalized_mean"] == pytest.approx((row["return_mean"] + 100.0) / 10.0)
+    assert [p["normalized_mean"] for p in now["curve"]] == pytest.approx(
+        [(p["return_mean"] + 100.0) / 10.0 for p in row["curve"]])
+    assert scored["summary"]["normalized"]["mean"] == pytest.approx(now["normalized_mean"])
+    assert scored["references"]["measured"] is True
 
 
 @pytest.mark.parametrize("values, message", [
