@@ -113,6 +113,19 @@ def tiny_experiment(tmp_path_factory):
     return d, result, lines
 
 
+def with_references(monkeypatch, env: str, random, expert) -> None:
+    """Every registry task of locomotion environment `env` with these measured references (None,
+    None: not measured), whatever the registry stores, for the paths that depend on them."""
+    from dataclasses import replace
+
+    from rtaug.envs.registry import TASKS
+
+    for name, task in list(TASKS.items()):
+        if getattr(task, "env", None) == env:
+            refs = replace(task.references, random=random, expert=expert)
+            monkeypatch.setitem(TASKS, name, replace(task, references=refs))
+
+
 def file_bytes(*paths) -> dict:
     """Every file's bytes under each path (a file, or a directory's tree)."""
     found = {}

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+from conftest import with_references
 
 from rtaug.cli import main
 from rtaug.collect.dqn import DQNConfig, collect_boxball
@@ -51,7 +52,8 @@ def test_unknown_task_is_a_clear_error(tmp_path, capsys):
     assert not (tmp_path / "x.hdf5").exists()
 
 
-def test_tasks_lists_every_task_a_line_each(capsys):
+def test_tasks_lists_every_task_a_line_each(capsys, monkeypatch):
+    with_references(monkeypatch, "hopper", None, None)  # a task whose references are not measured
     assert main(["tasks"]) == 0
     out = capsys.readouterr().out
     lines = {line.split()[0]: line for line in out.splitlines() if line.startswith(("maze2d", "boxball", "hopper"))}

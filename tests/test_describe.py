@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import refused
+from conftest import refused, with_references
 
 from rtaug.cli import main
 from rtaug.data.dataset import Dataset
@@ -77,8 +77,10 @@ def test_describe_of_data_that_record_no_task_still_writes_its_json(tmp_path, ca
     assert "no task (give --task for its scores)" in capsys.readouterr().out
 
 
-def test_describe_gives_d4rl_sizes_and_says_when_references_are_missing(tmp_path, capsys):
+def test_describe_gives_d4rl_sizes_and_says_when_references_are_missing(tmp_path, capsys, monkeypatch):
     from rtaug.experiments.stages import describe_file, format_description
+
+    with_references(monkeypatch, "hopper", None, None)
 
     rng = np.random.default_rng(2)
     n = 20
@@ -89,7 +91,7 @@ def test_describe_gives_d4rl_sizes_and_says_when_references_are_missing(tmp_path
     save_hdf5(Dataset.from_arrays(a, metadata={"task": "hopper-medium-replay"}), tmp_path / "h.hdf5")
     d = describe_file(tmp_path / "h.hdf5")
     assert d["d4rl_size"] == {"episodes": 2_040, "steps": 402_000}
-    assert d["normalized"] is None  # this simulator's hopper references are not stored (its SAC expert did not converge)
+    assert d["normalized"] is None  # references not measured: no score made up
     assert d["normalized_d4rl"]["mean"] == pytest.approx(100 * (10 + 20.272305) / (3234.3 + 20.272305))
     text = format_description(d)
     assert "normalized (this simulator's references): – (no references for hopper-medium-replay)" in text

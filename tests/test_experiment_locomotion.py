@@ -1,12 +1,13 @@
 """`rtaug run` on a locomotion task: a `sac` stage per environment (shared by its four datasets),
 `data` cut out of it, the task's evaluation protocol, scores without this simulator's references
-(hopper: its SAC expert did not converge, so none are stored)
-reported D4RL-normalised and raw; a rerun reuses every stage."""
+reported D4RL-normalised and raw, then scored once references are measured; a rerun reuses every
+stage."""
 
 import csv
 import json
 
 import pytest
+from conftest import with_references
 
 pytest.importorskip("mujoco")
 
@@ -88,23 +89,13 @@ def _sac_config(cfg):
     return sac_settings(get_task(cfg.task), cfg.data.seed, cfg.data.recipe)[1]
 
 
-def _with_references(monkeypatch, name, random, expert):
-    """The registry's task `name` with its measured references set (None: not measured)."""
-    from dataclasses import replace
-
-    from rtaug.envs.registry import TASKS
-
-    task = TASKS[name]
-    monkeypatch.setitem(TASKS, name, replace(task, references=replace(task.references, random=random, expert=expert)))
-
-
 @pytest.mark.slow  # a tiny SAC run and BC (compiling them is most of the time)
 def test_a_tiny_locomotion_run_end_to_end_then_reused(tmp_path, monkeypatch):
     from dataclasses import replace
 
     from rtaug.collect.sac import train_sac
 
-    _with_references(monkeypatch, "hopper-medium-replay", None, None)  # as before hopper's were measured
+    with_references(monkeypatch, "hopper", None, None)  # as before hopper's were measured
     cfg = build(TINY_LOCO)
     sac = plan(cfg).stages[0]
     config = replace(_sac_config(cfg), total_steps=300)
@@ -177,7 +168,7 @@ def test_a_tiny_locomotion_run_end_to_end_then_reused(tmp_path, monkeypatch):
         build({**TINY_LOCO, "data": {**TINY_LOCO["data"], "sac_dir": str(tmp_path / "half")}})
 
     # the references measured after the run: its cached stages' raw returns are scored, nothing runs again
-    _with_references(monkeypatch, "hopper-medium-replay", -100.0, 900.0)
+    with_references(monkeypatch, "hopper", -100.0, 900.0)
     scored = run_experiment(build(TINY_LOCO), tmp_path / "run4", cache=tmp_path / "cache", progress=False,
                             printer=lambda *_: None)
     assert all(s["cached"] for s in scored["stages"])

@@ -6,6 +6,7 @@ import json
 import h5py
 import numpy as np
 import pytest
+from conftest import with_references
 
 from rtaug.cli import main
 from rtaug.collect.locomotion import locomotion_dataset, medium_cut, policy_data
@@ -203,7 +204,8 @@ def test_relabelled_rows_take_the_simulators_outcome_and_keep_the_penalty(random
     assert not (tmp_path / "x.hdf5").exists() and src.read_bytes() == before
 
 
-def test_audit_and_eval_commands(random_data, tmp_path, capsys):
+def test_audit_and_eval_commands(random_data, tmp_path, capsys, monkeypatch):
+    with_references(monkeypatch, "hopper", None, None)  # the eval line of a task not measured
     save_hdf5(random_data, tmp_path / "h.hdf5")
     out = tmp_path / "audit.json"
     assert main(["audit", str(tmp_path / "h.hdf5"), "--task", "hopper-medium", "--json", str(out),
