@@ -18,7 +18,6 @@ from rtaug.evaluate import evaluate_policy, random_policy
 
 KINDS = ("medium", "medium-replay", "expert", "medium-expert")
 D4RL = {"hopper": (-20.272305, 3234.3), "halfcheetah": (-280.178953, 12135.0), "walker2d": (1.629008, 4592.3)}
-MEASURED = ("halfcheetah", "walker2d")  # references stored in the registry (hopper's SAC has not converged)
 
 
 @pytest.mark.parametrize("env", sorted(ENV_IDS))
@@ -36,19 +35,21 @@ def test_registry_has_the_four_datasets_of_each_env(env):
         assert (ref.d4rl_random, ref.d4rl_expert) == D4RL[env]
         assert task.normalize_d4rl(ref.d4rl_expert) == pytest.approx(100.0)
         assert task.normalize_d4rl(ref.d4rl_random) == pytest.approx(0.0)
-        if env in MEASURED:
-            # measured here (docs/locomotion.md): 100 episodes each, SEs small against the gap
-            assert ref.random < ref.expert and ref.episodes == (100, 100)
-            assert max(ref.random_se, ref.expert_se) < 0.02 * (ref.expert - ref.random)
-            assert task.normalize(ref.expert) == pytest.approx(100.0) and task.normalize(ref.random) == pytest.approx(0)
-        else:
-            # Not measured yet: no number is made up, and the error names the command that measures them.
-            assert ref.random is None and ref.expert is None
-            with pytest.raises(TaskError, match=rf"not been measured yet; run `rtaug reference {env}-medium --sac-dir"):
-                task.normalize(100.0)
+        # measured here (docs/locomotion.md): 100 episodes each, SEs small against the gap
+        assert ref.random < ref.expert and ref.episodes == (100, 100)
+        assert max(ref.random_se, ref.expert_se) < 0.02 * (ref.expert - ref.random)
+        assert task.normalize(ref.expert) == pytest.approx(100.0) and task.normalize(ref.random) == pytest.approx(0)
         assert task.make_env().spec.max_episode_steps == 1000
     with pytest.raises(TaskError, match=f"task '{env}-medium': rtaug run supports maze2d tasks only"):
         get_task(f"{env}-medium", "maze2d", "rtaug run")
+
+
+def test_unmeasured_references_are_refused_with_the_command_that_measures_them(monkeypatch):
+    """No number is made up: the error names the run whose expert measures them (hopper's: seed 1)."""
+    with_references(monkeypatch, "hopper", None, None)
+    with pytest.raises(TaskError, match=r"not been measured yet; run `rtaug reference hopper-medium --sac-dir "
+                                        r"runs/sac/hopper-seed1` and store them"):
+        get_task("hopper-medium").normalize(100.0)
 
 
 def test_making_an_env_leaves_no_mujoco_log(tmp_path, monkeypatch, capfd):
@@ -77,7 +78,7 @@ def test_evaluation_by_d4rl_protocol():
     task = get_task("hopper-medium")
     res = evaluate_policy(task, random_policy(0, 3), episodes=4, seed=0)
     assert res.returns.shape == (4,) and np.all(np.isfinite(res.returns))
-    assert res.normalized is None  # references not measured
+    np.testing.assert_allclose(res.normalized, task.normalize(res.returns))
     np.testing.assert_allclose(res.normalized_d4rl, task.normalize_d4rl(res.returns))
     # a random hopper falls within a few dozen steps; the env's termination ends its episode
     assert res.extra["success_rate"] == 0.0 and 1 <= res.extra["length_mean"] < 1000

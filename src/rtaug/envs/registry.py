@@ -325,19 +325,24 @@ _D4RL_LOCOMOTION_SIZES = {
 # Measured here by `_locomotion_reference_command(env)` once the environment's SAC expert exists:
 # (random mean, its SE, expert mean, its SE, random episodes, expert episodes). walker2d: the final
 # actor of a 1M-step SAC run whose evaluations were flat (3,900-4,300) over its last 500k steps
-# (Walker2d-v5, gymnasium 1.4.0, mujoco 4.0.0, 2026-12-04). hopper's 1M-step run did not converge
-# (its evaluations swing between 800 and 3,100): not stored (docs/locomotion.md). halfcheetah: the
-# final actor of a 1M-step SAC run still rising slowly (9,815 at 800k, 10,334 at 1M: 85% of D4RL's
-# expert; HalfCheetah-v5, same versions, 2026-12-04); its episodes never end early, so the expert's
-# 100 returns agree within ±1%.
+# (Walker2d-v5, gymnasium 1.4.0, mujoco 4.0.0, 2026-12-04). halfcheetah: the final actor of a
+# 1M-step SAC run still rising slowly (9,815 at 800k, 10,334 at 1M: 85% of D4RL's expert;
+# HalfCheetah-v5, same versions, 2026-12-04); its episodes never end early, so the expert's 100
+# returns agree within ±1%. hopper: the final actor of its second seed's 1M-step run, at 3,150-3,280
+# in most evaluations after 200k steps (Hopper-v5, same versions, 2026-12-06); the first seed's run
+# did not converge (its evaluations swing between 800 and 3,100, docs/locomotion.md).
 _LOCOMOTION_MEASURED: dict[str, tuple[float, float, float, float, int, int]] = {
     "walker2d": (1.3068, 0.5050, 4383.8272, 2.1244, 100, 100),
     "halfcheetah": (-290.5194, 7.6720, 10291.8811, 10.1053, 100, 100),
+    "hopper": (18.5854, 2.4230, 3272.3547, 3.6379, 100, 100),
 }
+# The SAC seed whose run is an environment's expert, and so its data's source.
+_LOCOMOTION_EXPERT_SEED = {"walker2d": 0, "halfcheetah": 0, "hopper": 1}
 
 
 def _locomotion_reference_command(env: str) -> str:
-    return f"rtaug reference {env}-medium --sac-dir runs/sac/{env}-seed0"
+    seed = _LOCOMOTION_EXPERT_SEED[env]
+    return f"rtaug reference {env}-medium --sac-dir runs/sac/{env}-seed{seed}"
 
 
 def _reference_command(maze: str) -> str:
