@@ -6,12 +6,11 @@ import json
 import h5py
 import numpy as np
 import pytest
+from conftest import grid_walks
 
 from rtaug.cli import build_parser, main
 from rtaug.data.hdf5 import save_hdf5
 from rtaug.train import CHECKPOINT, load_checkpoint
-
-from conftest import grid_walks
 
 
 def _write_augmented(path, n=300, seg=50, seed=0, action_scale=1.0):
