@@ -384,6 +384,30 @@ def test_report_of_sac_runs_alone(collected, tmp_path, capsys):
     assert (tmp_path / "r" / "sac-runs-sac.png").stat().st_size > 1000
 
 
+@pytest.mark.slow  # draws from the tiny SAC run
+def test_report_of_a_run_cut_at_a_given_expert_return(collected, tmp_path):
+    """A run stopped at the cut (`--sac expert_return=`) is reported at that level, read from the data
+    it drew, not at its own last five evaluations (a run stopped at the cut has no expert)."""
+    import csv
+    import shutil
+
+    from rtaug.collect.sac import read_curve
+
+    run = tmp_path / "sac"
+    shutil.copytree(collected / "sac", run)
+    shutil.rmtree(run / "data")
+    curve = read_curve(run)
+    best = max(curve, key=lambda r: r["return_mean"])
+    given = 3 * float(best["return_mean"])  # the threshold is the best evaluation: the cut falls on it
+    assert medium_cut(curve, 1 / 3)["expert_level"] != pytest.approx(given)  # not what the last five say
+    assert main(["collect", "hopper-medium", "--out", str(tmp_path / "m.hdf5"), "--steps", "50", "--seed", "3",
+                 "--sac-dir", str(run), "--sac", *SMALL_SAC, f"expert_return={given!r}", "--no-progress"]) == 0
+    assert main(["report", str(run), "--out", str(tmp_path / "r"), "--name", "cut"]) == 0
+    row, = csv.DictReader((tmp_path / "r" / "cut-sac.csv").open())
+    assert (int(row["medium_step"]), float(row["expert_level"]), row["expert_given"]) == (best["step"], given, "True")
+    assert f"| {given:.1f} (given) |" in (tmp_path / "r" / "cut.md").read_text()
+
+
 @pytest.mark.slow  # trains a BC policy on the collected data and evaluates it
 def test_policy_trained_on_collected_data_is_evaluated_in_the_simulator(collected, tmp_path, capsys):
     run = tmp_path / "bc"

@@ -10,7 +10,7 @@ import numpy as np
 from rtaug.data.dataset import Dataset, DatasetError
 from rtaug.fileio import replacing
 
-__all__ = ["file_fingerprint", "load_hdf5", "load_hdf5_rows", "next_row_kept", "save_hdf5"]
+__all__ = ["file_fingerprint", "load_hdf5", "load_hdf5_rows", "load_metadata", "next_row_kept", "save_hdf5"]
 
 METADATA_ATTR = "rtaug_metadata"
 _ROOT_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts",
@@ -38,15 +38,32 @@ def _read_file(path: Path, source: str) -> tuple[dict[str, np.ndarray], dict]:
             raw_meta = f.attrs.get(METADATA_ATTR)
     except OSError as exc:
         raise DatasetError(f"{source}: cannot read HDF5 file ({exc})") from exc
-    metadata = {}
-    if raw_meta is not None:
-        try:
-            metadata = json.loads(raw_meta.decode() if isinstance(raw_meta, bytes) else str(raw_meta))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise DatasetError(f"{source}: key '{METADATA_ATTR}': invalid JSON ({exc})") from exc
-        if not isinstance(metadata, dict):
-            raise DatasetError(f"{source}: key '{METADATA_ATTR}': expected a JSON object")
-    return arrays, metadata
+    return arrays, _parse_metadata(raw_meta, source)
+
+
+def _parse_metadata(raw_meta, source: str) -> dict:
+    if raw_meta is None:
+        return {}
+    try:
+        metadata = json.loads(raw_meta.decode() if isinstance(raw_meta, bytes) else str(raw_meta))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{source}: key '{METADATA_ATTR}': invalid JSON ({exc})") from exc
+    if not isinstance(metadata, dict):
+        raise DatasetError(f"{source}: key '{METADATA_ATTR}': expected a JSON object")
+    return metadata
+
+
+def load_metadata(path) -> dict:
+    """A file's rtaug metadata alone (how it was made), without reading its arrays."""
+    path = Path(path)
+    if not path.is_file() or not h5py.is_hdf5(path):
+        raise DatasetError(f"{path}: not an HDF5 file")
+    try:
+        with h5py.File(path, "r") as f:
+            raw_meta = f.attrs.get(METADATA_ATTR)
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read HDF5 file ({exc})") from exc
+    return _parse_metadata(raw_meta, str(path))
 
 
 def next_row_kept(timeouts: np.ndarray) -> np.ndarray:

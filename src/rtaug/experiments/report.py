@@ -549,8 +549,26 @@ def find_sac_runs(root) -> list[dict]:
             continue
         curve = read_curve(path.parent) if (path.parent / "curve.csv").exists() else []
         runs.append({"path": str(path.parent), "env_id": info["config"]["env_id"], "seed": info["config"]["seed"],
-                     "budget": int(info["total_steps"]), "curve": curve})
+                     "budget": int(info["total_steps"]), "curve": curve,
+                     "expert_return": _given_expert_return(path.parent)})
     return runs
+
+
+def _given_expert_return(run_dir: Path) -> float | None:
+    """The expert level `rtaug collect ... --sac expert_return=` cut this run's data at, read from
+    the policy data it drew into the run's data/ (a run stopped at the cut has no expert of its own,
+    and its last five evaluations would put the cut elsewhere); None when none was given."""
+    from rtaug.data.hdf5 import load_metadata
+
+    given = set()
+    for path in sorted((run_dir / "data").glob("*.hdf5")):
+        recipe = (load_metadata(path).get("collector") or {}).get("recipe") or {}
+        if recipe.get("expert_return") is not None:
+            given.add(float(recipe["expert_return"]))
+    if len(given) > 1:
+        raise ValueError(f"{run_dir / 'data'}: files cut at different expert returns {sorted(given)}: "
+                         "report them from separate run directories")
+    return given.pop() if given else None
 
 
 def sac_rows(runs: list[dict], fraction: float = 1 / 3) -> list[dict]:
@@ -586,6 +604,7 @@ def plot_sac(runs: list[dict], path: Path, fraction: float = 1 / 3) -> Path | No
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     from rtaug.collect.locomotion import medium_cut
 
@@ -607,8 +626,14 @@ def plot_sac(runs: list[dict], path: Path, fraction: float = 1 / 3) -> Path | No
             ax.plot([cut["medium_step"]], [cut["medium_return"]], "o", color=line.get_color(), label="medium cut")
         ax.set_title(env, fontsize=9)
         ax.set_xlabel("environment steps")
+        # plain step counts (20000, 40000, ...) run into each other under a 4.5-inch panel
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_steps_label))
         ax.grid(alpha=0.3)
     return _save_panels(fig, axes, "evaluation return (10 episodes)", path)
+
+
+def _steps_label(x: float, _pos=None) -> str:
+    return f"{x / 1e6:g}M" if abs(x) >= 1e6 else f"{x / 1e3:g}k" if abs(x) >= 1e3 else f"{x:g}"
 
 
 def sac_markdown(rows: list[dict], image: str | None) -> str:
@@ -653,7 +678,8 @@ def write_report(root, out=None, printer=print, name: str | None = None) -> Path
             where = Path(st["path"]) / "sac" if st["stage"] == "sac" else None
             if where is not None and str(where) not in seen and (where / "run.json").is_file():
                 given = (r["config"].get("data") or {}).get("recipe", {}).get("expert_return")
-                sac += [{**run, "expert_return": given} for run in find_sac_runs(where)]
+                sac += [{**run, "expert_return": run["expert_return"] if given is None else given}
+                        for run in find_sac_runs(where)]
                 seen.add(str(where))
     if not results and not sac:
         raise FileNotFoundError(f"{root}: no result.json or SAC run below it (run `rtaug run`, `rtaug sweep` or "
