@@ -385,7 +385,7 @@ def test_report_of_sac_runs_alone(collected, tmp_path, capsys):
 
 
 @pytest.mark.slow  # draws from the tiny SAC run
-def test_report_of_a_run_cut_at_a_given_expert_return(collected, tmp_path):
+def test_report_of_a_run_cut_at_a_given_expert_return(collected, tmp_path, capsys):
     """A run stopped at the cut (`--sac expert_return=`) is reported at that level, read from the data
     it drew, not at its own last five evaluations (a run stopped at the cut has no expert)."""
     import csv
@@ -406,6 +406,16 @@ def test_report_of_a_run_cut_at_a_given_expert_return(collected, tmp_path):
     row, = csv.DictReader((tmp_path / "r" / "cut-sac.csv").open())
     assert (int(row["medium_step"]), float(row["expert_level"]), row["expert_given"]) == (best["step"], given, "True")
     assert f"| {given:.1f} (given) |" in (tmp_path / "r" / "cut.md").read_text()
+    # data cut at two levels out of one run: which one the run's cut is cannot be told, so it is refused
+    drawn, = (run / "data").glob("*.hdf5")
+    other = load_hdf5(drawn)
+    other.metadata["collector"]["recipe"]["expert_return"] = 2 * given
+    save_hdf5(other, run / "data" / "medium-other.hdf5")
+    capsys.readouterr()
+    assert main(["report", str(run), "--out", str(tmp_path / "r2"), "--name", "cut"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"rtaug report: error: {run / 'data'}: files cut at different expert returns") and "\n" not in err
+    assert not (tmp_path / "r2").exists()
 
 
 @pytest.mark.slow  # trains a BC policy on the collected data and evaluates it
