@@ -397,11 +397,15 @@ def test_short_stages_take_a_place_beside_a_long_one():
     assert claim_places("policy", 2) == 2 and claim_places("evaluation", 2) == 3
 
 
-def test_a_sweeps_dry_run_says_where_each_stage_stands(tiny_experiment, tmp_path, capsys):
+def test_a_sweeps_dry_run_says_where_each_stage_stands(tiny_experiment, tmp_path, capsys, monkeypatch):
     """`rtaug sweep --dry-run` computes nothing and tells cached, running (another process holds
-    the stage's lock), resumable (a killed policy's checkpoint: its update count) and to-run stages."""
+    the stage's lock), resumable (a killed policy's checkpoint: its update count) and to-run stages;
+    it reads the cache only, so it needs no Ray."""
     import fcntl
     import shutil
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as where Ray is not installed: importing it fails
 
     from rtaug.experiments.sweep import expand, sweep_status
 
@@ -445,6 +449,18 @@ def test_a_sweep_with_a_bad_core_locks_directory_stops_before_any_work(tmp_path,
     assert err == f"rtaug sweep: error: RTAUG_CORE_LOCKS={taken}: not a directory\n"
     assert taken.read_text() == "not a directory"
     assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
+
+
+def test_a_sweep_without_ray_stops_before_any_work(tmp_path, monkeypatch, capsys):
+    """Without Ray a sweep cannot run its cells: one line saying how to install it, exit 2, nothing written."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    assert main(["sweep", str(_sweep_file(tmp_path)), "--cache", str(tmp_path / "cache"),
+                 "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == ("rtaug sweep: error: rtaug sweep runs on Ray, which is not installed: "
+                                               "pip install 'rtaug[ray]'")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
 
 
 def _sweep_file(tmp_path) -> Path:

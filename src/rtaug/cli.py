@@ -244,12 +244,8 @@ def _cmd_sweep(args):
     from rtaug.experiments.sweep import load_sweep, run_sweep
 
     cells = load_sweep(args.config, args.overrides)
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        raise ValueError("rtaug sweep runs on Ray, which is not installed: pip install 'rtaug[ray]'") from None
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    if args.dry_run:
+    if args.dry_run:  # reads the cache only: no Ray needed
         from rtaug.experiments.sweep import STATES, sweep_status
 
         status = sweep_status(cells, cache=args.cache)
@@ -262,6 +258,10 @@ def _cmd_sweep(args):
         print(f"{len(cells)} cells -> {out}; {sum(total.values())} distinct stages: "
               + ", ".join(f"{total[s]} {s}" for s in STATES if total[s]) + f" (cache {status['cache']})")
         return
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise ValueError("rtaug sweep runs on Ray, which is not installed: pip install 'rtaug[ray]'") from None
     run_sweep(cells, out, cache=args.cache, address=args.address, workers=args.workers, retries=args.retries,
               command=_command_line(args))
 
