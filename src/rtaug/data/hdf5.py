@@ -18,11 +18,15 @@ _ROOT_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts",
 _FILE_REQUIRED = ("observations", "actions", "rewards", "terminals")
 
 
-def _read_file(path: Path, source: str) -> tuple[dict[str, np.ndarray], dict]:
+def _check_file(path: Path, source: str) -> None:
     if not path.exists():
         raise DatasetError(f"{source}: file not found")
     if not path.is_file() or not h5py.is_hdf5(path):
         raise DatasetError(f"{source}: not an HDF5 file")
+
+
+def _read_file(path: Path, source: str) -> tuple[dict[str, np.ndarray], dict]:
+    _check_file(path, source)
     arrays: dict[str, np.ndarray] = {}
     try:
         with h5py.File(path, "r") as f:
@@ -56,8 +60,7 @@ def _parse_metadata(raw_meta, source: str) -> dict:
 def load_metadata(path) -> dict:
     """A file's rtaug metadata alone (how it was made), without reading its arrays."""
     path = Path(path)
-    if not path.is_file() or not h5py.is_hdf5(path):
-        raise DatasetError(f"{path}: not an HDF5 file")
+    _check_file(path, str(path))
     try:
         with h5py.File(path, "r") as f:
             raw_meta = f.attrs.get(METADATA_ATTR)
